@@ -1,0 +1,1 @@
+"""The ComfyUI adapter: job events become ComfyUI runs (issue 6)."""

@@ -1,0 +1,1 @@
+"""The web portal: the Litestar app that `rcc serve` and `rcc portal` serve."""

@@ -1,0 +1,154 @@
+"""The `rcc` command line (see CONTRACT.md for the stable names)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+from rcc.config import Settings, load_settings
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from portal.app import create_app
+    from rcc.bootstrap import database_url, migrate_database
+
+    applied = await migrate_database(database_url(settings))
+    if applied:
+        print(f"applied migrations {applied}", file=sys.stderr)
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
+    await uvicorn.Server(config).serve()
+    return 0
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bootstrap import database_url, migrate_database
+
+    applied = await migrate_database(database_url(settings))
+    print(f"applied {applied}" if applied else "schema is up to date")
+    return 0
+
+
+async def _tokens_create(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bootstrap import open_pool
+    from rcc.service.accounts import ensure_user
+    from rcc.service.tokens import create_token
+
+    if args.role == "user" and not args.email:
+        print("--role user needs --email", file=sys.stderr)
+        return 2
+    pool = await open_pool(settings, max_size=2)
+    try:
+        user_id = None
+        if args.email:
+            found = await ensure_user(pool, args.email, settings.signup_grant_rcc)
+            if isinstance(found, str):
+                user_id = found
+            else:
+                print(f"error: {found.detail}", file=sys.stderr)
+                return 2
+        async with pool.acquire() as conn:
+            token_id, secret = await create_token(conn, args.role, user_id, args.name or "")
+    finally:
+        await pool.close()
+    print(f"token id {token_id} (role {args.role}); the token is shown once:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+async def _tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bootstrap import open_pool
+    from rcc.service.tokens import revoke_token
+
+    pool = await open_pool(settings, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            revoked = await revoke_token(conn, args.token_id)
+    finally:
+        await pool.close()
+    print("revoked" if revoked else f"no live token with id {args.token_id}")
+    return 0 if revoked else 1
+
+
+async def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.audit import verify
+    from rcc.bootstrap import database_url, migrate_database
+    from rcc.store.database import connect_owner
+
+    url = database_url(settings)
+    await migrate_database(url)
+    conn = await connect_owner(url)
+    try:
+        report = await verify(conn, progress=lambda n: print(f"... {n} events", file=sys.stderr))
+    finally:
+        await conn.close()
+    print(
+        f"checked {report.events} events in {report.streams} streams, "
+        f"{report.wallets} wallet balances recomputed"
+    )
+    if report.ok:
+        print("audit OK: every hash chain and every balance holds")
+        return 0
+    print(f"audit FAILED: {len(report.problems)} problem(s); first: {report.problems[0]}")
+    for problem in report.problems[1:20]:
+        print(f"  also: {problem}")
+    return 1
+
+
+async def _bench_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bench.ledger import run_ledger_bench
+
+    return await run_ledger_bench(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rcc", description="Ranch Cloud Credits")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, then run the service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    sub.add_parser("migrate", help="apply schema/ migrations").set_defaults(run=_migrate)
+
+    tokens = sub.add_parser("tokens", help="bearer tokens").add_subparsers(dest="action", required=True)
+    create = tokens.add_parser("create", help="print a new token as the last line")
+    create.add_argument("--role", required=True, choices=["admin", "service", "user"])
+    create.add_argument("--email")
+    create.add_argument("--name")
+    create.set_defaults(run=_tokens_create)
+    revoke = tokens.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(run=_tokens_revoke)
+
+    audit = sub.add_parser("audit", help="verify the log").add_subparsers(dest="action", required=True)
+    audit.add_parser("verify", help="recompute every chain and balance").set_defaults(run=_audit_verify)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
+    ledger = bench.add_parser("ledger", help="create-job throughput vs a plain UPDATE baseline")
+    ledger.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    ledger.add_argument("--seconds", type=float, default=5.0)
+    ledger.add_argument("--wallets", type=int, default=1000)
+    ledger.set_defaults(run=_bench_ledger)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        return asyncio.run(args.run(args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pure core: events, aggregate state and decisions. No I/O here."""

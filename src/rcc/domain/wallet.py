@@ -1,0 +1,91 @@
+"""The wallet aggregate: a balance that only ledger events move, never below zero."""
+
+from __future__ import annotations
+
+import msgspec
+
+from rcc.domain.errors import Invalid, InsufficientCredits, NotFound
+from rcc.domain.events import (
+    CreditsAdjusted,
+    CreditsClawedBack,
+    Event,
+    LedgerEvent,
+    WalletOpened,
+)
+
+
+class WalletState(msgspec.Struct, frozen=True, kw_only=True):
+    wallet_id: str = ""
+    owner_kind: str = ""
+    owner_id: str = ""
+    balance: int = 0
+    opened: bool = False
+
+
+def evolve(state: WalletState, event: Event) -> WalletState:
+    """Fold one event into the wallet state."""
+    match event:
+        case WalletOpened():
+            return WalletState(
+                wallet_id=event.wallet_id,
+                owner_kind=event.owner_kind,
+                owner_id=event.owner_id,
+                opened=True,
+            )
+        case LedgerEvent():
+            return msgspec.structs.replace(state, balance=state.balance + event.delta)
+    return state
+
+
+def fold(events: list[Event], state: WalletState | None = None) -> WalletState:
+    """The state after a sequence of events."""
+    state = state or WalletState()
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def require_open(state: WalletState) -> NotFound | None:
+    if not state.opened:
+        return NotFound(detail="wallet not found")
+    return None
+
+
+def debit(state: WalletState, cost: int) -> InsufficientCredits | None:
+    """Refuse a debit the balance cannot cover."""
+    if state.balance < cost:
+        return InsufficientCredits(
+            detail=f"this needs {cost} RCC and the balance is {state.balance} RCC",
+            balance_rcc=state.balance,
+            cost_rcc=cost,
+        )
+    return None
+
+
+def grant_amount_error(amount: int) -> Invalid | None:
+    if amount <= 0:
+        return Invalid(detail="a grant must be a positive whole number of RCC")
+    return None
+
+
+def adjust(state: WalletState, amount: int, actor: str, note: str) -> list[Event] | Invalid:
+    """MANUAL_ADJUST: signed, with a reason, never taking the balance below zero."""
+    if amount == 0:
+        return Invalid(detail="rcc_delta must not be zero")
+    if not note.strip():
+        return Invalid(detail="a reason is required for any adjustment")
+    if state.balance + amount < 0:
+        return Invalid(
+            detail=f"an adjustment of {amount} would take the balance ({state.balance}) below zero"
+        )
+    return [CreditsAdjusted(amount=amount, actor=actor, note=note)]
+
+
+def claw_back(state: WalletState, amount: int, ref: str | None) -> list[Event]:
+    """REFUND_CLAWBACK: take back what was bought, but at most the balance.
+
+    Credits already spent cannot be un-spent; the rest is recorded as the shortfall
+    so admins see it, and the balance never goes below zero.
+    """
+    taken = min(amount, max(state.balance, 0))
+    return [CreditsClawedBack(amount=taken, shortfall=amount - taken, ref=ref)]

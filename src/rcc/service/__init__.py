@@ -1,0 +1,1 @@
+"""Commands and their handlers: load state, decide, append in one transaction."""

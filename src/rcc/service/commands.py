@@ -1,0 +1,65 @@
+"""Commands: what a caller asks for. Plain data, validated by the handlers' decisions."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class RegisterUser(Command, frozen=True, kw_only=True):
+    email: str
+    is_admin: bool = False
+    signup_grant_rcc: int = 0
+
+
+class SetAdmin(Command, frozen=True, kw_only=True):
+    user_id: str
+    is_admin: bool
+    actor: str
+
+
+class GrantCredits(Command, frozen=True, kw_only=True):
+    """A grant from money or policy: kind is topup, subscription or signup."""
+
+    user_id: str
+    kind: str
+    amount: int
+    ref: str | None = None
+    detail: str | None = None  # the pack or the subscription period
+
+
+class AdjustCredits(Command, frozen=True, kw_only=True):
+    user_id: str
+    amount: int
+    actor: str
+    note: str
+
+
+class ClawBack(Command, frozen=True, kw_only=True):
+    user_id: str
+    amount: int
+    ref: str | None = None
+
+
+class CreateJob(Command, frozen=True, kw_only=True):
+    user_id: str
+    job_type: str
+    workflow: dict[str, object] = {}
+    metadata: dict[str, object] = {}
+    job_id: str | None = None  # chosen by the caller for tests; generated otherwise
+
+
+class MarkJob(Command, frozen=True, kw_only=True):
+    """Move a job along its lifecycle: queued, running, succeeded, failed or cancelled."""
+
+    job_id: str
+    status: str
+    error: str | None = None
+    output_uris: list[str] = []
+    duration_ms: int | None = None
+    backend: str | None = None
+    prompt_id: str | None = None
+    actor: str | None = None

@@ -1,0 +1,279 @@
+"""Command handlers: `async def handle(cmd, uow) -> result | DomainError`.
+
+Each handler locks the heads it writes, decides with the pure domain functions and
+stages events; `execute` commits them with the idempotency record in one transaction.
+The routing table at the bottom shows which handler answers which command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from rcc.domain import job as jobs
+from rcc.domain import user as users
+from rcc.domain import wallet as wallets
+from rcc.domain.errors import Conflict, DomainError, IdempotencyKeyReused, Invalid, NotFound
+from rcc.domain.events import (
+    AdminBypassed,
+    AdminStatusChanged,
+    CreditsReleased,
+    CreditsReserved,
+    Event,
+    JobCancelled,
+    JobCreated,
+    JobFailed,
+    JobQueued,
+    JobStarted,
+    JobSucceeded,
+    SignupGranted,
+    SubscriptionGranted,
+    TopupGranted,
+    UserRegistered,
+    WalletOpened,
+    job_stream,
+    user_stream,
+    wallet_stream,
+)
+from rcc.domain.prices import JOB_PRICES_RCC, job_cost
+from rcc.service import commands as c
+from rcc.store.event_store import Checkpoint
+from rcc.store.unit_of_work import KeyTaken, UnitOfWork
+
+
+class UserCreated(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    wallet_id: str
+    email: str
+
+
+class JobAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    cost_rcc: int
+    bypass: bool
+    balance_rcc: int
+
+
+class JobMoved(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    status: str
+    released_rcc: int = 0
+
+
+class WalletMoved(msgspec.Struct, frozen=True, kw_only=True):
+    wallet_id: str
+    delta: int
+    balance_rcc: int
+    shortfall: int = 0
+
+
+class Done(msgspec.Struct, frozen=True, kw_only=True):
+    """A command's answer and the checkpoint of its last event (for read-your-writes)."""
+
+    result: Any
+    checkpoint: Checkpoint
+    replayed: bool = False  # True when an idempotency key returned the first answer
+
+
+def _fold_wallet(state: wallets.WalletState, events: list[Event]) -> wallets.WalletState:
+    return wallets.fold(events, state)
+
+
+async def register_user(cmd: c.RegisterUser, uow: UnitOfWork) -> UserCreated | DomainError:
+    email = users.normalise_email(cmd.email)
+    if email is None:
+        return Invalid(detail=f"{cmd.email!r} is not an email address")
+    if cmd.signup_grant_rcc < 0:
+        return Invalid(detail="the sign-up grant cannot be negative")
+    # The email row is the uniqueness guard; it waits for a concurrent twin and loses.
+    user_id = str(uuid.uuid4())
+    taken = await uow.conn.fetchval(
+        """INSERT INTO user_emails (email, user_id) VALUES ($1, $2)
+           ON CONFLICT (email) DO NOTHING RETURNING false""",
+        email,
+        user_id,
+    )
+    if taken is None:
+        return Conflict(detail=f"{email} is already registered")
+    wallet_id = user_id  # a user's own wallet; org wallets get their own ids later
+    registered = UserRegistered(user_id=user_id, email=email, wallet_id=wallet_id, is_admin=cmd.is_admin)
+    opened: list[Event] = [WalletOpened(wallet_id=wallet_id, owner_kind="user", owner_id=user_id)]
+    if cmd.signup_grant_rcc > 0:
+        opened.append(SignupGranted(amount=cmd.signup_grant_rcc))
+    uow.stage(user_stream(user_id), 0, [registered], users.evolve(users.UserState(), registered))
+    uow.stage(wallet_stream(wallet_id), 0, opened, wallets.fold(opened))
+    return UserCreated(user_id=user_id, wallet_id=wallet_id, email=email)
+
+
+async def set_admin(cmd: c.SetAdmin, uow: UnitOfWork) -> UserCreated | DomainError:
+    stream = user_stream(cmd.user_id)
+    head = (await uow.lock(stream))[stream]
+    user = head.as_state(users.UserState)
+    if not user.registered:
+        return NotFound(detail="user not found")
+    if user.is_admin != cmd.is_admin:
+        event = AdminStatusChanged(user_id=cmd.user_id, is_admin=cmd.is_admin, actor=cmd.actor)
+        uow.stage(stream, head.version, [event], users.evolve(user, event))
+    return UserCreated(user_id=user.user_id, wallet_id=user.wallet_id, email=user.email)
+
+
+async def _lock_user_wallet(
+    uow: UnitOfWork, user_id: str
+) -> tuple[users.UserState, wallets.WalletState, int] | NotFound:
+    """The user and its wallet, the wallet's head locked for this transaction."""
+    user = (await uow.peek(user_stream(user_id))).as_state(users.UserState)
+    if not user.registered:
+        return NotFound(detail="user not found")
+    stream = wallet_stream(user.wallet_id)
+    head = (await uow.lock(stream))[stream]
+    wallet = head.as_state(wallets.WalletState)
+    if not wallet.opened:
+        return NotFound(detail="wallet not found")
+    return user, wallet, head.version
+
+
+async def _move_wallet(
+    uow: UnitOfWork, user_id: str, decide: Callable[[wallets.WalletState], list[Event] | DomainError]
+) -> WalletMoved | DomainError:
+    loaded = await _lock_user_wallet(uow, user_id)
+    if isinstance(loaded, DomainError):
+        return loaded
+    _, wallet, version = loaded
+    events = decide(wallet)
+    if isinstance(events, DomainError):
+        return events
+    after = _fold_wallet(wallet, events)
+    uow.stage(wallet_stream(wallet.wallet_id), version, events, after)
+    shortfall = sum(getattr(e, "shortfall", 0) for e in events)
+    return WalletMoved(
+        wallet_id=wallet.wallet_id,
+        delta=after.balance - wallet.balance,
+        balance_rcc=after.balance,
+        shortfall=shortfall,
+    )
+
+
+_GRANTS = {"topup": TopupGranted, "subscription": SubscriptionGranted, "signup": SignupGranted}
+
+
+async def grant_credits(cmd: c.GrantCredits, uow: UnitOfWork) -> WalletMoved | DomainError:
+    grant_type = _GRANTS.get(cmd.kind)
+    if grant_type is None:
+        return Invalid(detail=f"unknown grant kind {cmd.kind!r}; one of {sorted(_GRANTS)}")
+    if error := wallets.grant_amount_error(cmd.amount):
+        return error
+    extra: dict[str, Any] = {}
+    if grant_type is TopupGranted:
+        extra["pack"] = cmd.detail
+    elif grant_type is SubscriptionGranted:
+        extra["period"] = cmd.detail
+    event = grant_type(amount=cmd.amount, ref=cmd.ref, **extra)
+    return await _move_wallet(uow, cmd.user_id, lambda _: [event])
+
+
+async def adjust_credits(cmd: c.AdjustCredits, uow: UnitOfWork) -> WalletMoved | DomainError:
+    return await _move_wallet(
+        uow, cmd.user_id, lambda w: wallets.adjust(w, cmd.amount, cmd.actor, cmd.note)
+    )
+
+
+async def claw_back(cmd: c.ClawBack, uow: UnitOfWork) -> WalletMoved | DomainError:
+    if cmd.amount <= 0:
+        return Invalid(detail="a clawback must be a positive whole number of RCC")
+    return await _move_wallet(uow, cmd.user_id, lambda w: wallets.claw_back(w, cmd.amount, cmd.ref))
+
+
+async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainError:
+    """Reserve the job's cost (or record ADMIN_BYPASS for an admin) and create the job."""
+    cost = job_cost(cmd.job_type)
+    if cost is None:
+        return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
+    loaded = await _lock_user_wallet(uow, cmd.user_id)
+    if isinstance(loaded, DomainError):
+        return loaded
+    user, wallet, version = loaded
+    job_id = cmd.job_id or str(uuid.uuid4())
+    if user.is_admin:
+        charge: list[Event] = [AdminBypassed(job=job_id)]
+    else:
+        if refused := wallets.debit(wallet, cost):
+            return refused
+        charge = [CreditsReserved(job=job_id, amount=cost)]
+    created = JobCreated(
+        job_id=job_id,
+        user_id=user.user_id,
+        wallet_id=wallet.wallet_id,
+        job_type=cmd.job_type,
+        cost_rcc=cost,
+        bypass=user.is_admin,
+        workflow=cmd.workflow,
+        metadata=cmd.metadata,
+    )
+    after = _fold_wallet(wallet, charge)
+    uow.stage(wallet_stream(wallet.wallet_id), version, charge, after)
+    uow.stage(job_stream(job_id), 0, [created], jobs.evolve(jobs.JobState(), created))
+    return JobAccepted(job_id=job_id, cost_rcc=cost, bypass=user.is_admin, balance_rcc=after.balance)
+
+
+def _job_event(cmd: c.MarkJob) -> Event:
+    match cmd.status:
+        case "queued":
+            return JobQueued(job_id=cmd.job_id)
+        case "running":
+            return JobStarted(job_id=cmd.job_id, backend=cmd.backend, prompt_id=cmd.prompt_id)
+        case "succeeded":
+            return JobSucceeded(
+                job_id=cmd.job_id, output_uris=cmd.output_uris, duration_ms=cmd.duration_ms
+            )
+        case "failed":
+            return JobFailed(job_id=cmd.job_id, error=cmd.error or "failed")
+        case _:
+            return JobCancelled(job_id=cmd.job_id, actor=cmd.actor)
+
+
+async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
+    """Move a job; failing or cancelling it releases its whole reserve in the same
+    transaction. A terminal job refuses every move, so a release happens at most once."""
+    if cmd.status not in {"queued", "running", "succeeded", "failed", "cancelled"}:
+        return Invalid(detail=f"unknown job status {cmd.status!r}")
+    stream = job_stream(cmd.job_id)
+    job_head = await uow.peek(stream)
+    job = job_head.as_state(jobs.JobState)
+    if not job.status:
+        return NotFound(detail="job not found")
+    wallet_id = wallet_stream(job.wallet_id)
+    heads = await uow.lock(stream, wallet_id)
+    job = heads[stream].as_state(jobs.JobState)  # re-read under the lock
+    if refused := jobs.check_transition(job, cmd.status):
+        return refused
+    event = _job_event(cmd)
+    uow.stage(stream, heads[stream].version, [event], jobs.evolve(job, event))
+    released = 0
+    if cmd.status in {"failed", "cancelled"} and (released := jobs.refund_due(job)):
+        wallet = heads[wallet_id].as_state(wallets.WalletState)
+        release: list[Event] = [CreditsReleased(job=job.job_id, amount=released)]
+        uow.stage(wallet_id, heads[wallet_id].version, release, _fold_wallet(wallet, release))
+    return JobMoved(job_id=cmd.job_id, status=cmd.status, released_rcc=released)
+
+
+Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
+
+HANDLERS: dict[type[c.Command], Handler] = {
+    c.RegisterUser: register_user,
+    c.SetAdmin: set_admin,
+    c.GrantCredits: grant_credits,
+    c.AdjustCredits: adjust_credits,
+    c.ClawBack: claw_back,
+    c.CreateJob: create_job,
+    c.MarkJob: mark_job,
+}
+
+
+def fingerprint(cmd: c.Command) -> bytes:
+    """What makes two commands 'the same' for an idempotency key: type and every field."""
+    body = msgspec.json.encode(cmd, order="sorted")
+    return hashlib.sha256(type(cmd).__name__.encode() + b"\0" + body).digest()

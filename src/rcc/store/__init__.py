@@ -1,0 +1,1 @@
+"""PostgreSQL: the event store, migrations, the embedded server and the unit of work."""

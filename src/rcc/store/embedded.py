@@ -1,0 +1,27 @@
+"""The embedded default: a PostgreSQL 16 shipped by the `pgserver` wheel, no install needed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> str:
+    """Start (or reuse) the server whose data lives in `pgdata`; return its URL.
+
+    The data directory survives, so the next start finds the same ledger.
+    """
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver  # imported late: it is only needed without DATABASE_URL
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop" if stop_at_exit else None)
+    url: str = server.get_uri()
+    log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
+    return url

@@ -1,0 +1,172 @@
+"""Appending to and reading from the `events` table.
+
+Reading the global log is commit-safe: each event carries its transaction id (xid8);
+a reader takes only events of transactions older than the oldest one still running
+(`pg_snapshot_xmin`) and orders them by (tx_id, position). A transaction that got its
+position early but commits late is therefore read after it commits, never skipped,
+and the order a reader sees never changes afterwards.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from rcc.domain.events import AnyEvent, Event, decode_event, encode_data
+
+
+class StreamVersionConflict(Exception):
+    """A writer expected a stream version that is no longer current."""
+
+
+class Checkpoint(msgspec.Struct, frozen=True, order=True):
+    """A reader's place in the commit-safe order of the global log."""
+
+    tx_id: int = 0
+    position: int = 0
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    tx_id: int
+    stream_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+    hash: bytes = b""
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.tx_id, self.position)
+
+    def decode(self) -> AnyEvent:
+        return decode_event(self.type, self.data)
+
+
+class StreamWrite(msgspec.Struct, frozen=True, kw_only=True):
+    """Events for one stream, the version the writer saw (-1: any) and the new folded state."""
+
+    stream_id: str
+    expected_version: int
+    events: list[Event]
+    state: Any = None
+
+
+class Appended(msgspec.Struct, frozen=True):
+    position: int
+    stream_id: str
+    version: int
+    tx_id: int
+
+
+_COLUMNS = "position, tx_id::text::bigint AS tx_id, stream_id, version, type, data, metadata, recorded_at, hash"
+
+
+def _recorded(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(**dict(row))
+
+
+async def append(
+    conn: asyncpg.Connection, writes: list[StreamWrite], metadata: dict[str, Any] | None = None
+) -> list[Appended]:
+    """Append to several streams atomically, in the caller's transaction.
+
+    Raises StreamVersionConflict when an expected version is stale, or when two
+    writers create the same new stream at once.
+    """
+    streams, expected, states, owners, types, datas = [], [], [], [], [], []
+    for index, write in enumerate(writes, start=1):
+        streams.append(write.stream_id)
+        expected.append(write.expected_version)
+        states.append(None if write.state is None else msgspec.json.encode(write.state).decode())
+        for event in write.events:
+            type_, data = encode_data(event)
+            owners.append(index)
+            types.append(type_)
+            datas.append(data.decode())
+    try:
+        rows = await conn.fetch(
+            "SELECT * FROM rcc_append_v1($1, $2, $3, $4, $5, $6, $7)",
+            streams,
+            expected,
+            states,
+            owners,
+            types,
+            datas,
+            metadata or {},
+        )
+    except asyncpg.UniqueViolationError as error:
+        raise StreamVersionConflict(f"stream created concurrently: {error}") from None
+    except asyncpg.PostgresError as error:
+        if error.sqlstate == "RC001":  # raised by rcc_append_v1 for a stale version
+            raise StreamVersionConflict(str(error)) from None
+        raise
+    return [
+        Appended(r["out_position"], r["out_stream_id"], r["out_version"], int(r["out_tx_id"]))
+        for r in rows
+    ]
+
+
+async def read_stream(
+    conn: asyncpg.Connection, stream_id: str, from_version: int = 1
+) -> list[RecordedEvent]:
+    """One stream's events from a version on, in version order."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version",
+        stream_id,
+        from_version,
+    )
+    return [_recorded(r) for r in rows]
+
+
+async def read_all(
+    conn: asyncpg.Connection, after: Checkpoint = Checkpoint(), limit: int = 1000
+) -> list[RecordedEvent]:
+    """The global log after a checkpoint, in commit-safe order (see module doc)."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM events
+             WHERE (tx_id, position) > ($1::text::xid8, $2)
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY tx_id, position
+             LIMIT $3""",
+        str(after.tx_id),
+        after.position,
+        limit,
+    )
+    return [_recorded(r) for r in rows]
+
+
+async def head(conn: asyncpg.Connection) -> Checkpoint:
+    """The checkpoint of the last event a commit-safe reader can see now."""
+    row = await conn.fetchrow(
+        """SELECT tx_id::text::bigint AS tx_id, position FROM events
+            WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY tx_id DESC, position DESC LIMIT 1"""
+    )
+    return Checkpoint(row["tx_id"], row["position"]) if row else Checkpoint()
+
+
+async def read_stream_until(
+    conn: asyncpg.Connection,
+    stream_id: str,
+    *,
+    position: int | None = None,
+    at: datetime | None = None,
+) -> list[RecordedEvent]:
+    """A stream's events up to a global position and/or a moment (for time travel)."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM events
+             WHERE stream_id = $1
+               AND ($2::bigint IS NULL OR position <= $2)
+               AND ($3::timestamptz IS NULL OR recorded_at <= $3)
+             ORDER BY version""",
+        stream_id,
+        position,
+        at,
+    )
+    return [_recorded(r) for r in rows]

@@ -1,0 +1,35 @@
+"""The hash chain, recomputed in Python exactly as `rcc_event_hash_v1` computes it in SQL."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+GENESIS = bytes(32)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SEP = "\x1f"
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exact (no float rounding)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def chain_link(
+    prev: bytes,
+    stream_id: str,
+    version: int,
+    type_: str,
+    data_text: str,
+    metadata_text: str,
+    recorded_at: datetime,
+) -> bytes:
+    """sha256(previous hash || canonical bytes of the event).
+
+    data_text and metadata_text are PostgreSQL's jsonb text form, which is canonical:
+    keys sorted and de-duplicated, fixed spacing.
+    """
+    canonical = _SEP.join(
+        (stream_id, str(version), type_, data_text, metadata_text, str(epoch_micros(recorded_at)))
+    )
+    return hashlib.sha256(prev + canonical.encode()).digest()

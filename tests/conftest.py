@@ -1,0 +1,144 @@
+"""Test fixtures: a real PostgreSQL (DATABASE_URL, or the embedded one the service uses),
+one freshly migrated database per test, cloned from a template for speed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, settings
+
+from rcc.store.database import connect_owner, create_pool
+from rcc.store.embedded import start_embedded
+from rcc.store.migrations import SCHEMA_DIR, migrate
+
+REPO = Path(__file__).resolve().parents[1]
+
+# CI runs bounded examples so the whole suite stays well inside its time budget;
+# `HYPOTHESIS_PROFILE=thorough` digs deeper on a developer's machine.
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _server_url() -> str:
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    pgdata = Path(os.environ.get("RCC_TEST_PGDATA", REPO / ".rcc" / "test-pgdata"))
+    return start_embedded(pgdata)
+
+
+async def _tune_for_tests(url: str) -> None:
+    # Only the throwaway test cluster trades durability for speed; never a real one.
+    if os.environ.get("DATABASE_URL"):
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("ALTER SYSTEM SET fsync = off")
+        await conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+        await conn.execute("ALTER SYSTEM SET max_connections = 300")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+def _schema_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(SCHEMA_DIR.glob("*.sql")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+async def _ensure_template(url: str) -> str:
+    """A migrated template database, made once per schema version (workers share it)."""
+    name = f"rcc_template_{_schema_digest()}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock(4242)")
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            owner = await connect_owner(with_database(url, name))
+            try:
+                await migrate(owner)
+            finally:
+                await owner.close()
+        await conn.execute("SELECT pg_advisory_unlock(4242)")
+    finally:
+        await conn.close()
+    return name
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    url = _server_url()
+    asyncio.run(_tune_for_tests(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def template_name(server_url: str) -> str:
+    return asyncio.run(_ensure_template(server_url))
+
+
+@pytest.fixture
+async def db_url(server_url: str, template_name: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test (dropped afterwards)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+    finally:
+        await conn.close()
+    yield with_database(server_url, name)
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The service pool (rcc_app role) on the test's database."""
+    pool = await create_pool(db_url, min_size=1, max_size=60)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def owner(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection with the database owner's role (superuser on the embedded server)."""
+    conn = await connect_owner(db_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for running the real `rcc` command against the test database."""
+    env = {**os.environ, "DATABASE_URL": db_url, "RCC_DATA_DIR": str(tmp_path / "data")}
+    yield env
