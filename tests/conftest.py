@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # `HYPOTHESIS_PROFILE=thorough` digs deeper on a developer's machine.
 settings.register_profile(
     "ci",
-    max_examples=25,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

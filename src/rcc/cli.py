@@ -23,8 +23,29 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if applied:
         print(f"applied migrations {applied}", file=sys.stderr)
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
-    await uvicorn.Server(config).serve()
+    await serve_until_stopped(uvicorn.Server(config))
     return 0
+
+
+async def serve_until_stopped(server: "uvicorn.Server") -> None:  # type: ignore[name-defined]
+    """Run uvicorn with our own signal handling: uvicorn's would re-raise SIGTERM after
+    shutdown and kill the process before atexit stops the embedded PostgreSQL."""
+    import contextlib
+
+    from rcc.signals import stop_event_on_signals
+
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    stop = stop_event_on_signals()
+
+    async def watch() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -136,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--clients", type=int, nargs="+", default=[16, 64])
     ledger.add_argument("--seconds", type=float, default=5.0)
     ledger.add_argument("--wallets", type=int, default=1000)
+    ledger.add_argument(
+        "--database", default="rcc_bench", help="bench database, dropped and recreated (rcc_bench*)"
+    )
+    ledger.add_argument(
+        "--burst", type=int, default=200, help="concurrent reserves on one wallet; all must finish"
+    )
     ledger.set_defaults(run=_bench_ledger)
     return parser
 
