@@ -13,7 +13,9 @@ from rcc.service.handlers import Done
 LEDGER_TABLES = ("events", "streams", "idempotency_keys", "user_emails", "api_tokens")
 
 
-async def funded_user(pool: asyncpg.Pool, balance: int, *, email: str | None = None, admin: bool = False) -> str:
+async def funded_user(
+    pool: asyncpg.Pool, balance: int, *, email: str | None = None, admin: bool = False
+) -> str:
     """A registered user whose wallet holds `balance` RCC (a top-up grant)."""
     import uuid
 

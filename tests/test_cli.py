@@ -36,7 +36,9 @@ async def test_tokens_create_prints_the_token_last_and_creates_the_user(
     async with pool.acquire() as conn:
         who = await authenticate(conn, secret)
         assert who is not None and who.role == "user"
-        email = await conn.fetchval("SELECT email FROM user_emails WHERE user_id = $1", uuid.UUID(who.user_id))
+        email = await conn.fetchval(
+            "SELECT email FROM user_emails WHERE user_id = $1", uuid.UUID(who.user_id)
+        )
         assert email == "new@example.com"
         stored = await conn.fetchval("SELECT secret_hash FROM api_tokens")
         assert secret.encode() not in bytes(stored), "only a hash is stored"
@@ -99,7 +101,11 @@ async def test_migrations_run_twice_and_from_two_processes_at_once(
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    env = {**os.environ, "DATABASE_URL": with_database(server_url, name), "RCC_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": with_database(server_url, name),
+        "RCC_DATA_DIR": str(tmp_path),
+    }
     try:
         both = await asyncio.gather(arcc(env, "migrate"), arcc(env, "migrate"))
         assert all(p.returncode == 0 for p in both), [p.stderr for p in both]

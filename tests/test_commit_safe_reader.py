@@ -20,12 +20,32 @@ async def _writer(pool: asyncpg.Pool, index: int, rng: random.Random) -> None:
     stream = f"wallet-r{index}"
     async with pool.acquire() as conn:
         async with conn.transaction():
-            await es.append(conn, [StreamWrite(stream_id=stream, expected_version=0, events=[
-                WalletOpened(wallet_id=f"r{index}", owner_kind="user", owner_id=f"r{index}")])])
+            await es.append(
+                conn,
+                [
+                    StreamWrite(
+                        stream_id=stream,
+                        expected_version=0,
+                        events=[
+                            WalletOpened(
+                                wallet_id=f"r{index}", owner_kind="user", owner_id=f"r{index}"
+                            )
+                        ],
+                    )
+                ],
+            )
         for version in range(1, APPENDS_PER_WRITER):
             async with conn.transaction():
-                await es.append(conn, [StreamWrite(stream_id=stream, expected_version=version,
-                                                   events=[TopupGranted(amount=1)])])
+                await es.append(
+                    conn,
+                    [
+                        StreamWrite(
+                            stream_id=stream,
+                            expected_version=version,
+                            events=[TopupGranted(amount=1)],
+                        )
+                    ],
+                )
                 # Hold the transaction open after the position was taken: later
                 # positions from other writers commit first.
                 await asyncio.sleep(rng.random() * 0.02)

@@ -16,7 +16,9 @@ from rcc.service.handlers import Done
 from tests.helpers import balance_of, funded_user
 
 
-async def test_500_concurrent_jobs_on_137_rcc(pool: asyncpg.Pool, owner: asyncpg.Connection) -> None:
+async def test_500_concurrent_jobs_on_137_rcc(
+    pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
     user = await funded_user(pool, 137)
     rng = random.Random(137)
     types = [rng.choice(["IMAGE_TASK", "VIDEO_TASK"]) for _ in range(500)]
@@ -53,7 +55,9 @@ async def test_200_concurrent_reserves_on_one_hot_wallet_all_finish_in_order(
     outcomes = await asyncio.gather(
         *(execute(pool, c.CreateJob(user_id=user, job_type="IMAGE_TASK")) for _ in range(200))
     )
-    assert all(isinstance(o, Done) for o in outcomes), [o for o in outcomes if not isinstance(o, Done)][:3]
+    assert all(isinstance(o, Done) for o in outcomes), [
+        o for o in outcomes if not isinstance(o, Done)
+    ][:3]
     versions = [
         r["version"]
         for r in await owner.fetch(

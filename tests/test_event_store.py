@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -28,8 +28,13 @@ async def test_append_and_read_stream_in_version_order(pool: asyncpg.Pool) -> No
         await es.append(conn, [_open("w1")])
         await es.append(
             conn,
-            [StreamWrite(stream_id="wallet-w1", expected_version=1,
-                         events=[TopupGranted(amount=5), TopupGranted(amount=7)])],
+            [
+                StreamWrite(
+                    stream_id="wallet-w1",
+                    expected_version=1,
+                    events=[TopupGranted(amount=5), TopupGranted(amount=7)],
+                )
+            ],
         )
     async with pool.acquire() as conn:
         events = await es.read_stream(conn, "wallet-w1")
@@ -94,10 +99,18 @@ async def test_hash_chain_links_each_event_to_the_previous(pool: asyncpg.Pool) -
         async with conn.transaction():
             await es.append(conn, [_open("w1")])
         async with conn.transaction():
-            await es.append(conn, [StreamWrite(stream_id="wallet-w1", expected_version=1,
-                                               events=[SignupGranted(amount=2)])])
+            await es.append(
+                conn,
+                [
+                    StreamWrite(
+                        stream_id="wallet-w1", expected_version=1, events=[SignupGranted(amount=2)]
+                    )
+                ],
+            )
         rows = await conn.fetch(
-            """SELECT hash, rcc_event_hash_v1($1, stream_id, version, type, data, metadata, recorded_at) AS first
+            """SELECT hash,
+                      rcc_event_hash_v1($1, stream_id, version, type, data, metadata, recorded_at)
+                      AS first
                  FROM events ORDER BY version""",
             GENESIS,
         )
@@ -114,13 +127,20 @@ async def test_wallet_state_as_of_position_and_time(pool: asyncpg.Pool) -> None:
         moments = []
         for version, amount in enumerate([3, 4, 5], start=1):
             async with conn.transaction():
-                [done] = await es.append(conn, [StreamWrite(
-                    stream_id="wallet-w1", expected_version=version, events=[TopupGranted(amount=amount)]
-                )])
-            moments.append((done.position, datetime.now(timezone.utc)))
+                [done] = await es.append(
+                    conn,
+                    [
+                        StreamWrite(
+                            stream_id="wallet-w1",
+                            expected_version=version,
+                            events=[TopupGranted(amount=amount)],
+                        )
+                    ],
+                )
+            moments.append((done.position, datetime.now(UTC)))
             await asyncio.sleep(0.01)
         for (position, moment), expected in zip(moments, [3, 7, 12], strict=True):
             assert (await wallet_as_of(conn, "w1", position=position)).balance == expected
             assert (await wallet_as_of(conn, "w1", at=moment)).balance == expected
-        before = await wallet_as_of(conn, "w1", at=datetime(2000, 1, 1, tzinfo=timezone.utc))
+        before = await wallet_as_of(conn, "w1", at=datetime(2000, 1, 1, tzinfo=UTC))
         assert before == wallets.WalletState()

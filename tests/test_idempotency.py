@@ -1,4 +1,7 @@
-"""Idempotency keys and refused commands: repeats return the first answer, refusals change nothing."""
+"""Idempotency keys and refused commands.
+
+Repeats return the first answer; refusals change nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import asyncio
 import asyncpg
 
 from rcc.domain.errors import IdempotencyKeyReused, IllegalTransition, InsufficientCredits, NotFound
+from rcc.domain.events import TopupGranted
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from rcc.store import event_store as es
 from rcc.store.event_store import StreamWrite
-from rcc.domain.events import TopupGranted
 from tests.helpers import balance_of, funded_user, snapshot
 
 
@@ -38,10 +41,14 @@ async def test_a_key_reused_for_a_different_command_is_refused(
     pool: asyncpg.Pool, owner: asyncpg.Connection
 ) -> None:
     user = await funded_user(pool, 10)
-    first = await execute(pool, c.CreateJob(user_id=user, job_type="IMAGE_TASK"), idempotency_key="k")
+    first = await execute(
+        pool, c.CreateJob(user_id=user, job_type="IMAGE_TASK"), idempotency_key="k"
+    )
     assert isinstance(first, Done)
     before = await snapshot(owner)
-    other = await execute(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"), idempotency_key="k")
+    other = await execute(
+        pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"), idempotency_key="k"
+    )
     assert isinstance(other, IdempotencyKeyReused)
     assert await snapshot(owner) == before
 
@@ -52,7 +59,10 @@ async def test_concurrent_different_commands_on_one_key_one_wins_others_refused(
     user = await funded_user(pool, 50)
     kinds = ["IMAGE_TASK", "VIDEO_TASK"] * 5
     outcomes = await asyncio.gather(
-        *(execute(pool, c.CreateJob(user_id=user, job_type=k), idempotency_key="same") for k in kinds)
+        *(
+            execute(pool, c.CreateJob(user_id=user, job_type=k), idempotency_key="same")
+            for k in kinds
+        )
     )
     done = [o for o in outcomes if isinstance(o, Done)]
     refused = [o for o in outcomes if isinstance(o, IdempotencyKeyReused)]
@@ -68,10 +78,14 @@ async def test_refused_commands_leave_every_table_as_it_was(
     job = await execute(pool, c.CreateJob(user_id=user, job_type="IMAGE_TASK"))
     assert isinstance(job, Done)
     job_id = job.result["job_id"]
-    assert isinstance(await execute(pool, c.MarkJob(job_id=job_id, status="succeeded")), IllegalTransition)
+    assert isinstance(
+        await execute(pool, c.MarkJob(job_id=job_id, status="succeeded")), IllegalTransition
+    )
     before = await snapshot(owner)
 
-    short = await execute(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"), idempotency_key="x")
+    short = await execute(
+        pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"), idempotency_key="x"
+    )
     assert isinstance(short, InsufficientCredits) and (short.balance_rcc, short.cost_rcc) == (2, 5)
     assert await snapshot(owner) == before  # the key was not kept either
 
@@ -79,15 +93,25 @@ async def test_refused_commands_leave_every_table_as_it_was(
     await execute(pool, c.MarkJob(job_id=job_id, status="succeeded"))
     before = await snapshot(owner)
     for status in ("failed", "cancelled", "running", "succeeded"):
-        assert isinstance(await execute(pool, c.MarkJob(job_id=job_id, status=status)), IllegalTransition)
+        assert isinstance(
+            await execute(pool, c.MarkJob(job_id=job_id, status=status)), IllegalTransition
+        )
     assert isinstance(await execute(pool, c.MarkJob(job_id="nope", status="failed")), NotFound)
     assert await snapshot(owner) == before
 
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
-                await es.append(conn, [StreamWrite(stream_id=f"wallet-{user}", expected_version=1,
-                                                   events=[TopupGranted(amount=99)])])
+                await es.append(
+                    conn,
+                    [
+                        StreamWrite(
+                            stream_id=f"wallet-{user}",
+                            expected_version=1,
+                            events=[TopupGranted(amount=99)],
+                        )
+                    ],
+                )
         except es.StreamVersionConflict:
             pass
     assert await snapshot(owner) == before
@@ -100,7 +124,10 @@ async def test_failing_a_job_releases_exactly_once_however_often_repeated(
     job = await execute(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"))
     assert isinstance(job, Done)
     fails = await asyncio.gather(
-        *(execute(pool, c.MarkJob(job_id=job.result["job_id"], status="failed", error="boom")) for _ in range(10))
+        *(
+            execute(pool, c.MarkJob(job_id=job.result["job_id"], status="failed", error="boom"))
+            for _ in range(10)
+        )
     )
     assert sum(isinstance(f, Done) for f in fails) == 1
     assert sum(isinstance(f, IllegalTransition) for f in fails) == 9
@@ -115,9 +142,13 @@ async def test_admin_jobs_record_a_zero_bypass_and_refund_nothing(
     admin = await funded_user(pool, 0, admin=True)
     job = await execute(pool, c.CreateJob(user_id=admin, job_type="VIDEO_TASK"))
     assert isinstance(job, Done) and job.result["bypass"] is True
-    assert await owner.fetchval(
-        "SELECT type FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1", f"wallet-{admin}"
-    ) == "admin_bypassed"
+    assert (
+        await owner.fetchval(
+            "SELECT type FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+            f"wallet-{admin}",
+        )
+        == "admin_bypassed"
+    )
     failed = await execute(pool, c.MarkJob(job_id=job.result["job_id"], status="failed", error="x"))
     assert isinstance(failed, Done) and failed.result["released_rcc"] == 0
     assert await balance_of(owner, admin) == 0

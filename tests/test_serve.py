@@ -80,8 +80,21 @@ def test_serve_starts_its_own_postgres_and_reuses_it(embedded_env: dict[str, str
     assert (pgdata / "PG_VERSION").read_text().strip() == "16"
 
     made = subprocess.run(
-        [sys.executable, "-m", "rcc.cli", "tokens", "create", "--role", "user", "--email", "a@b.io"],
-        env=embedded_env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "rcc.cli",
+            "tokens",
+            "create",
+            "--role",
+            "user",
+            "--email",
+            "a@b.io",
+        ],
+        env=embedded_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert made.returncode == 0, made.stderr
 
@@ -90,7 +103,10 @@ def test_serve_starts_its_own_postgres_and_reuses_it(embedded_env: dict[str, str
         wait_ready(base, proc)
         audit = subprocess.run(
             [sys.executable, "-m", "rcc.cli", "audit", "verify"],
-            env=embedded_env, capture_output=True, text=True, timeout=120,
+            env=embedded_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         # The user made between the two runs is still there: the data directory was reused.
         assert "checked 2 events in 2 streams" in audit.stdout, audit.stdout + audit.stderr

@@ -136,7 +136,8 @@ def _close_stream(
         cached = state.get("balance") if isinstance(state, dict) else None
         if cached != stream.balance:
             report.problems.append(
-                f"{stream.stream_id}: cached balance {cached} but the events sum to {stream.balance}"
+                f"{stream.stream_id}: cached balance {cached} "
+                f"but the events sum to {stream.balance}"
             )
 
 
@@ -154,6 +155,6 @@ def _check_jobs(jobs: _Jobs, report: AuditReport) -> None:
         if ended not in {"job_failed", "job_cancelled"}:
             report.problems.append(f"job {job_id}: released but its job ended as {ended}")
     for job_id, ended in sorted(jobs.ended.items()):
-        if ended in {"job_failed", "job_cancelled"} and job_id in jobs.reserved:
-            if job_id not in jobs.released:
-                report.problems.append(f"job {job_id}: {ended} without releasing its reserve")
+        released = job_id in jobs.released
+        if ended in {"job_failed", "job_cancelled"} and job_id in jobs.reserved and not released:
+            report.problems.append(f"job {job_id}: {ended} without releasing its reserve")

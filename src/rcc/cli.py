@@ -18,6 +18,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from portal.app import create_app
     from rcc.bootstrap import database_url, migrate_database
+    from rcc.signals import serve_until_stopped
 
     applied = await migrate_database(database_url(settings))
     if applied:
@@ -25,27 +26,6 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
     await serve_until_stopped(uvicorn.Server(config))
     return 0
-
-
-async def serve_until_stopped(server: "uvicorn.Server") -> None:  # type: ignore[name-defined]
-    """Run uvicorn with our own signal handling: uvicorn's would re-raise SIGTERM after
-    shutdown and kill the process before atexit stops the embedded PostgreSQL."""
-    import contextlib
-
-    from rcc.signals import stop_event_on_signals
-
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    stop = stop_event_on_signals()
-
-    async def watch() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await server.serve()
-    finally:
-        watcher.cancel()
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -139,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply schema/ migrations").set_defaults(run=_migrate)
 
-    tokens = sub.add_parser("tokens", help="bearer tokens").add_subparsers(dest="action", required=True)
+    tokens = sub.add_parser("tokens", help="bearer tokens").add_subparsers(
+        dest="action", required=True
+    )
     create = tokens.add_parser("create", help="print a new token as the last line")
     create.add_argument("--role", required=True, choices=["admin", "service", "user"])
     create.add_argument("--email")
@@ -149,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     revoke.set_defaults(run=_tokens_revoke)
 
-    audit = sub.add_parser("audit", help="verify the log").add_subparsers(dest="action", required=True)
-    audit.add_parser("verify", help="recompute every chain and balance").set_defaults(run=_audit_verify)
+    audit = sub.add_parser("audit", help="verify the log").add_subparsers(
+        dest="action", required=True
+    )
+    audit.add_parser("verify", help="recompute every chain and balance").set_defaults(
+        run=_audit_verify
+    )
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     ledger = bench.add_parser("ledger", help="create-job throughput vs a plain UPDATE baseline")
@@ -168,11 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     args = build_parser().parse_args(argv)
     settings = load_settings()
     try:
-        return asyncio.run(args.run(args, settings))
+        code: int = asyncio.run(args.run(args, settings))
+        return code
     except KeyboardInterrupt:
         return 130
 

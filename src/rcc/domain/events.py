@@ -17,6 +17,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 # --- wallet streams: `wallet-<id>` -------------------------------------------------
 
+
 class WalletOpened(Event, frozen=True, kw_only=True, tag="wallet_opened"):
     wallet_id: str
     owner_kind: str  # "user" now; "org" later, so org wallets are additive
@@ -143,6 +144,7 @@ class CreditsClawedBack(LedgerEvent, frozen=True, kw_only=True, tag="credits_cla
 
 # --- user streams: `user-<id>` -----------------------------------------------------
 
+
 class UserRegistered(Event, frozen=True, kw_only=True, tag="user_registered"):
     user_id: str
     email: str
@@ -157,6 +159,7 @@ class AdminStatusChanged(Event, frozen=True, kw_only=True, tag="admin_status_cha
 
 
 # --- job streams: `job-<id>` -------------------------------------------------------
+
 
 class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     job_id: str
@@ -231,7 +234,8 @@ def decode_event(type_: str, data: bytes | str | dict[str, object]) -> AnyEvent:
     Stored events are decoded leniently: fields a newer writer added are ignored.
     """
     fields = msgspec.json.decode(data) if isinstance(data, (bytes, str)) else data
-    return msgspec.convert({**fields, "type": type_}, AnyEvent)
+    event: AnyEvent = msgspec.convert({**fields, "type": type_}, AnyEvent)
+    return event
 
 
 def event_type(event: Event) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from rcc.domain.errors import Invalid, InsufficientCredits, NotFound
+from rcc.domain.errors import InsufficientCredits, Invalid, NotFound
 from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,

@@ -17,7 +17,7 @@ import msgspec
 from rcc.domain import job as jobs
 from rcc.domain import user as users
 from rcc.domain import wallet as wallets
-from rcc.domain.errors import Conflict, DomainError, IdempotencyKeyReused, Invalid, NotFound
+from rcc.domain.errors import Conflict, DomainError, Invalid, NotFound
 from rcc.domain.events import (
     AdminBypassed,
     AdminStatusChanged,
@@ -42,7 +42,7 @@ from rcc.domain.events import (
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
 from rcc.service import commands as c
 from rcc.store.event_store import Checkpoint
-from rcc.store.unit_of_work import KeyTaken, UnitOfWork
+from rcc.store.unit_of_work import UnitOfWork
 
 
 class UserCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,7 +100,9 @@ async def register_user(cmd: c.RegisterUser, uow: UnitOfWork) -> UserCreated | D
     if taken is None:
         return Conflict(detail=f"{email} is already registered")
     wallet_id = user_id  # a user's own wallet; org wallets get their own ids later
-    registered = UserRegistered(user_id=user_id, email=email, wallet_id=wallet_id, is_admin=cmd.is_admin)
+    registered = UserRegistered(
+        user_id=user_id, email=email, wallet_id=wallet_id, is_admin=cmd.is_admin
+    )
     opened: list[Event] = [WalletOpened(wallet_id=wallet_id, owner_kind="user", owner_id=user_id)]
     if cmd.signup_grant_rcc > 0:
         opened.append(SignupGranted(amount=cmd.signup_grant_rcc))
@@ -137,7 +139,9 @@ async def _lock_user_wallet(
 
 
 async def _move_wallet(
-    uow: UnitOfWork, user_id: str, decide: Callable[[wallets.WalletState], list[Event] | DomainError]
+    uow: UnitOfWork,
+    user_id: str,
+    decide: Callable[[wallets.WalletState], list[Event] | DomainError],
 ) -> WalletMoved | DomainError:
     loaded = await _lock_user_wallet(uow, user_id)
     if isinstance(loaded, DomainError):
@@ -216,7 +220,9 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
     after = _fold_wallet(wallet, charge)
     uow.stage(wallet_stream(wallet.wallet_id), version, charge, after)
     uow.stage(job_stream(job_id), 0, [created], jobs.evolve(jobs.JobState(), created))
-    return JobAccepted(job_id=job_id, cost_rcc=cost, bypass=user.is_admin, balance_rcc=after.balance)
+    return JobAccepted(
+        job_id=job_id, cost_rcc=cost, bypass=user.is_admin, balance_rcc=after.balance
+    )
 
 
 def _job_event(cmd: c.MarkJob) -> Event:

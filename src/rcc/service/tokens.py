@@ -52,7 +52,7 @@ async def revoke_token(conn: asyncpg.Connection, token_id: str) -> bool:
     status = await conn.execute(
         "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", ident
     )
-    return status.endswith(" 1")
+    return str(status).endswith(" 1")
 
 
 async def authenticate(conn: asyncpg.Connection, secret: str) -> TokenIdentity | None:

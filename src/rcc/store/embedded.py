@@ -21,7 +21,8 @@ def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> str:
         import pgserver  # imported late: it is only needed without DATABASE_URL
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop" if stop_at_exit else None)
+    mode = "stop" if stop_at_exit else None
+    server = pgserver.get_server(pgdata, cleanup_mode=mode)  # type: ignore[attr-defined]
     url: str = server.get_uri()
     log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
     return url

@@ -64,7 +64,11 @@ class Appended(msgspec.Struct, frozen=True):
     tx_id: int
 
 
-_COLUMNS = "position, tx_id::text::bigint AS tx_id, stream_id, version, type, data, metadata, recorded_at, hash"
+_COLUMNS = (
+    "position, tx_id::text::bigint AS tx_id, stream_id, version, type, data, metadata,"
+    " recorded_at, hash"
+)
+_START = Checkpoint()
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -125,7 +129,7 @@ async def read_stream(
 
 
 async def read_all(
-    conn: asyncpg.Connection, after: Checkpoint = Checkpoint(), limit: int = 1000
+    conn: asyncpg.Connection, after: Checkpoint = _START, limit: int = 1000
 ) -> list[RecordedEvent]:
     """The global log after a checkpoint, in commit-safe order (see module doc)."""
     rows = await conn.fetch(
