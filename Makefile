@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 serve: $(STAMP)  ## start the service on the embedded PostgreSQL (./.rcc)
 	$(BIN)/rcc serve
 
-test: $(STAMP)  ## run the whole test suite (real PostgreSQL, started by the tests)
+test: $(STAMP) lint typecheck  ## lint, type-check, then the whole suite (real PostgreSQL, started by the tests)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)  ## ruff lint and format check

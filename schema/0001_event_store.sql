@@ -75,7 +75,8 @@ CREATE FUNCTION rcc_append_v1(
     p_types        text[],
     p_data         jsonb[],
     p_metadata     jsonb
-) RETURNS TABLE (out_position bigint, out_stream_id text, out_version bigint, out_tx_id xid8)
+) RETURNS TABLE (out_position bigint, out_stream_id text, out_version bigint, out_tx_id xid8,
+               out_recorded_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
     i          int;
@@ -125,7 +126,7 @@ BEGIN
              VALUES (p_streams[s], versions[s], p_types[i], p_data[i], p_metadata, ev_time, ev_hash)
           RETURNING position INTO ev_pos;
         out_position := ev_pos; out_stream_id := p_streams[s]; out_version := versions[s];
-        out_tx_id := pg_current_xact_id();
+        out_tx_id := pg_current_xact_id(); out_recorded_at := ev_time;
         RETURN NEXT;
     END LOOP;
 

@@ -21,6 +21,10 @@ class IllegalTransition(DomainError, frozen=True, kw_only=True, tag="illegal_tra
     requested: str
 
 
+class TooManyJobs(DomainError, frozen=True, kw_only=True, tag="too_many_running_jobs"):
+    limit: int
+
+
 class NotFound(DomainError, frozen=True, kw_only=True, tag="not_found"):
     pass
 

@@ -142,6 +142,12 @@ class CreditsClawedBack(LedgerEvent, frozen=True, kw_only=True, tag="credits_cla
         return self.ref
 
 
+class JobSettled(Event, frozen=True, kw_only=True, tag="job_settled"):
+    """A job of this wallet succeeded: it no longer counts as open. Not a ledger line."""
+
+    job: str
+
+
 # --- user streams: `user-<id>` -----------------------------------------------------
 
 
@@ -198,6 +204,19 @@ class JobCancelled(Event, frozen=True, kw_only=True, tag="job_cancelled"):
     actor: str | None = None
 
 
+# --- sign-in attempts: `signin-<id>`, one stream each (no hot stream to contend on) ----
+
+class SignInAttempted(Event, frozen=True, kw_only=True, tag="sign_in_attempted"):
+    """Every sign-in attempt, admitted or not, for the operations log."""
+
+    method: str  # "password" or "gitlab"
+    email: str
+    outcome: str  # "admitted", "refused" or "failed"
+    reason: str = ""
+    user_id: str | None = None
+    ip: str | None = None
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -208,6 +227,7 @@ AnyEvent = (
     | SignupGranted
     | CreditsAdjusted
     | CreditsClawedBack
+    | JobSettled
     | UserRegistered
     | AdminStatusChanged
     | JobCreated
@@ -216,6 +236,7 @@ AnyEvent = (
     | JobSucceeded
     | JobFailed
     | JobCancelled
+    | SignInAttempted
 )
 
 _encoder = msgspec.json.Encoder()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import msgspec
 
-from rcc.domain.errors import InsufficientCredits, Invalid, NotFound
+from rcc.domain.errors import InsufficientCredits, Invalid, NotFound, TooManyJobs
 from rcc.domain.events import (
+    AdminBypassed,
     CreditsAdjusted,
+    CreditsReleased,
+    CreditsReserved,
+    JobSettled,
     CreditsClawedBack,
     Event,
     LedgerEvent,
@@ -20,6 +24,7 @@ class WalletState(msgspec.Struct, frozen=True, kw_only=True):
     owner_id: str = ""
     balance: int = 0
     opened: bool = False
+    open_jobs: int = 0  # created and not yet ended: limits concurrent jobs per wallet
 
 
 def evolve(state: WalletState, event: Event) -> WalletState:
@@ -32,6 +37,16 @@ def evolve(state: WalletState, event: Event) -> WalletState:
                 owner_id=event.owner_id,
                 opened=True,
             )
+        case CreditsReserved() | AdminBypassed():
+            return msgspec.structs.replace(
+                state, balance=state.balance + event.delta, open_jobs=state.open_jobs + 1
+            )
+        case CreditsReleased():
+            return msgspec.structs.replace(
+                state, balance=state.balance + event.delta, open_jobs=state.open_jobs - 1
+            )
+        case JobSettled():
+            return msgspec.structs.replace(state, open_jobs=state.open_jobs - 1)
         case LedgerEvent():
             return msgspec.structs.replace(state, balance=state.balance + event.delta)
     return state
@@ -58,6 +73,16 @@ def debit(state: WalletState, cost: int) -> InsufficientCredits | None:
             detail=f"this needs {cost} RCC and the balance is {state.balance} RCC",
             balance_rcc=state.balance,
             cost_rcc=cost,
+        )
+    return None
+
+
+def open_job_limit(state: WalletState, limit: int | None) -> TooManyJobs | None:
+    """Refuse a new job while `limit` jobs of this wallet are still unfinished."""
+    if limit is not None and state.open_jobs >= limit:
+        return TooManyJobs(
+            detail=f"{state.open_jobs} jobs are still unfinished; the limit is {limit}",
+            limit=limit,
         )
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -20,10 +21,12 @@ def _replay(remembered: Remembered, print_: bytes) -> Done | IdempotencyKeyReuse
             detail="this Idempotency-Key was already used for a different request"
         )
     tx_id, position = remembered.result["checkpoint"]
+    recorded = remembered.result.get("recorded_at")
     return Done(
         result=remembered.result["result"],
         checkpoint=Checkpoint(tx_id, position),
         replayed=True,
+        recorded_at=datetime.fromisoformat(recorded) if recorded else None,
     )
 
 
@@ -59,4 +62,8 @@ async def execute(
         return Conflict(detail=str(conflict))
     last = appended[-1] if appended else None
     checkpoint = Checkpoint(last.tx_id, last.position) if last else Checkpoint()
-    return Done(result=msgspec.to_builtins(outcome), checkpoint=checkpoint)
+    return Done(
+        result=msgspec.to_builtins(outcome),
+        checkpoint=checkpoint,
+        recorded_at=last.recorded_at if last else None,
+    )

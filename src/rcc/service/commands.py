@@ -50,6 +50,7 @@ class CreateJob(Command, frozen=True, kw_only=True):
     workflow: dict[str, object] = {}
     metadata: dict[str, object] = {}
     job_id: str | None = None  # chosen by the caller for tests; generated otherwise
+    max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
 
 
 class MarkJob(Command, frozen=True, kw_only=True):

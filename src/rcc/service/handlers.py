@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ from rcc.domain.events import (
     JobCreated,
     JobFailed,
     JobQueued,
+    JobSettled,
     JobStarted,
     JobSucceeded,
     SignupGranted,
@@ -77,6 +79,7 @@ class Done(msgspec.Struct, frozen=True, kw_only=True):
     result: Any
     checkpoint: Checkpoint
     replayed: bool = False  # True when an idempotency key returned the first answer
+    recorded_at: datetime | None = None  # when the command's events were recorded
 
 
 def _fold_wallet(state: wallets.WalletState, events: list[Event]) -> wallets.WalletState:
@@ -200,6 +203,8 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
     if isinstance(loaded, DomainError):
         return loaded
     user, wallet, version = loaded
+    if too_many := wallets.open_job_limit(wallet, cmd.max_open_jobs):
+        return too_many
     job_id = cmd.job_id or str(uuid.uuid4())
     if user.is_admin:
         charge: list[Event] = [AdminBypassed(job=job_id)]
@@ -258,12 +263,22 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
         return refused
     event = _job_event(cmd)
     uow.stage(stream, heads[stream].version, [event], jobs.evolve(job, event))
-    released = 0
-    if cmd.status in {"failed", "cancelled"} and (released := jobs.refund_due(job)):
+    released = jobs.refund_due(job) if cmd.status in {"failed", "cancelled"} else 0
+    closing = _closing_events(job, cmd.status, released)
+    if closing:
         wallet = heads[wallet_id].as_state(wallets.WalletState)
-        release: list[Event] = [CreditsReleased(job=job.job_id, amount=released)]
-        uow.stage(wallet_id, heads[wallet_id].version, release, _fold_wallet(wallet, release))
+        uow.stage(wallet_id, heads[wallet_id].version, closing, _fold_wallet(wallet, closing))
     return JobMoved(job_id=cmd.job_id, status=cmd.status, released_rcc=released)
+
+
+def _closing_events(job: jobs.JobState, status: str, released: int) -> list[Event]:
+    """What the wallet records when a job ends: the release of its reserve, or that it
+    settled (so it no longer counts as open). Nothing while the job is still going."""
+    if status not in jobs.TERMINAL:
+        return []
+    if released:
+        return [CreditsReleased(job=job.job_id, amount=released)]
+    return [JobSettled(job=job.job_id)]
 
 
 Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]

@@ -62,6 +62,7 @@ class Appended(msgspec.Struct, frozen=True):
     stream_id: str
     version: int
     tx_id: int
+    recorded_at: datetime
 
 
 _COLUMNS = (
@@ -111,7 +112,13 @@ async def append(
             raise StreamVersionConflict(str(error)) from None
         raise
     return [
-        Appended(r["out_position"], r["out_stream_id"], r["out_version"], int(r["out_tx_id"]))
+        Appended(
+            r["out_position"],
+            r["out_stream_id"],
+            r["out_version"],
+            int(r["out_tx_id"]),
+            r["out_recorded_at"],
+        )
         for r in rows
     ]
 

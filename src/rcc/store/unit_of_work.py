@@ -122,6 +122,7 @@ class UnitOfWork:
             result = {
                 "result": msgspec.to_builtins(result),
                 "checkpoint": [last.tx_id, last.position] if last else [0, 0],
+                "recorded_at": last.recorded_at.isoformat() if last else None,
             }
             # Waits for a concurrent holder of the key; if it commits, nothing is inserted.
             stored = await self._conn.fetchval(

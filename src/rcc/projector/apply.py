@@ -1,0 +1,61 @@
+"""Feeding recorded events to projections: decode once, fold per projection, flush."""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from rcc.domain.events import AnyEvent, Event
+from rcc.projector.model import Projection
+from rcc.store.event_store import Checkpoint, RecordedEvent
+
+log = logging.getLogger(__name__)
+
+# Tags this version knows. A newer writer's unknown event type is skipped (and named
+# once in the log) rather than stopping every projection; replaying with the newer
+# version picks it up. A known type that fails to decode is an error.
+KNOWN_TYPES = frozenset(str(cls.__struct_config__.tag) for cls in typing.get_args(AnyEvent))
+_warned: set[str] = set()
+
+Decoded = tuple[RecordedEvent, Event | None]
+
+
+def decode(records: Sequence[RecordedEvent]) -> list[Decoded]:
+    """Each record with its typed event (None for a type this version does not know)."""
+    decoded: list[Decoded] = []
+    for record in records:
+        if record.type in KNOWN_TYPES:
+            decoded.append((record, record.decode()))
+            continue
+        if record.type not in _warned:
+            _warned.add(record.type)
+            log.warning("skipping unknown event type %r (position %s)", record.type, record.position)
+        decoded.append((record, None))
+    return decoded
+
+
+async def apply_events(
+    conn: asyncpg.Connection,
+    targets: Sequence[tuple[Projection[Any], Checkpoint]],
+    decoded: Sequence[Decoded],
+) -> None:
+    """Apply the events after each projection's checkpoint to that projection.
+
+    Runs in the caller's transaction; the caller moves the checkpoints in the same one.
+    """
+    for projection, after in targets:
+        batch = projection.new_batch()
+        handled = False
+        for record, event in decoded:
+            if event is None or (record.tx_id, record.position) <= (after.tx_id, after.position):
+                continue
+            handler = projection.handler_for(type(event))
+            if handler is not None:
+                handler(batch, event, record)
+                handled = True
+        if handled:
+            await projection.flush(conn, batch)

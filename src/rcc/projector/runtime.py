@@ -1,0 +1,190 @@
+"""One batch in one transaction, and the worker that keeps every projection current.
+
+A batch: take the free projections' locks, read their checkpoints, read the log after
+the oldest of them in commit-safe order, fold the events into each projection, flush,
+move the checkpoints, commit. A crash anywhere before the commit leaves nothing; after
+it, everything. So `kill -9` mid-batch neither loses nor doubles an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from rcc.projector import checkpoints
+from rcc.projector.apply import apply_events, decode
+from rcc.projector.model import Projection
+from rcc.store.event_store import Checkpoint, RecordedEvent, read_all
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "rcc_events"  # rcc_append_v1 notifies here on every append
+# While committed events wait behind an older running transaction, look again soon.
+HELD_BACK_FIRST_DELAY = 0.002
+HELD_BACK_MAX_DELAY = 0.05
+MAX_ERROR_DELAY = 30.0
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: the projections it held and the events it read."""
+
+    projections: list[str] = field(default_factory=list)
+    records: list[RecordedEvent] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def events(self) -> int:
+        return len(self.records)
+
+
+async def project_batch(
+    conn: asyncpg.Connection, projections: Sequence[Projection[Any]], *, limit: int = 1000
+) -> BatchResult:
+    """Apply up to `limit` events to every free projection, in one transaction."""
+    async with conn.transaction():
+        locked = await checkpoints.try_lock(conn, [p.name for p in projections])
+        stored = await checkpoints.load(conn, locked)
+        targets = [(p, stored[p.name]) for p in projections if p.name in stored]
+        if not targets:
+            return BatchResult()
+        start = min(after for _, after in targets)
+        records = await read_all(conn, start, limit)
+        if not records:
+            return BatchResult(projections=[p.name for p, _ in targets])
+        await apply_events(conn, targets, decode(records))
+        last = records[-1].checkpoint
+        await checkpoints.save(conn, [p.name for p, after in targets if after < last], last)
+    return BatchResult([p.name for p, _ in targets], records, last)
+
+
+async def held_back(conn: asyncpg.Connection) -> bool:
+    """Are committed events waiting behind an older transaction that is still running?"""
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM events
+                               WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))"""
+        )
+    )
+
+
+class ProjectorWorker:
+    """Keeps projections current: `run()` until `stop()` (or the stop event) is set.
+
+    Wakes on LISTEN rcc_events, polls every `poll_interval` seconds when nothing is
+    heard (a lost notification costs latency, never events), and looks again within
+    milliseconds while committed events wait behind a running transaction. Errors are
+    logged and retried with backoff; the batch that failed left nothing behind.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        projections: Sequence[Projection[Any]],
+        *,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+        stop_event: asyncio.Event | None = None,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.stop_event = stop_event or asyncio.Event()
+        self.on_batch = on_batch
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    def stop(self) -> None:
+        """Ask the worker to finish its current batch and return from `run()`."""
+        self.stop_event.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    async def run(self) -> None:
+        """Follow the log until stopped."""
+        async with self.pool.acquire() as conn:
+            await checkpoints.ensure(conn, [p.name for p in self.projections])
+        stop_watch = asyncio.create_task(self._watch_stop())
+        errors = 0
+        delay = HELD_BACK_FIRST_DELAY
+        try:
+            while not self.stopping:
+                await self._listen()
+                try:
+                    waiting = await self.drain()
+                    errors = 0
+                except Exception as error:  # a worker outlives any one failed batch
+                    errors += 1
+                    log.exception("projector batch failed (attempt %s): %s", errors, error)
+                    await self._sleep(min(MAX_ERROR_DELAY, 0.1 * 2**errors))
+                    continue
+                if waiting:
+                    await self._sleep(delay)
+                    delay = min(delay * 2, HELD_BACK_MAX_DELAY)
+                else:
+                    delay = HELD_BACK_FIRST_DELAY
+                    await self._sleep(self.poll_interval)
+        finally:
+            stop_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop_watch
+            await self._unlisten()
+
+    async def drain(self) -> bool:
+        """Apply batches until caught up; True if committed events are still held back."""
+        while not self.stopping:
+            async with self.pool.acquire() as conn:
+                result = await project_batch(conn, self.projections, limit=self.batch_size)
+            if result.events and self.on_batch is not None:
+                self.on_batch(result)
+            if result.events < self.batch_size:
+                break
+        async with self.pool.acquire() as conn:
+            return await held_back(conn)
+
+    async def _watch_stop(self) -> None:
+        await self.stop_event.wait()
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._unlisten()
+        try:
+            conn = await self.pool.acquire()
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning("cannot LISTEN %s, polling only: %s", NOTIFY_CHANNEL, error)
+            return
+        self._listener = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            if not conn.is_closed():
+                await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            await self.pool.release(conn)
