@@ -12,9 +12,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
+from portal.app import create_app
+from rcc.config import Settings, load_settings
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded
 from rcc.store.migrations import SCHEMA_DIR, migrate
@@ -23,19 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 # CI runs bounded examples so the whole suite stays well inside its time budget;
 # `HYPOTHESIS_PROFILE=thorough` digs deeper on a developer's machine.
-settings.register_profile(
+hypothesis_settings.register_profile(
     "ci",
     max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.register_profile(
+hypothesis_settings.register_profile(
     "thorough",
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def with_database(url: str, name: str) -> str:
@@ -142,3 +146,25 @@ def cli_env(db_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for running the real `rcc` command against the test database."""
     env = {**os.environ, "DATABASE_URL": db_url, "RCC_DATA_DIR": str(tmp_path / "data")}
     yield env
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    """Service settings for in-process portal tests (secrets are test values)."""
+    return load_settings(
+        {
+            "DATABASE_URL": db_url,
+            "RCC_DATA_DIR": str(tmp_path / "data"),
+            "RCC_SESSION_SECRET": "test-session-secret",
+            "RCC_ADMIN_ALLOWLIST": "boss@example.com,@admins.example.com",
+        }
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+    """The portal app over ASGI in the test's own event loop, on the test's database."""
+    app = create_app(settings, pool=pool)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+        yield http

@@ -1,4 +1,4 @@
-"""The app factory: `create_app(settings)` wires the pool into a Litestar application."""
+"""The app factory: `create_app(settings)` wires the pool and the routes into Litestar."""
 
 from __future__ import annotations
 
@@ -6,37 +6,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from litestar import Litestar, get
+from litestar import Litestar
 from litestar.datastructures import State
-from litestar.response import Response
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from portal.errors import handle_http, handle_unexpected
+from portal.observability import request_id_middleware
+from portal.routes import account, auth, health, jobs
+from rcc import __version__
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
-from rcc.store.migrations import pending
-
-
-@get("/healthz", sync_to_thread=False)
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@get("/readyz")
-async def readyz(state: State) -> Response[dict[str, object]]:
-    """Readiness: the database answers and every migration is applied."""
-    pool: asyncpg.Pool = state.pool
-    try:
-        async with pool.acquire() as conn:
-            missing = await pending(conn)
-    except (OSError, asyncpg.PostgresError) as error:
-        return Response({"status": "unavailable", "database": str(error)}, status_code=503)
-    if missing:
-        return Response({"status": "migrating", "pending_migrations": missing}, status_code=503)
-    return Response({"status": "ready"}, status_code=200)
 
 
 def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar:
-    """The portal; it opens (and closes) its own pool unless one is given."""
+    """The portal. It opens (and closes) its own pool unless one is given."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -48,4 +34,28 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             if own:
                 await app.state.pool.close()
 
-    return Litestar(route_handlers=[healthz, readyz], lifespan=[lifespan])
+    prometheus = PrometheusConfig(app_name="rcc", prefix="rcc", group_path=True)
+    return Litestar(
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            auth.register,
+            auth.login,
+            auth.logout,
+            account.router,
+            jobs.router,
+            PrometheusController,
+        ],
+        lifespan=[lifespan],
+        state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
+        middleware=[request_id_middleware, prometheus.middleware],
+        exception_handlers={HTTPException: handle_http, Exception: handle_unexpected},
+        openapi_config=OpenAPIConfig(
+            title="RCC portal API",
+            version=__version__,
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import msgspec
+
+
+class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Hits allowed per client ip per window (PRD NFR-S4)."""
+
+    login_per_min: int = 10
+    register_per_min: int = 5
+    webhook_per_min: int = 600
+    model_install_per_min: int = 10
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -13,10 +23,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path
     signup_grant_rcc: int = 0
     max_running_jobs_per_user: int = 2
+    public_url: str = "http://127.0.0.1:8000"
+    session_secret: str = ""
+    admin_allowlist: tuple[str, ...] = ()
+    gitlab_url: str = "https://gitlab.com"
+    gitlab_client_id: str = ""
+    gitlab_client_secret: str = ""
+    rate_limits: RateLimits = RateLimits()
+    max_body_bytes: int = 1_000_000
+    read_wait_s: float = 2.0  # how long a read waits for projections to catch up
 
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return f"Settings(data_dir={self.data_dir!s}, public_url={self.public_url})"
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -29,12 +55,46 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _session_secret(env: dict[str, str], data_dir: Path) -> str:
+    """RCC_SESSION_SECRET, or one generated once and kept in the data directory, so
+    sessions survive restarts of a single-machine install without any setup."""
+    if secret := env.get("RCC_SESSION_SECRET", "").strip():
+        return secret
+    path = data_dir / "session_secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Settings from the environment; see .env.example for every variable."""
     env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("RCC_DATA_DIR") or ".rcc").resolve()
+    allow = tuple(
+        item.strip().lower()
+        for item in env.get("RCC_ADMIN_ALLOWLIST", "").split(",")
+        if item.strip()
+    )
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
-        data_dir=Path(env.get("RCC_DATA_DIR") or ".rcc").resolve(),
+        data_dir=data_dir,
         signup_grant_rcc=_int(env, "RCC_SIGNUP_GRANT_RCC", 0),
         max_running_jobs_per_user=_int(env, "RCC_MAX_RUNNING_JOBS_PER_USER", 2),
+        public_url=(env.get("RCC_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        session_secret=_session_secret(env, data_dir),
+        admin_allowlist=allow,
+        gitlab_url=(env.get("GITLAB_URL") or "https://gitlab.com").rstrip("/"),
+        gitlab_client_id=env.get("GITLAB_CLIENT_ID", ""),
+        gitlab_client_secret=env.get("GITLAB_CLIENT_SECRET", ""),
+        rate_limits=RateLimits(
+            login_per_min=_int(env, "RCC_RATE_LOGIN_PER_MIN", 10),
+            register_per_min=_int(env, "RCC_RATE_REGISTER_PER_MIN", 5),
+            webhook_per_min=_int(env, "RCC_RATE_WEBHOOK_PER_MIN", 600),
+            model_install_per_min=_int(env, "RCC_RATE_MODEL_INSTALL_PER_MIN", 10),
+        ),
+        max_body_bytes=_int(env, "RCC_MAX_BODY_BYTES", 1_000_000),
     )

@@ -206,6 +206,7 @@ class JobCancelled(Event, frozen=True, kw_only=True, tag="job_cancelled"):
 
 # --- sign-in attempts: `signin-<id>`, one stream each (no hot stream to contend on) ----
 
+
 class SignInAttempted(Event, frozen=True, kw_only=True, tag="sign_in_attempted"):
     """Every sign-in attempt, admitted or not, for the operations log."""
 

@@ -8,11 +8,11 @@ from rcc.domain.errors import InsufficientCredits, Invalid, NotFound, TooManyJob
 from rcc.domain.events import (
     AdminBypassed,
     CreditsAdjusted,
+    CreditsClawedBack,
     CreditsReleased,
     CreditsReserved,
-    JobSettled,
-    CreditsClawedBack,
     Event,
+    JobSettled,
     LedgerEvent,
     WalletOpened,
 )

@@ -7,7 +7,7 @@ import asyncpg
 from rcc.domain.errors import Conflict, DomainError
 from rcc.domain.user import normalise_email
 from rcc.service.bus import execute
-from rcc.service.commands import RegisterUser
+from rcc.service.commands import RecordSignIn, RegisterUser
 
 
 async def user_id_by_email(conn: asyncpg.Connection, email: str) -> str | None:
@@ -33,3 +33,22 @@ async def ensure_user(
     if isinstance(done, DomainError):
         return done
     return str(done.result["user_id"])
+
+
+async def record_sign_in(
+    pool: asyncpg.Pool,
+    method: str,
+    email: str,
+    outcome: str,
+    reason: str,
+    user_id: str | None,
+    ip: str | None,
+) -> None:
+    """Append a SignInAttempted event (its own stream: no contention between attempts)."""
+    await execute(
+        pool,
+        RecordSignIn(
+            method=method, email=email, outcome=outcome, reason=reason, user_id=user_id, ip=ip
+        ),
+        metadata={"actor": email, "client_ip": ip},
+    )

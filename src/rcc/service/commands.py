@@ -53,6 +53,15 @@ class CreateJob(Command, frozen=True, kw_only=True):
     max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
 
 
+class RecordSignIn(Command, frozen=True, kw_only=True):
+    method: str
+    email: str
+    outcome: str
+    reason: str = ""
+    user_id: str | None = None
+    ip: str | None = None
+
+
 class MarkJob(Command, frozen=True, kw_only=True):
     """Move a job along its lifecycle: queued, running, succeeded, failed or cancelled."""
 

@@ -32,6 +32,7 @@ from rcc.domain.events import (
     JobSettled,
     JobStarted,
     JobSucceeded,
+    SignInAttempted,
     SignupGranted,
     SubscriptionGranted,
     TopupGranted,
@@ -281,6 +282,20 @@ def _closing_events(job: jobs.JobState, status: str, released: int) -> list[Even
     return [JobSettled(job=job.job_id)]
 
 
+async def record_sign_in(cmd: c.RecordSignIn, uow: UnitOfWork) -> dict[str, str]:
+    attempt = str(uuid.uuid4())
+    event = SignInAttempted(
+        method=cmd.method,
+        email=cmd.email.strip().lower()[:254],
+        outcome=cmd.outcome,
+        reason=cmd.reason,
+        user_id=cmd.user_id,
+        ip=cmd.ip,
+    )
+    uow.stage(f"signin-{attempt}", 0, [event])
+    return {"attempt": attempt}
+
+
 Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 
 HANDLERS: dict[type[c.Command], Handler] = {
@@ -291,6 +306,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.ClawBack: claw_back,
     c.CreateJob: create_job,
     c.MarkJob: mark_job,
+    c.RecordSignIn: record_sign_in,
 }
 
 

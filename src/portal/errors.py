@@ -1,0 +1,94 @@
+"""One place that turns every failure into `{"error": code, "detail": text, ...}`.
+
+Domain errors map to their status; framework errors keep theirs with our body shape;
+anything unexpected is a 500 with a request id and no stack trace in the body."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from rcc.domain import errors as domain
+
+log = logging.getLogger("portal.errors")
+
+STATUS_OF: dict[type[domain.DomainError], int] = {
+    domain.InsufficientCredits: 402,
+    domain.NotFound: 404,
+    domain.IllegalTransition: 409,
+    domain.Conflict: 409,
+    domain.IdempotencyKeyReused: 409,
+    domain.Invalid: 422,
+    domain.TooManyJobs: 429,
+}
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+class ApiError(HTTPException):
+    """An HTTP error with our code and any extra fields for the body."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
+        self.code = code
+        self.fields = extra
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def domain_response(error: domain.DomainError) -> Response[dict[str, Any]]:
+    """The HTTP answer for a refused command."""
+    body = msgspec.to_builtins(error)
+    status = STATUS_OF.get(type(error), 422)
+    return Response(body, status_code=status)
+
+
+def _validation_fields(exc: ValidationException) -> list[dict[str, Any]]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    return [item for item in extra if isinstance(item, dict)]
+
+
+def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, ApiError):
+        body = error_body(exc.code, exc.detail, **exc.fields)
+    elif isinstance(exc, ValidationException):
+        fields = _validation_fields(exc)
+        detail = "; ".join(f"{f.get('key') or 'body'}: {f.get('message')}" for f in fields) or str(
+            exc.detail
+        )
+        body = error_body("invalid_request", detail, fields=fields)
+    else:
+        body = error_body(_CODES.get(exc.status_code, "error"), str(exc.detail))
+    return Response(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+    body = error_body("internal_error", "something went wrong on our side", request_id=request_id)
+    return Response(body, status_code=HTTP_500_INTERNAL_SERVER_ERROR)

@@ -1,0 +1,136 @@
+"""POST /auth/register, /auth/login, /auth/logout: password accounts and cookie sessions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+from litestar import Request, Response, post
+from litestar.datastructures import Cookie, State
+from litestar.params import JSONBody
+
+from portal.errors import ApiError, domain_response
+from portal.identity import client_ip
+from portal.passwords import hash_password, password_problem, verify_password
+from portal.ratelimit import Limit, hit
+from portal.schemas import Credentials, SignedIn
+from portal.sessions import COOKIE, LIFETIME, end_session, open_session
+from rcc.config import Settings
+from rcc.domain.errors import DomainError
+from rcc.service.accounts import record_sign_in, user_id_by_email
+from rcc.service.bus import execute
+from rcc.service.commands import RegisterUser
+
+
+async def _limit(state: State, request: Request[Any, Any, Any], what: str, per_min: int) -> None:
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        wait = await hit(conn, f"{what}:{client_ip(request)}", Limit(per_min, 60))
+    if wait is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many {what} attempts from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+            retry_after_s=wait,
+        )
+
+
+def session_cookie(settings: Settings, secret: str) -> Cookie:
+    return Cookie(
+        key=COOKIE,
+        value=secret,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        max_age=int(LIFETIME.total_seconds()),
+        path="/",
+    )
+
+
+async def start_session(
+    state: State, request: Request[Any, Any, Any], user_id: str, email: str, method: str
+) -> Response[SignedIn]:
+    """A fresh session for this user (the old cookie's session ends: no fixation)."""
+    settings: Settings = state.settings
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        secret, csrf = await open_session(
+            conn, settings.session_secret, user_id, method, request.cookies.get(COOKIE)
+        )
+        is_admin = bool(
+            await conn.fetchval(
+                "SELECT (state->>'is_admin')::boolean FROM streams WHERE stream_id = $1",
+                f"user-{user_id}",
+            )
+        )
+    body = SignedIn(id=user_id, email=email, is_admin=is_admin, csrf_token=csrf)
+    return Response(body, status_code=200, cookies=[session_cookie(settings, secret)])
+
+
+@post("/auth/register", status_code=201, tags=["auth"])
+async def register(
+    data: JSONBody[Credentials], state: State, request: Request[Any, Any, Any]
+) -> Response[SignedIn]:
+    """Create a password account (with the sign-up grant, if any) and sign in."""
+    settings: Settings = state.settings
+    await _limit(state, request, "register", settings.rate_limits.register_per_min)
+    if problem := password_problem(data.password):
+        raise ApiError(422, "weak_password", problem)
+    done = await execute(
+        state.pool,
+        RegisterUser(email=data.email, signup_grant_rcc=settings.signup_grant_rcc),
+        metadata={"actor": "self", "client_ip": client_ip(request)},
+    )
+    if isinstance(done, DomainError):
+        return domain_response(done)  # type: ignore[return-value]
+    user_id = str(done.result["user_id"])
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)",
+            uuid.UUID(user_id),
+            hash_password(data.password),
+        )
+    response = await start_session(state, request, user_id, str(done.result["email"]), "password")
+    response.status_code = 201
+    return response
+
+
+@post("/auth/login", status_code=200, tags=["auth"])
+async def login(
+    data: JSONBody[Credentials], state: State, request: Request[Any, Any, Any]
+) -> Response[SignedIn]:
+    """Sign in with email and password; every attempt reaches the operations log."""
+    settings: Settings = state.settings
+    await _limit(state, request, "login", settings.rate_limits.login_per_min)
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        user_id = await user_id_by_email(conn, data.email)
+        stored = None
+        if user_id:
+            stored = await conn.fetchval(
+                "SELECT password_hash FROM credentials WHERE user_id = $1", uuid.UUID(user_id)
+            )
+    ip = client_ip(request)
+    if not verify_password(stored, data.password) or user_id is None:
+        await record_sign_in(
+            pool, "password", data.email, "refused", "wrong email or password", None, ip
+        )
+        raise ApiError(401, "invalid_credentials", "wrong email or password")
+    await record_sign_in(pool, "password", data.email, "admitted", "", user_id, ip)
+    return await start_session(state, request, user_id, data.email.strip().lower(), "password")
+
+
+@post("/auth/logout", status_code=204, tags=["auth"])
+async def logout(state: State, request: Request[Any, Any, Any]) -> Response[None]:
+    """End the cookie session (harmless without one)."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        pool: asyncpg.Pool = state.pool
+        async with pool.acquire() as conn:
+            await end_session(conn, state.settings.session_secret, cookie)
+    response: Response[None] = Response(None, status_code=204)
+    response.delete_cookie(COOKIE, path="/")
+    return response

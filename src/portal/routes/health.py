@@ -1,0 +1,41 @@
+"""GET /healthz (liveness) and GET /readyz (database, migrations, projector lag)."""
+
+from __future__ import annotations
+
+import asyncpg
+from litestar import Response, get
+from litestar.datastructures import State
+
+from rcc.projector.status import status as projection_status
+from rcc.store.migrations import pending
+
+READY_LAG_S = 30.0
+
+
+@get("/healthz", sync_to_thread=False, tags=["ops"])
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["ops"])
+async def readyz(state: State) -> Response[dict[str, object]]:
+    """Ready when the database answers, every migration is applied and the projections
+    are less than 30 s behind the log."""
+    pool: asyncpg.Pool = state.pool
+    try:
+        async with pool.acquire() as conn:
+            missing = await pending(conn)
+            if missing:
+                return Response(
+                    {"status": "migrating", "pending_migrations": missing}, status_code=503
+                )
+            lags = await projection_status(conn)
+    except (OSError, asyncpg.PostgresError) as error:
+        return Response({"status": "unavailable", "database": str(error)}, status_code=503)
+    lag_s = max((row.lag_seconds for row in lags), default=0.0)
+    body: dict[str, object] = {"status": "ready", "projection_lag_s": round(lag_s, 3)}
+    if lag_s > READY_LAG_S:
+        body["status"] = "lagging"
+        return Response(body, status_code=503)
+    return Response(body, status_code=200)

@@ -1,0 +1,34 @@
+"""Every projection, in the order a batch applies them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from projections import balances, dashboard, jobs, ledger, ops_log, payments, users
+from rcc.projector.model import Projection
+
+ALL: tuple[Projection[Any], ...] = (
+    balances.PROJECTION,
+    ledger.PROJECTION,
+    jobs.PROJECTION,
+    payments.PROJECTION,
+    users.PROJECTION,
+    dashboard.PROJECTION,
+    ops_log.PROJECTION,
+)
+NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
+
+
+class UnknownProjection(KeyError):
+    """A projection name that no module defines."""
+
+
+def select(names: Sequence[str] | None = None) -> list[Projection[Any]]:
+    """The named projections (all of them for None), in registry order."""
+    if not names:
+        return list(ALL)
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise UnknownProjection(f"unknown projection(s) {unknown}; known: {list(NAMES)}")
+    return [p for p in ALL if p.name in names]
