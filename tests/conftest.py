@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -19,6 +20,8 @@ from hypothesis import settings as hypothesis_settings
 
 from portal.app import create_app
 from rcc.config import Settings, load_settings
+from rcc.projector.registry import ALL
+from rcc.projector.runtime import ProjectorWorker
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded
 from rcc.store.migrations import SCHEMA_DIR, migrate
@@ -162,9 +165,28 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    """The portal app over ASGI in the test's own event loop, on the test's database."""
-    app = create_app(settings, pool=pool)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+async def projector(pool: asyncpg.Pool) -> AsyncIterator[ProjectorWorker]:
+    """Every projection kept current in the background, as `rcc serve` does."""
+    worker = ProjectorWorker(pool, ALL, poll_interval=0.2)
+    task = asyncio.create_task(worker.run())
+    yield worker
+    worker.stop()
+    await asyncio.wait_for(task, timeout=10)
+
+
+def portal_client(app: Any, ip: str = "127.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000")
+
+
+@pytest.fixture
+async def portal_app(settings: Settings, pool: asyncpg.Pool, projector: ProjectorWorker) -> Any:
+    """The portal app on the test's database, with the projector running."""
+    return create_app(settings, pool=pool)
+
+
+@pytest.fixture
+async def client(portal_app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the portal over ASGI, in the test's own event loop."""
+    async with portal_client(portal_app) as http:
         yield http

@@ -72,7 +72,7 @@ def test_serve_starts_its_own_postgres_and_reuses_it(embedded_env: dict[str, str
     base = f"http://127.0.0.1:{port}"
     proc = serve(embedded_env, port)
     try:
-        assert wait_ready(base, proc) == {"status": "ready"}
+        assert wait_ready(base, proc)["status"] == "ready"
         assert get_json(f"{base}/healthz") == (200, {"status": "ok"})
     finally:
         stop(proc)

@@ -13,9 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from portal.errors import handle_http, handle_unexpected
+from portal.errors import handle_bad_cursor, handle_http, handle_unexpected
 from portal.observability import request_id_middleware
-from portal.routes import account, auth, health, jobs
+from portal.routes import account, admin, auth, health, jobs
+from projections.paging import BadCursor
 from rcc import __version__
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -44,12 +45,17 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             auth.logout,
             account.router,
             jobs.router,
+            admin.router,
             PrometheusController,
         ],
         lifespan=[lifespan],
         state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
         middleware=[request_id_middleware, prometheus.middleware],
-        exception_handlers={HTTPException: handle_http, Exception: handle_unexpected},
+        exception_handlers={
+            HTTPException: handle_http,
+            BadCursor: handle_bad_cursor,
+            Exception: handle_unexpected,
+        },
         openapi_config=OpenAPIConfig(
             title="RCC portal API",
             version=__version__,
@@ -58,4 +64,5 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
         ),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
+        logging_config=None,  # the process configures logging (JSON lines), not the app
     )

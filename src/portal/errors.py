@@ -28,7 +28,7 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
 }
 
 _CODES = {
-    400: "bad_request",
+    400: "invalid_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -85,6 +85,12 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     else:
         body = error_body(_CODES.get(exc.status_code, "error"), str(exc.detail))
     return Response(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def handle_bad_cursor(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return Response(
+        error_body("bad_cursor", "cursor is not one this API handed out"), status_code=400
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

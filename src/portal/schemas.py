@@ -5,7 +5,6 @@ every field so the OpenAPI schema says exactly what clients get."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -59,41 +58,6 @@ class SignedIn(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     is_admin: bool
     csrf_token: str
-
-
-class JobView(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    user_id: str
-    type: str
-    cost_rcc: int
-    status: str
-    duration_ms: int | None
-    output_uris: list[str]
-    error: str | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-
-
-class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    user_id: str | None
-    delta: int
-    reason: str
-    job_id: str | None
-    external_ref: str | None
-    created_at: datetime
-
-
-class JobPage(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[JobView]
-    next_cursor: str | None
-
-
-class LedgerPage(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[LedgerEntry]
-    next_cursor: str | None
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):

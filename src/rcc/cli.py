@@ -17,14 +17,24 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from portal.app import create_app
+    from portal.observability import configure_logging
     from rcc.bootstrap import database_url, migrate_database
+    from rcc.projector.service import running_projector
     from rcc.signals import serve_until_stopped
 
     applied = await migrate_database(database_url(settings))
     if applied:
         print(f"applied migrations {applied}", file=sys.stderr)
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
-    await serve_until_stopped(uvicorn.Server(config))
+    configure_logging()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,  # our JSON lines on the root logger
+        access_log=False,  # the portal writes its own access line, with the request id
+    )
+    async with running_projector(settings):  # the read models, kept current in-process
+        await serve_until_stopped(uvicorn.Server(config))
     return 0
 
 
@@ -108,6 +118,96 @@ async def _bench_ledger(args: argparse.Namespace, settings: Settings) -> int:
     return await run_ledger_bench(settings, args)
 
 
+async def _projector(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bootstrap import open_pool
+    from rcc.projector.registry import UnknownProjection, select
+    from rcc.projector.runtime import ProjectorWorker
+    from rcc.signals import stop_event_on_signals
+
+    try:
+        projections = select(args.projection)
+    except UnknownProjection as unknown:
+        print(f"error: {unknown.args[0]}", file=sys.stderr)
+        return 2
+    pool = await open_pool(settings, max_size=3)
+    worker = ProjectorWorker(
+        pool,
+        projections,
+        batch_size=args.batch_size,
+        poll_interval=args.poll_interval,
+        stop_event=stop_event_on_signals(),
+    )
+    print(f"projector running: {', '.join(p.name for p in projections)}", file=sys.stderr)
+    try:
+        await worker.run()
+    finally:
+        await pool.close()
+    print("projector stopped", file=sys.stderr)
+    return 0
+
+
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bootstrap import database_url, migrate_database
+    from rcc.projector.progress import ProgressBar
+    from rcc.projector.registry import UnknownProjection, select
+    from rcc.projector.replay import ReplayBusy, replay
+    from rcc.store.database import connect_owner
+
+    try:
+        projections = select(args.projection)
+    except UnknownProjection as unknown:
+        print(f"error: {unknown.args[0]}", file=sys.stderr)
+        return 2
+    url = database_url(settings)
+    await migrate_database(url)
+    conn = await connect_owner(url)  # replay creates and swaps tables: the owner's job
+    bar = ProgressBar("replay")
+    try:
+        result = await replay(conn, projections, batch_size=args.batch_size, progress=bar)
+    except ReplayBusy as busy:
+        print(f"error: {busy}", file=sys.stderr)
+        return 1
+    finally:
+        await conn.close()
+    bar.finish()
+    print(
+        f"replayed {result.events:,} events into {', '.join(result.projections)} "
+        f"in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s); swapped in at "
+        f"position {result.checkpoint.position}"
+    )
+    return 0
+
+
+async def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from rcc.bootstrap import open_pool
+    from rcc.projector.status import status
+
+    pool = await open_pool(settings, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            found = await status(conn)
+    finally:
+        await pool.close()
+    if args.json:
+        print(msgspec.json.encode(found).decode())
+        return 0
+    print(f"{'projection':<12} {'tx_id':>10} {'position':>10} {'lag events':>11} {'lag s':>8}")
+    for s in found:
+        print(
+            f"{s.name:<12} {s.checkpoint.tx_id:>10} {s.checkpoint.position:>10} "
+            f"{s.lag_events:>11} {s.lag_seconds:>8.2f}"
+        )
+    return 0
+
+
+async def _bench_projections(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bench.projections import run_projections_bench
+
+    return await run_projections_bench(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcc", description="Ranch Cloud Credits")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", type=int, default=200, help="concurrent reserves on one wallet; all must finish"
     )
     ledger.set_defaults(run=_bench_ledger)
+    bench_proj = bench.add_parser("projections", help="replay speed, projection lag, query times")
+    bench_proj.add_argument("--events", type=int, default=1_000_000, help="size of the log")
+    bench_proj.add_argument("--clients", type=int, default=16, help="writers during the lag run")
+    bench_proj.add_argument("--seconds", type=float, default=10.0, help="length of the lag run")
+    bench_proj.add_argument(
+        "--database",
+        default="rcc_bench_projections",
+        help="bench database (rcc_bench*), recreated unless it already holds --events events",
+    )
+    bench_proj.set_defaults(run=_bench_projections)
+
+    projector = sub.add_parser("projector", help="run the projectors alone")
+    projector.add_argument("--projection", action="append", help="only these (repeatable)")
+    projector.add_argument("--batch-size", type=int, default=1000)
+    projector.add_argument("--poll-interval", type=float, default=1.0, help="seconds")
+    projector.set_defaults(run=_projector)
+
+    replay = sub.add_parser("replay", help="rebuild projections from position 0 and swap them in")
+    replay.add_argument("--projection", action="append", help="only these (repeatable)")
+    replay.add_argument("--batch-size", type=int, default=5000)
+    replay.set_defaults(run=_replay)
+
+    projections = sub.add_parser("projections", help="read models").add_subparsers(
+        dest="action", required=True
+    )
+    proj_status = projections.add_parser("status", help="checkpoint and lag of each projection")
+    proj_status.add_argument("--json", action="store_true")
+    proj_status.set_defaults(run=_projections_status)
     return parser
 
 

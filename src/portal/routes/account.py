@@ -12,9 +12,10 @@ from litestar.params import FromQuery, QueryParameter
 
 from portal.consistency import caught_up
 from portal.identity import signed_in_user
-from portal.reads import ledger_page
 from portal.routes.jobs import me
-from portal.schemas import LedgerPage, Me, Reason
+from portal.schemas import Me, Reason
+from projections import queries
+from projections.views import LedgerEntry, Page
 
 
 @get("/me")
@@ -55,16 +56,16 @@ async def get_ledger(
     until: FromQuery[datetime | None] = None,
     cursor: FromQuery[str | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-) -> LedgerPage:
+) -> Page[LedgerEntry]:
     """Your ledger lines, newest first: filter by reason, job and date range [since, until)."""
     who = await me(request)
     assert who.user_id is not None
     await caught_up(state.pool, who.user_id, ["ledger"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        return await ledger_page(
+        return await queries.ledger_page(
             conn,
-            user_id=who.user_id,
+            who.user_id,
             reason=reason,
             job_id=job_id,
             since=since,

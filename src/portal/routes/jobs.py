@@ -13,8 +13,9 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from portal.consistency import caught_up
 from portal.errors import ApiError, domain_response
 from portal.identity import Identity, client_ip, identity_of, signed_in_user
-from portal.reads import job_by_id, job_page
-from portal.schemas import CreateJobBody, JobPage, JobStatus, JobType, JobView
+from portal.schemas import CreateJobBody, JobStatus, JobType
+from projections import queries
+from projections.views import JobView, Page
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
 from rcc.domain.workflow import workflow_problem
@@ -92,22 +93,15 @@ async def list_jobs(
     type: FromQuery[JobType | None] = None,
     cursor: FromQuery[str | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-) -> JobPage:
+) -> Page[JobView]:
     """Your jobs, newest first, filtered by status and type."""
     who = await me(request)
     assert who.user_id is not None
     await caught_up(state.pool, who.user_id, ["jobs"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        return await job_page(
-            conn,
-            user_id=who.user_id,
-            status=status,
-            job_type=type,
-            since=None,
-            until=None,
-            cursor=cursor,
-            limit=limit,
+        return await queries.jobs_page(
+            conn, user_id=who.user_id, status=status, type=type, cursor=cursor, limit=limit
         )
 
 
@@ -116,9 +110,9 @@ async def _own_job(state: State, who: Identity, job_id: str) -> JobView:
     await caught_up(state.pool, who.user_id, ["jobs"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        job = await job_by_id(conn, job_id)
+        job = await queries.job(conn, job_id, None if who.is_admin else who.user_id)
     # Someone else's job is indistinguishable from no job at all.
-    if job is None or (job.user_id != who.user_id and not who.is_admin):
+    if job is None:
         raise ApiError(404, "not_found", "no such job")
     return job
 

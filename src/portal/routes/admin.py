@@ -1,0 +1,277 @@
+"""Admin endpoints: dashboard, users, jobs, payments, operations log and the raw event log.
+
+Every route here sits behind one guard on the router, so a new admin route cannot
+forget it: admins may do anything here, service tokens may only read."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, Router, get, patch
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Stream
+
+from portal.errors import ApiError, domain_response
+from portal.identity import admin_or_service_reader, client_ip, identity_of
+from portal.schemas import AdminUserPatch, JobStatus, JobType
+from projections import queries
+from projections.views import Dashboard, JobView, LogEntry, Page, PaymentView, UserView
+from rcc.domain.errors import DomainError
+from rcc.projector.wait import wait_for
+from rcc.service.bus import execute
+from rcc.service.commands import AdjustCredits, SetAdmin
+from rcc.store.event_store import Checkpoint
+
+CSV_MAX_ROWS = 100_000
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+
+
+class RawEvent(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+    hash: str
+
+
+class EventPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[RawEvent]
+    next_after: int | None
+
+
+@get("/dashboard")
+async def dashboard(
+    state: State, days: Annotated[int, QueryParameter(ge=1, le=366)] = 30
+) -> Dashboard:
+    """The PRD §15 KPIs, read from hourly counters (cost grows with days, not events)."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        return await queries.dashboard(conn, days=days)
+
+
+@get("/users")
+async def users(
+    state: State,
+    email: FromQuery[str | None] = None,
+    is_admin: FromQuery[bool | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: Limit = 50,
+) -> Page[UserView]:
+    """Users newest first; `email` matches the start of the address."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        return await queries.users_page(
+            conn, email=email, is_admin=is_admin, cursor=cursor, limit=limit
+        )
+
+
+@patch("/users/{user_id:str}")
+async def patch_user(
+    user_id: FromPath[str],
+    data: JSONBody[AdminUserPatch],
+    state: State,
+    request: Request[Any, Any, Any],
+) -> Response[UserView]:
+    """Adjust a user's RCC (MANUAL_ADJUST, a reason required) and/or toggle admin.
+
+    The adjustment runs first; if it is refused nothing else changes."""
+    who = await identity_of(request)
+    assert who is not None
+    if data.rcc_delta is None and data.is_admin is None:
+        raise ApiError(422, "nothing_to_change", "send rcc_delta (with a reason) or is_admin")
+    if data.rcc_delta is not None and not (data.reason or "").strip():
+        raise ApiError(422, "reason_required", "a reason is required for any rcc_delta")
+    actor = who.email or f"token:{who.role}"
+    metadata = {"actor": actor, "client_ip": client_ip(request), "via": who.via}
+    last = Checkpoint()
+    if data.rcc_delta is not None:
+        done = await execute(
+            state.pool,
+            AdjustCredits(
+                user_id=user_id, amount=data.rcc_delta, actor=actor, note=data.reason or ""
+            ),
+            metadata=metadata,
+        )
+        if isinstance(done, DomainError):
+            return domain_response(done)  # type: ignore[return-value]
+        last = done.checkpoint
+    if data.is_admin is not None:
+        done = await execute(
+            state.pool,
+            SetAdmin(user_id=user_id, is_admin=data.is_admin, actor=actor),
+            metadata=metadata,
+        )
+        if isinstance(done, DomainError):
+            return domain_response(done)  # type: ignore[return-value]
+        last = max(last, done.checkpoint)
+    await wait_for(state.pool, last, ["users"], state.settings.read_wait_s)
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        view = await queries.user(conn, user_id)
+    if view is None:
+        raise ApiError(404, "not_found", "no such user")
+    return Response(view, status_code=200)
+
+
+@get("/jobs")
+async def jobs(
+    state: State,
+    user_id: FromQuery[str | None] = None,
+    status: FromQuery[JobStatus | None] = None,
+    type: FromQuery[JobType | None] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: Limit = 50,
+) -> Page[JobView]:
+    """Everyone's jobs newest first; filter by user, status, type and [since, until)."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        return await queries.jobs_page(
+            conn,
+            user_id=user_id,
+            status=status,
+            type=type,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+
+
+@get("/payments")
+async def payments(
+    state: State,
+    user_id: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    type: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: Limit = 50,
+) -> Page[PaymentView]:
+    """Every payment with its status, newest first."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        return await queries.payments_page(
+            conn, user_id=user_id, status=status, type=type, cursor=cursor, limit=limit
+        )
+
+
+@get("/logs")
+async def logs(
+    state: State,
+    user_id: FromQuery[str | None] = None,
+    action: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: Limit = 50,
+) -> Page[LogEntry]:
+    """The operations log (admin, sign-in and ComfyUI operations), newest first."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        return await queries.logs_page(
+            conn,
+            user_id=user_id,
+            action=action,
+            status=status,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+
+
+_CSV_COLUMNS = ["id", "at", "user_id", "actor", "ip", "action", "status", "detail"]
+
+
+@get("/logs.csv", media_type="text/csv")
+async def logs_csv(
+    state: State,
+    action: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+) -> Stream:
+    """The operations log as CSV (same filters), streamed page by page."""
+    pool: asyncpg.Pool = state.pool
+
+    async def rows() -> AsyncIterator[str]:
+        yield _csv_line(_CSV_COLUMNS)
+        cursor, sent = None, 0
+        while sent < CSV_MAX_ROWS:
+            async with pool.acquire() as conn:
+                page = await queries.logs_page(
+                    conn,
+                    action=action,
+                    status=status,
+                    since=since,
+                    until=until,
+                    cursor=cursor,
+                    limit=500,
+                )
+            for entry in page.items:
+                yield _csv_line([_cell(getattr(entry, c)) for c in _CSV_COLUMNS])
+            sent += len(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    return Stream(
+        rows(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="rcc-operations-log.csv"'},
+    )
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return "" if value is None else str(value)
+
+
+def _csv_line(cells: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(cells)
+    return buffer.getvalue()
+
+
+@get("/events")
+async def events(
+    state: State,
+    stream: FromQuery[str | None] = None,
+    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    limit: Limit = 100,
+) -> EventPage:
+    """The raw event log for auditors, by position, optionally one stream."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT position, stream_id, version, type, data, metadata, recorded_at, hash
+                 FROM events
+                WHERE position > $1 AND ($2::text IS NULL OR stream_id = $2)
+                ORDER BY position LIMIT $3""",
+            after,
+            stream,
+            limit,
+        )
+    items = [RawEvent(**{**dict(r), "hash": bytes(r["hash"]).hex()}) for r in rows]
+    return EventPage(items=items, next_after=items[-1].position if len(items) == limit else None)
+
+
+router = Router(
+    path="/admin",
+    route_handlers=[dashboard, users, patch_user, jobs, payments, logs, logs_csv, events],
+    guards=[admin_or_service_reader],
+    tags=["admin"],
+)
