@@ -36,5 +36,7 @@ CREATE TABLE oauth_states (
     used_at      timestamptz
 );
 
-GRANT SELECT, INSERT, UPDATE ON credentials, sessions, oauth_states TO rcc_app;
+GRANT SELECT, INSERT, UPDATE ON credentials, sessions TO rcc_app;
+-- Used and expired sign-in states are purged by the portal now and then.
+GRANT SELECT, INSERT, UPDATE, DELETE ON oauth_states TO rcc_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rate_limits TO rcc_app;

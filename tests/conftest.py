@@ -87,12 +87,17 @@ async def _ensure_template(url: str) -> str:
         await conn.execute("SELECT pg_advisory_lock(4242)")
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-            owner = await connect_owner(with_database(url, name))
+            # Built under a scratch name and renamed only once migrated, so a failed
+            # migration never leaves a half-built template behind for later runs.
+            scratch = f"{name}_building"
+            await conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{scratch}"')
+            owner = await connect_owner(with_database(url, scratch))
             try:
                 await migrate(owner)
             finally:
                 await owner.close()
+            await conn.execute(f'ALTER DATABASE "{scratch}" RENAME TO "{name}"')
         await conn.execute("SELECT pg_advisory_unlock(4242)")
     finally:
         await conn.close()
