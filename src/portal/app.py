@@ -13,9 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from portal import pages
 from portal.errors import handle_bad_cursor, handle_http, handle_unexpected
 from portal.observability import request_id_middleware
-from portal.routes import account, admin, auth, health, jobs
+from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
 from rcc import __version__
 from rcc.bootstrap import open_pool
@@ -43,12 +44,19 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             auth.register,
             auth.login,
             auth.logout,
+            gitlab.authorize,
+            gitlab.callback,
             account.router,
             jobs.router,
+            jobs.logs_router,
             admin.router,
+            operations.router,
+            payments.router,
             PrometheusController,
+            pages.router(),  # the browser pages (not in the OpenAPI schema)
+            pages.static_files(),
         ],
-        lifespan=[lifespan],
+        lifespan=[lifespan, operations.operations_lifespan],  # the pool opens first
         state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
         middleware=[request_id_middleware, prometheus.middleware],
         exception_handlers={
@@ -63,6 +71,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             render_plugins=[SwaggerRenderPlugin()],
         ),
         request_max_body_size=settings.max_body_bytes,
+        template_config=pages.template_config(),
         debug=False,
         logging_config=None,  # the process configures logging (JSON lines), not the app
     )

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from rcc.config import Settings, load_settings
 
@@ -16,10 +17,12 @@ Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from comfy_adapter.service import running_adapter
     from portal.app import create_app
     from portal.observability import configure_logging
     from rcc.bootstrap import database_url, migrate_database
     from rcc.projector.service import running_projector
+    from rcc.service.scheduler import running_scheduler
     from rcc.signals import serve_until_stopped
 
     applied = await migrate_database(database_url(settings))
@@ -33,7 +36,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,  # our JSON lines on the root logger
         access_log=False,  # the portal writes its own access line, with the request id
     )
-    async with running_projector(settings):  # the read models, kept current in-process
+    # The read models and the ComfyUI adapter, kept running in-process.
+    # and the scheduler of the annual plans' monthly grants.
+    async with running_projector(settings), running_adapter(settings), running_scheduler(settings):
         await serve_until_stopped(uvicorn.Server(config))
     return 0
 
@@ -118,6 +123,31 @@ async def _bench_ledger(args: argparse.Namespace, settings: Settings) -> int:
     return await run_ledger_bench(settings, args)
 
 
+async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
+    from comfy_adapter.config import load_adapter_settings
+    from comfy_adapter.worker import AdapterWorker
+    from rcc.bootstrap import open_pool
+    from rcc.signals import stop_event_on_signals
+
+    adapter_settings = load_adapter_settings(settings.data_dir)
+    pool = await open_pool(settings, max_size=8)
+    worker = AdapterWorker(pool, adapter_settings, stop_event=stop_event_on_signals())
+    shown = ", ".join(adapter_settings.urls) or "none (COMFYUI_URLS is empty: jobs wait queued)"
+    print(f"adapter running; ComfyUI backends: {shown}", file=sys.stderr)
+    try:
+        await worker.run()
+    finally:
+        await pool.close()
+    print("adapter stopped", file=sys.stderr)
+    return 0
+
+
+async def _bench_adapter(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bench.adapter import run_adapter_bench
+
+    return await run_adapter_bench(settings, args)
+
+
 async def _projector(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.bootstrap import open_pool
     from rcc.projector.registry import UnknownProjection, select
@@ -184,7 +214,7 @@ async def _projections_status(args: argparse.Namespace, settings: Settings) -> i
     from rcc.bootstrap import open_pool
     from rcc.projector.status import status
 
-    pool = await open_pool(settings, max_size=1)
+    pool = await open_pool(settings, max_size=2)
     try:
         async with pool.acquire() as conn:
             found = await status(conn)
@@ -206,6 +236,33 @@ async def _bench_projections(args: argparse.Namespace, settings: Settings) -> in
     from rcc.bench.projections import run_projections_bench
 
     return await run_projections_bench(settings, args)
+
+
+async def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.adapters.stripe_api import list_events, stripe_client
+    from rcc.bootstrap import open_pool
+    from rcc.service.stripe_inbox import reconcile
+
+    if not settings.stripe_secret_key:
+        print("error: STRIPE_SECRET_KEY is not set", file=sys.stderr)
+        return 2
+    async with stripe_client(settings.stripe_secret_key, settings.stripe_api_base) as client:
+        listed = await list_events(client, int(args.since.timestamp()))
+    pool = await open_pool(settings, max_size=4)
+    try:
+        report = await reconcile(pool, listed, settings.catalog)
+    finally:
+        await pool.close()
+    return 1 if report.failed else 0
+
+
+def _since(text: str) -> datetime:
+    """A date (UTC midnight) or an ISO datetime (UTC unless it says otherwise)."""
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="bench database (rcc_bench*), recreated unless it already holds --events events",
     )
     bench_proj.set_defaults(run=_bench_projections)
+    bench_adapter = bench.add_parser("adapter", help="ComfyUI adapter dispatch overhead per job")
+    bench_adapter.add_argument("--jobs", type=int, default=1000, help="jobs in the bulk run")
+    bench_adapter.add_argument("--backends", type=int, default=4, help="test ComfyUI servers")
+    bench_adapter.add_argument("--serial", type=int, default=200, help="jobs run one at a time")
+    bench_adapter.add_argument(
+        "--database", default="rcc_bench_adapter", help="bench database (rcc_bench*), recreated"
+    )
+    bench_adapter.set_defaults(run=_bench_adapter)
+
+    adapter = sub.add_parser("adapter", help="run the ComfyUI adapter alone (COMFYUI_URLS)")
+    adapter.set_defaults(run=_adapter)
 
     projector = sub.add_parser("projector", help="run the projectors alone")
     projector.add_argument("--projection", action="append", help="only these (repeatable)")
@@ -278,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     proj_status = projections.add_parser("status", help="checkpoint and lag of each projection")
     proj_status.add_argument("--json", action="store_true")
     proj_status.set_defaults(run=_projections_status)
+    stripe = sub.add_parser("stripe", help="Stripe").add_subparsers(dest="action", required=True)
+    reconcile = stripe.add_parser(
+        "reconcile", help="apply the Stripe events (events API) that the ledger lacks"
+    )
+    reconcile.add_argument("--since", type=_since, required=True, help="DATE or ISO datetime")
+    reconcile.set_defaults(run=_stripe_reconcile)
     return parser
 
 

@@ -8,6 +8,14 @@ from pathlib import Path
 
 import msgspec
 
+from rcc.domain.catalog import DEFAULT_CATALOG, Catalog, CatalogError, parse_catalog
+from rcc.ops_settings import (
+    ComfyuiContainerSettings,
+    ModelStoreSettings,
+    load_comfyui_container,
+    load_model_store,
+)
+
 
 class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
     """Hits allowed per client ip per window (PRD NFR-S4)."""
@@ -32,6 +40,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limits: RateLimits = RateLimits()
     max_body_bytes: int = 1_000_000
     read_wait_s: float = 2.0  # how long a read waits for projections to catch up
+    low_balance_rcc: int = 5  # pages offer to buy credits below this balance
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
+    catalog: Catalog = DEFAULT_CATALOG  # RCC_CATALOG_FILE, or the built-in packs and plans
+    comfyui: ComfyuiContainerSettings = ComfyuiContainerSettings()  # see rcc.ops_settings
+    models: ModelStoreSettings = ModelStoreSettings()
 
     @property
     def pgdata(self) -> Path:
@@ -70,6 +85,18 @@ def _session_secret(env: dict[str, str], data_dir: Path) -> str:
     return secret
 
 
+def _catalog(env: dict[str, str]) -> Catalog:
+    """RCC_CATALOG_FILE (.json or .toml), or the built-in catalog when unset."""
+    name = env.get("RCC_CATALOG_FILE", "").strip()
+    if not name:
+        return DEFAULT_CATALOG
+    path = Path(name)
+    try:
+        return parse_catalog(path.read_bytes(), toml=path.suffix == ".toml")
+    except (OSError, CatalogError) as error:
+        raise SystemExit(f"RCC_CATALOG_FILE {name}: {error}") from None
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Settings from the environment; see .env.example for every variable."""
     env = dict(os.environ if env is None else env)
@@ -97,4 +124,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             model_install_per_min=_int(env, "RCC_RATE_MODEL_INSTALL_PER_MIN", 10),
         ),
         max_body_bytes=_int(env, "RCC_MAX_BODY_BYTES", 1_000_000),
+        low_balance_rcc=_int(env, "RCC_LOW_BALANCE_RCC", 5),
+        stripe_secret_key=env.get("STRIPE_SECRET_KEY", "").strip(),
+        stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", "").strip(),
+        stripe_api_base=(env.get("STRIPE_API_BASE") or "https://api.stripe.com").rstrip("/"),
+        catalog=_catalog(env),
+        comfyui=load_comfyui_container(env),
+        models=load_model_store(env),
     )

@@ -1,4 +1,5 @@
-"""The user's own jobs: POST /jobs, GET /jobs, GET /jobs/{id}, POST /jobs/{id}/cancel."""
+"""The user's own jobs: POST /jobs, GET /jobs, GET /jobs/{id}, POST /jobs/{id}/cancel,
+GET /jobs/{id}/logs (also for admins) and the outputs, GET /outputs/{id}/{name}."""
 
 from __future__ import annotations
 
@@ -6,13 +7,26 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
+import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.response import File
 
+from comfy_adapter.logs import JobLog, job_log
+from comfy_adapter.outputs import OutputStore
+from comfy_adapter.status import waiting_reason
 from portal.consistency import caught_up
 from portal.errors import ApiError, domain_response
-from portal.identity import Identity, client_ip, identity_of, signed_in_user
+from portal.identity import (
+    Identity,
+    client_ip,
+    identity_of,
+    require_identity,
+    signed_in_user,
+)
 from portal.schemas import CreateJobBody, JobStatus, JobType
 from projections import queries
 from projections.views import JobView, Page
@@ -119,8 +133,34 @@ async def _own_job(state: State, who: Identity, job_id: str) -> JobView:
 
 @get("/jobs/{job_id:str}")
 async def get_job(job_id: FromPath[str], state: State, request: Request[Any, Any, Any]) -> JobView:
-    """One of your jobs (someone else's is a 404)."""
-    return await _own_job(state, await me(request), job_id)
+    """One of your jobs (someone else's is a 404). While it is created or queued,
+    `metadata.waiting_reason` says why it does not run yet (no ComfyUI backend
+    configured, none reachable, all busy, or no adapter running)."""
+    job = await _own_job(state, await me(request), job_id)
+    if job.status in ("created", "queued"):
+        pool: asyncpg.Pool = state.pool
+        async with pool.acquire() as conn:
+            reason = await waiting_reason(conn)
+        job = msgspec.structs.replace(job, metadata={**job.metadata, "waiting_reason": reason})
+    return job
+
+
+@get("/outputs/{job_id:str}/{name:str}")
+async def job_output(
+    job_id: FromPath[str], name: FromPath[str], state: State, request: Request[Any, Any, Any]
+) -> File:
+    """An output file of one of your jobs. Anyone else, admins included, gets a 404."""
+    who = await me(request)
+    assert who.user_id is not None
+    await caught_up(state.pool, who.user_id, ["jobs"], state.settings.read_wait_s)
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        job = await queries.job(conn, job_id, who.user_id)
+    settings: Settings = state.settings
+    found = OutputStore(settings.data_dir / "outputs").find(job_id, name)
+    if job is None or found is None or OutputStore.uri(job_id, name) not in job.output_uris:
+        raise ApiError(404, "not_found", "no such output")
+    return File(path=found, filename=name, content_disposition_type="inline")
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)
@@ -140,9 +180,40 @@ async def cancel_job(
     return Response(await _own_job(state, who, job_id), status_code=200)
 
 
+async def user_or_admin(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard: a signed-in user, or an admin (an admin token need not belong to a user)."""
+    who = await require_identity(connection)
+    if who.user_id is None and not who.is_admin:
+        raise ApiError(403, "forbidden", "this token is not tied to a user")
+
+
+@get("/jobs/{job_id:str}/logs")
+async def job_logs(job_id: FromPath[str], state: State, request: Request[Any, Any, Any]) -> JobLog:
+    """The job's execution log, oldest first: its lifecycle, what ComfyUI reported
+    (progress, node errors, timing) and what the adapter did (submission, reconnects,
+    timeouts). The owner's and every admin's to read; anyone else gets a 404."""
+    who = await identity_of(request)
+    assert who is not None  # the guard made sure
+    if who.user_id is not None:
+        await _own_job(state, who, job_id)
+    else:
+        pool: asyncpg.Pool = state.pool
+        async with pool.acquire() as conn:
+            if await queries.job(conn, job_id) is None:
+                raise ApiError(404, "not_found", "no such job")
+    pool = state.pool
+    async with pool.acquire() as conn:
+        return await job_log(conn, job_id)
+
+
 router = Router(
     path="/",
-    route_handlers=[create_job, list_jobs, get_job, cancel_job],
+    route_handlers=[create_job, list_jobs, get_job, cancel_job, job_output],
     guards=[signed_in_user],
     tags=["jobs"],
 )
+
+# Admins read any job's log, also with an admin token that belongs to no user.
+logs_router = Router(path="/", route_handlers=[job_logs], guards=[user_or_admin], tags=["jobs"])

@@ -91,20 +91,25 @@ class Tally:
         self.first_error = self.first_error or other.first_error
 
 
+async def timed_call(op: Op, rng: random.Random, tally: Tally) -> None:
+    """One call of `op`: its latency if it took effect, otherwise why not."""
+    started = time.perf_counter()
+    try:
+        refused = await op(rng)
+    except Exception as error:  # a benchmark reports failures, it does not stop on them
+        tally.failed(f"{type(error).__name__}: {error}")
+        return
+    if refused is None:
+        tally.latencies.append(time.perf_counter() - started)
+    else:
+        tally.failed(refused)
+
+
 async def _client(op: Op, rng: random.Random, deadline: float) -> Tally:
-    """Call `op` back to back until the deadline, timing every call."""
+    """Call `op` back to back until the deadline."""
     tally = Tally()
     while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        try:
-            refused = await op(rng)
-        except Exception as error:  # a benchmark reports failures, it does not stop on them
-            tally.failed(f"{type(error).__name__}: {error}")
-            continue
-        if refused is None:
-            tally.latencies.append(time.perf_counter() - started)
-        else:
-            tally.failed(refused)
+        await timed_call(op, rng, tally)
     return tally
 
 
@@ -303,6 +308,7 @@ class Plan:
     wallets: int
     pool_cap: int  # connections the server can give the pool
     acknowledged: int = 0  # reserves the bus answered Done to, warm-ups included
+    load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def pool_size(self, clients: int) -> int:
         return min(clients + POOL_SPARE, self.pool_cap)
@@ -365,22 +371,9 @@ async def hot_burst(url: str, user_id: str, count: int, plan: Plan) -> Burst:
     pool = await create_pool(url, min_size=size, max_size=size)
     op = event_sourced_op(pool, [user_id])
     tally = Tally()
-
-    async def one(index: int) -> None:
-        started = time.perf_counter()
-        try:
-            refused = await op(random.Random(index))
-        except Exception as error:  # reported, not raised: the burst must finish
-            tally.failed(f"{type(error).__name__}: {error}")
-            return
-        if refused is None:
-            tally.latencies.append(time.perf_counter() - started)
-        else:
-            tally.failed(refused)
-
     try:
         started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.gather(*(timed_call(op, random.Random(i), tally) for i in range(count)))
         elapsed = time.perf_counter() - started
     finally:
         await pool.close()
@@ -489,7 +482,8 @@ def format_header(info: ServerInfo, args: argparse.Namespace, plan: Plan) -> lis
     return [
         "rcc bench ledger: create-job through the event store vs a plain UPDATE baseline",
         f"machine:  {os.cpu_count()} CPUs (nproc), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}; client and server share the machine",
+        f"Python {platform.python_version()}; client and server share the machine, "
+        f"1-min load {plan.load_at_start:.2f} at the start (other work skews the figures)",
         f"server:   PostgreSQL {info.version}, fsync={info.fsync}, "
         f"synchronous_commit={info.synchronous_commit} (as configured, not changed), "
         f"max_connections={info.max_connections}",

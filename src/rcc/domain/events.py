@@ -6,6 +6,7 @@ class rename never changes stored data, and new fields only ever with defaults.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 import msgspec
@@ -204,6 +205,36 @@ class JobCancelled(Event, frozen=True, kw_only=True, tag="job_cancelled"):
     actor: str | None = None
 
 
+class JobPromptSubmitted(Event, frozen=True, kw_only=True, tag="job_prompt_submitted"):
+    """The adapter hands the job to a ComfyUI backend under this prompt id.
+
+    Recorded before POST /prompt: after a restart the adapter asks that backend about
+    this id (its /queue and /history) instead of submitting the job a second time."""
+
+    job_id: str
+    backend: str
+    prompt_id: str
+    client_id: str
+
+
+class ExecutionLogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a job's execution log: what ComfyUI reported, or what the adapter did."""
+
+    at: datetime
+    kind: str  # e.g. execution_start, executing, progress, execution_error, timeout
+    message: str
+    node: str | None = None
+    source: str = "comfyui"  # "comfyui" (reported by ComfyUI) or "adapter"
+
+
+class JobExecutionLogged(Event, frozen=True, kw_only=True, tag="job_execution_logged"):
+    """Lines of the execution log of a job's ComfyUI run (progress, errors, timing)."""
+
+    job_id: str
+    prompt_id: str | None = None
+    lines: list[ExecutionLogLine] = []
+
+
 # --- sign-in attempts: `signin-<id>`, one stream each (no hot stream to contend on) ----
 
 
@@ -216,6 +247,189 @@ class SignInAttempted(Event, frozen=True, kw_only=True, tag="sign_in_attempted")
     reason: str = ""
     user_id: str | None = None
     ip: str | None = None
+
+
+# --- payments (issue 5): `payment-<key>`, `subscription-<id>`, `stripe-<event id>` --------
+# A payment's key is the Stripe PaymentIntent id when the event names one, else the id of
+# the object that was paid (checkout session or invoice); refunds and disputes name the
+# PaymentIntent too, so every fact about one payment lands on one stream.
+
+
+class StripeEventReceived(Event, frozen=True, kw_only=True, tag="stripe_event_received"):
+    """A Stripe event took effect here: recorded once per Stripe event id (the audit)."""
+
+    event_id: str
+    event_type: str
+    object_id: str = ""
+    created: int = 0  # Stripe's timestamp, epoch seconds
+    outcome: str = ""  # what it did: granted, pending, held, rejected, failed, ...
+    detail: str = ""
+
+
+class PaymentFact(Event, frozen=True, kw_only=True):
+    """What a payment is for and what it cost, as Stripe said and the catalog prices it."""
+
+    payment_key: str
+    kind: str = ""  # "topup" or "subscription" ("" when Stripe's event did not say)
+    product: str = ""  # the pack or the plan
+    interval: str | None = None  # "month" or "year" for plans
+    amount: int = 0  # charged, in minor units
+    currency: str = ""
+    credits: int = 0  # every RCC the payment buys (12 months of a plan for a year)
+    credits_per_month: int = 0
+    months: int = 0
+    period_start: int | None = None  # epoch seconds, the paid period of a plan
+    period_end: int | None = None
+    subscription_id: str | None = None
+    invoice_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    wallet_id: str | None = None
+
+
+class PaymentPending(PaymentFact, frozen=True, kw_only=True, tag="payment_pending"):
+    """Checkout completed with a payment method that settles later."""
+
+
+class PaymentHeld(PaymentFact, frozen=True, kw_only=True, tag="payment_held"):
+    """Paid, but no user is known for the subscription yet: credited once it is linked."""
+
+
+class PaymentSucceeded(PaymentFact, frozen=True, kw_only=True, tag="payment_succeeded"):
+    """Paid and matching the catalog: the credits it buys are the user's (now or monthly)."""
+
+
+class PaymentRejected(PaymentFact, frozen=True, kw_only=True, tag="payment_rejected"):
+    """Paid, but refused: unknown product or user, or amount or currency not the catalog's."""
+
+    reason: str
+
+
+class PaymentFailed(PaymentFact, frozen=True, kw_only=True, tag="payment_failed"):
+    """A payment attempt failed (invoice.payment_failed, async payment failed)."""
+
+    reason: str = ""
+
+
+class SubscriptionMonthGranted(Event, frozen=True, kw_only=True, tag="subscription_month_granted"):
+    """Month `month_index` of a paid plan period was credited (with the wallet's grant)."""
+
+    payment_key: str
+    month_index: int
+    credits: int
+    due_at: int  # epoch seconds
+
+
+class SubscriptionMonthSkipped(Event, frozen=True, kw_only=True, tag="subscription_month_skipped"):
+    """A scheduled month was not credited (the subscription ended, or the payment was reversed)."""
+
+    payment_key: str
+    month_index: int
+    reason: str
+
+
+class PaymentReversal(Event, frozen=True, kw_only=True):
+    payment_key: str
+    charge_id: str = ""
+    amount: int = 0  # refunded so far (cumulative, as Stripe reports it) or disputed
+    currency: str = ""
+    reason: str = ""
+
+
+class PaymentRefunded(PaymentReversal, frozen=True, kw_only=True, tag="payment_refunded"):
+    """charge.refunded: `amount` is the charge's cumulative refunded amount."""
+
+
+class PaymentDisputed(PaymentReversal, frozen=True, kw_only=True, tag="payment_disputed"):
+    """charge.dispute.created: `amount` is the disputed amount."""
+
+    dispute_id: str = ""
+
+
+class PaymentReclaimed(Event, frozen=True, kw_only=True, tag="payment_reclaimed"):
+    """Credits a reversed payment bought were taken back (REFUND_CLAWBACK on the wallet).
+
+    `credits` is what was due back; `clawed` what the balance allowed; `shortfall` the
+    rest, already spent. `months_stopped` scheduled months will not be granted."""
+
+    payment_key: str
+    credits: int
+    clawed: int
+    shortfall: int
+    months_stopped: int = 0
+    user_id: str | None = None
+
+
+class SubscriptionLinked(Event, frozen=True, kw_only=True, tag="subscription_linked"):
+    """A Stripe subscription belongs to this user and plan."""
+
+    subscription_id: str
+    user_id: str
+    plan: str = ""
+
+
+class SubscriptionPaymentHeld(Event, frozen=True, kw_only=True, tag="subscription_payment_held"):
+    """A paid invoice of this subscription waits for the subscription's user."""
+
+    subscription_id: str
+    payment_key: str
+
+
+class SubscriptionEnded(Event, frozen=True, kw_only=True, tag="subscription_ended"):
+    """customer.subscription.deleted: months due after `ended_at` are not granted."""
+
+    subscription_id: str
+    ended_at: int  # epoch seconds
+    user_id: str | None = None
+    months_cancelled: int = 0
+
+
+# --- ComfyUI container operations: the `ops-comfyui` stream --------------------------
+
+
+class ComfyuiOperated(Event, frozen=True, kw_only=True, tag="comfyui_operated"):
+    """An admin started, stopped or restarted the ComfyUI container, and how it went
+    (a failed operation is recorded too). Who and from where: the command metadata."""
+
+    action: str  # "start", "stop" or "restart"
+    status: str  # "ok" or "failed"
+    detail: str = ""
+    container: str = ""
+    image: str = ""
+
+
+# --- model files: `model-<name>` streams, one per file name -------------------------
+
+
+class ModelInstallRequested(Event, frozen=True, kw_only=True, tag="model_install_requested"):
+    name: str
+    kind: str
+    install_id: str
+    source: str  # the URL without credentials, query or fragment
+    overwrite: bool = False
+
+
+class ModelInstalled(Event, frozen=True, kw_only=True, tag="model_installed"):
+    name: str
+    kind: str
+    install_id: str
+    size_bytes: int
+    sha256: str
+    replaced: bool = False  # an installed file of this name was replaced
+
+
+class ModelInstallFailed(Event, frozen=True, kw_only=True, tag="model_install_failed"):
+    name: str
+    kind: str
+    install_id: str
+    error: str
+
+
+class ModelDeleted(Event, frozen=True, kw_only=True, tag="model_deleted"):
+    name: str
+    kind: str
+    sha256: str = ""
+    was_installed: bool = True  # False: only the record of a failed install was removed
 
 
 AnyEvent = (
@@ -237,7 +451,28 @@ AnyEvent = (
     | JobSucceeded
     | JobFailed
     | JobCancelled
+    | JobPromptSubmitted
+    | JobExecutionLogged
     | SignInAttempted
+    | StripeEventReceived
+    | PaymentPending
+    | PaymentHeld
+    | PaymentSucceeded
+    | PaymentRejected
+    | PaymentFailed
+    | SubscriptionMonthGranted
+    | SubscriptionMonthSkipped
+    | PaymentRefunded
+    | PaymentDisputed
+    | PaymentReclaimed
+    | SubscriptionLinked
+    | SubscriptionPaymentHeld
+    | SubscriptionEnded
+    | ComfyuiOperated
+    | ModelInstallRequested
+    | ModelInstalled
+    | ModelInstallFailed
+    | ModelDeleted
 )
 
 _encoder = msgspec.json.Encoder()
@@ -275,3 +510,18 @@ def user_stream(user_id: str) -> str:
 
 def job_stream(job_id: str) -> str:
     return f"job-{job_id}"
+
+
+def payment_stream(payment_key: str) -> str:
+    return f"payment-{payment_key}"
+
+
+def subscription_stream(subscription_id: str) -> str:
+    return f"subscription-{subscription_id}"
+
+
+OPS_COMFYUI_STREAM = "ops-comfyui"
+
+
+def model_stream(name: str) -> str:
+    return f"model-{name}"

@@ -10,6 +10,7 @@ from rcc.domain.events import (
     JobCancelled,
     JobCreated,
     JobFailed,
+    JobPromptSubmitted,
     JobQueued,
     JobStarted,
     JobSucceeded,
@@ -37,6 +38,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     cost_rcc: int = 0
     bypass: bool = False
     status: str = ""
+    backend: str = ""  # the ComfyUI backend and prompt id the adapter recorded, if any
+    prompt_id: str = ""
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -54,6 +57,8 @@ def evolve(state: JobState, event: Event) -> JobState:
             )
         case JobQueued():
             return msgspec.structs.replace(state, status="queued")
+        case JobPromptSubmitted():
+            return msgspec.structs.replace(state, backend=event.backend, prompt_id=event.prompt_id)
         case JobStarted():
             return msgspec.structs.replace(state, status="running")
         case JobSucceeded():

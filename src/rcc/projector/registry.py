@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from projections import balances, dashboard, jobs, ledger, ops_log, payments, users
+from projections import balances, dashboard, jobs, ledger, models, ops_log, payments, users
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -16,6 +16,7 @@ ALL: tuple[Projection[Any], ...] = (
     users.PROJECTION,
     dashboard.PROJECTION,
     ops_log.PROJECTION,
+    models.PROJECTION,
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

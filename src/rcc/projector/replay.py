@@ -25,7 +25,8 @@ import asyncpg
 from rcc.projector import checkpoints
 from rcc.projector.apply import apply_events, decode
 from rcc.projector.model import Projection
-from rcc.store.event_store import Checkpoint, read_all
+from rcc.projector.reader import read_batch
+from rcc.store.event_store import Checkpoint
 
 SHADOW = "rcc_replay"
 RETIRED = "rcc_retired"
@@ -108,7 +109,7 @@ async def _catch_up(
     applied = 0
     while True:
         async with conn.transaction():
-            records = await read_all(conn, at, batch_size)
+            records = await read_batch(conn, at, batch_size)
             if records:
                 await apply_events(conn, [(p, at) for p in projections], decode(records))
         if not records:
@@ -182,4 +183,6 @@ async def _swap(conn: asyncpg.Connection, tables: Sequence[str]) -> None:
         await conn.execute(f"ALTER TABLE public.{table} SET SCHEMA {RETIRED}")
         await conn.execute(f"ALTER TABLE {SHADOW}.{table} SET SCHEMA public")
         for grant in grants:
-            await conn.execute(f"GRANT {grant['privilege_type']} ON public.{table} TO {grant['who']}")
+            await conn.execute(
+                f"GRANT {grant['privilege_type']} ON public.{table} TO {grant['who']}"
+            )

@@ -20,7 +20,8 @@ import asyncpg
 from rcc.projector import checkpoints
 from rcc.projector.apply import apply_events, decode
 from rcc.projector.model import Projection
-from rcc.store.event_store import Checkpoint, RecordedEvent, read_all
+from rcc.projector.reader import read_batch
+from rcc.store.event_store import Checkpoint, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ async def project_batch(
         if not targets:
             return BatchResult()
         start = min(after for _, after in targets)
-        records = await read_all(conn, start, limit)
+        records = await read_batch(conn, start, limit)
         if not records:
             return BatchResult(projections=[p.name for p, _ in targets])
         await apply_events(conn, targets, decode(records))
@@ -101,6 +102,7 @@ class ProjectorWorker:
         self.on_batch = on_batch
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._ensured = False  # checkpoint rows exist (made on the first drain)
 
     def stop(self) -> None:
         """Ask the worker to finish its current batch and return from `run()`."""
@@ -113,15 +115,13 @@ class ProjectorWorker:
 
     async def run(self) -> None:
         """Follow the log until stopped."""
-        async with self.pool.acquire() as conn:
-            await checkpoints.ensure(conn, [p.name for p in self.projections])
         stop_watch = asyncio.create_task(self._watch_stop())
         errors = 0
         delay = HELD_BACK_FIRST_DELAY
         try:
             while not self.stopping:
-                await self._listen()
                 try:
+                    await self._listen()
                     waiting = await self.drain()
                     errors = 0
                 except Exception as error:  # a worker outlives any one failed batch
@@ -143,6 +143,10 @@ class ProjectorWorker:
 
     async def drain(self) -> bool:
         """Apply batches until caught up; True if committed events are still held back."""
+        if not self._ensured:
+            async with self.pool.acquire() as conn:
+                await checkpoints.ensure(conn, [p.name for p in self.projections])
+            self._ensured = True
         while not self.stopping:
             async with self.pool.acquire() as conn:
                 result = await project_batch(conn, self.projections, limit=self.batch_size)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from rcc.domain.events import ExecutionLogLine
+
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
     pass
@@ -73,3 +75,20 @@ class MarkJob(Command, frozen=True, kw_only=True):
     backend: str | None = None
     prompt_id: str | None = None
     actor: str | None = None
+
+
+class RecordPrompt(Command, frozen=True, kw_only=True):
+    """The adapter is about to POST a job to a ComfyUI backend under `prompt_id`."""
+
+    job_id: str
+    backend: str
+    prompt_id: str
+    client_id: str
+
+
+class RecordExecutionLog(Command, frozen=True, kw_only=True):
+    """Append lines to a job's execution log (allowed on ended jobs too)."""
+
+    job_id: str
+    prompt_id: str | None = None
+    lines: list[ExecutionLogLine] = []

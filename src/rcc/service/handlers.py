@@ -18,7 +18,7 @@ import msgspec
 from rcc.domain import job as jobs
 from rcc.domain import user as users
 from rcc.domain import wallet as wallets
-from rcc.domain.errors import Conflict, DomainError, Invalid, NotFound
+from rcc.domain.errors import Conflict, DomainError, IllegalTransition, Invalid, NotFound
 from rcc.domain.events import (
     AdminBypassed,
     AdminStatusChanged,
@@ -27,7 +27,9 @@ from rcc.domain.events import (
     Event,
     JobCancelled,
     JobCreated,
+    JobExecutionLogged,
     JobFailed,
+    JobPromptSubmitted,
     JobQueued,
     JobSettled,
     JobStarted,
@@ -44,6 +46,8 @@ from rcc.domain.events import (
 )
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
 from rcc.service import commands as c
+from rcc.service.ops_handlers import OPS_HANDLERS
+from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.unit_of_work import UnitOfWork
 
@@ -65,6 +69,15 @@ class JobMoved(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     status: str
     released_rcc: int = 0
+
+
+class PromptRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """The job's prompt: `new` when this command recorded it, else the one recorded earlier."""
+
+    job_id: str
+    backend: str
+    prompt_id: str
+    new: bool
 
 
 class WalletMoved(msgspec.Struct, frozen=True, kw_only=True):
@@ -282,6 +295,45 @@ def _closing_events(job: jobs.JobState, status: str, released: int) -> list[Even
     return [JobSettled(job=job.job_id)]
 
 
+async def record_prompt(cmd: c.RecordPrompt, uow: UnitOfWork) -> PromptRecorded | DomainError:
+    """Record the prompt id before the adapter submits; a job gets at most one prompt,
+    so a second dispatcher (or a restart) learns the first prompt instead of submitting."""
+    stream = job_stream(cmd.job_id)
+    head = (await uow.lock(stream))[stream]
+    job = head.as_state(jobs.JobState)
+    if not job.status:
+        return NotFound(detail="job not found")
+    if job.status in jobs.TERMINAL:
+        return IllegalTransition(
+            detail=f"a {job.status} job is not submitted", status=job.status, requested="submit"
+        )
+    if job.prompt_id:
+        return PromptRecorded(
+            job_id=cmd.job_id, backend=job.backend, prompt_id=job.prompt_id, new=False
+        )
+    event = JobPromptSubmitted(
+        job_id=cmd.job_id, backend=cmd.backend, prompt_id=cmd.prompt_id, client_id=cmd.client_id
+    )
+    uow.stage(stream, head.version, [event], jobs.evolve(job, event))
+    return PromptRecorded(job_id=cmd.job_id, backend=cmd.backend, prompt_id=cmd.prompt_id, new=True)
+
+
+async def record_execution_log(
+    cmd: c.RecordExecutionLog, uow: UnitOfWork
+) -> dict[str, int] | DomainError:
+    """Append execution-log lines to a job's stream; the job's status does not change."""
+    if not cmd.lines:
+        return Invalid(detail="no log lines")
+    stream = job_stream(cmd.job_id)
+    head = (await uow.lock(stream))[stream]
+    job = head.as_state(jobs.JobState)
+    if not job.status:
+        return NotFound(detail="job not found")
+    event = JobExecutionLogged(job_id=cmd.job_id, prompt_id=cmd.prompt_id, lines=cmd.lines)
+    uow.stage(stream, head.version, [event], job)
+    return {"lines": len(cmd.lines)}
+
+
 async def record_sign_in(cmd: c.RecordSignIn, uow: UnitOfWork) -> dict[str, str]:
     attempt = str(uuid.uuid4())
     event = SignInAttempted(
@@ -299,6 +351,8 @@ async def record_sign_in(cmd: c.RecordSignIn, uow: UnitOfWork) -> dict[str, str]
 Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 
 HANDLERS: dict[type[c.Command], Handler] = {
+    **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
+    **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.GrantCredits: grant_credits,
@@ -307,6 +361,8 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.CreateJob: create_job,
     c.MarkJob: mark_job,
     c.RecordSignIn: record_sign_in,
+    c.RecordPrompt: record_prompt,
+    c.RecordExecutionLog: record_execution_log,
 }
 
 

@@ -1,0 +1,71 @@
+"""The ledger: the PRD's rcc_ledger, one line per ledger event of a wallet.
+
+The line's id is the event's global position, so a replay gives every line the same
+id again. Lines are only ever inserted: the checkpoint guarantees each event once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from projections._wallets import WalletOwners, wallet_of
+from rcc.domain.events import CreditsAdjusted, LedgerEvent, WalletOpened
+from rcc.projector.model import Handler, Projection
+from rcc.store.event_store import RecordedEvent
+
+NAME = "ledger"
+TABLES = ("rcc_ledger", "ledger_wallets")
+
+
+@dataclass
+class Batch:
+    owners: WalletOwners = field(default_factory=lambda: WalletOwners("ledger_wallets"))
+    lines: list[tuple[RecordedEvent, LedgerEvent]] = field(default_factory=list)
+
+
+def on_opened(batch: Batch, event: WalletOpened, record: RecordedEvent) -> None:
+    batch.owners.note(event)
+
+
+def on_ledger(batch: Batch, event: LedgerEvent, record: RecordedEvent) -> None:
+    batch.lines.append((record, event))
+
+
+async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
+    await batch.owners.save(conn)
+    if not batch.lines:
+        return
+    users = await batch.owners.user_ids(conn, {wallet_of(r.stream_id) for r, _ in batch.lines})
+    columns: list[list[object]] = [[] for _ in range(10)]
+    for record, event in batch.lines:
+        wallet_id = wallet_of(record.stream_id)
+        adjusted = event if isinstance(event, CreditsAdjusted) else None
+        row = (
+            record.position,
+            wallet_id,
+            users.get(wallet_id),
+            event.delta,
+            event.reason,
+            event.job_id,
+            event.external_ref,
+            adjusted.actor if adjusted else None,
+            adjusted.note if adjusted else None,
+            record.recorded_at,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    await conn.execute(
+        """INSERT INTO rcc_ledger (id, wallet_id, user_id, delta, reason, job_id, external_ref,
+                                   actor, note, created_at)
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                                $6::text[], $7::text[], $8::text[], $9::text[],
+                                $10::timestamptz[])""",
+        *columns,
+    )
+
+
+HANDLERS: dict[type, Handler[Batch]] = {WalletOpened: on_opened, LedgerEvent: on_ledger}
+
+PROJECTION = Projection(NAME, TABLES, Batch, HANDLERS, flush)

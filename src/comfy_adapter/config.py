@@ -1,0 +1,84 @@
+"""The adapter's settings, read from the environment (documented in .env.example)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_TIMEOUTS_S = {"IMAGE_TASK": 600.0, "VIDEO_TASK": 3600.0}
+
+
+class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the adapter reaches ComfyUI and how patient it is.
+
+    - `urls`: COMFYUI_URLS; empty means jobs wait queued (the status says why).
+    - `slots`: prompts in flight per backend (one runs, the next waits in ComfyUI's queue
+      so the GPU never idles between prompts).
+    - `timeouts_s`: per job type, counted from submission; past it the prompt is
+      interrupted and the job fails (credits released).
+    - `retries`/`retry_base_s`: a backend that does not answer is asked again with
+      exponential backoff (base, 2x base, 4x base, ...) `retries` times, then the job fails.
+    """
+
+    urls: tuple[str, ...] = ()
+    outputs_dir: Path = Path(".rcc/outputs")
+    name: str = "comfy_adapter"
+    slots: int = 2
+    timeouts_s: dict[str, float] = msgspec.field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
+    retries: int = 6
+    retry_base_s: float = 0.5
+    retry_max_s: float = 10.0
+    request_timeout_s: float = 10.0
+    reconnect_max_s: float = 5.0  # the longest pause between websocket reconnects
+    poll_s: float = 10.0  # ask /queue and /history this often even when the socket is quiet
+    heartbeat_s: float = 5.0
+    max_output_bytes: int = 4 << 30
+    log_flush_s: float = 5.0  # a long run's log lines reach the job at least this often
+
+    def timeout_for(self, job_type: str) -> float:
+        return self.timeouts_s.get(job_type, max(self.timeouts_s.values(), default=3600.0))
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SystemExit(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def parse_urls(raw: str) -> tuple[str, ...]:
+    """COMFYUI_URLS: comma-separated base URLs, without trailing slashes, each once."""
+    seen: dict[str, None] = {}
+    for item in raw.split(","):
+        url = item.strip().rstrip("/")
+        if url:
+            if not url.startswith(("http://", "https://")):
+                raise SystemExit(f"COMFYUI_URLS: {url!r} must start with http:// or https://")
+            seen[url] = None
+    return tuple(seen)
+
+
+def load_adapter_settings(data_dir: Path, env: dict[str, str] | None = None) -> AdapterSettings:
+    """Adapter settings from the environment; outputs go to $RCC_DATA_DIR/outputs."""
+    env = dict(os.environ if env is None else env)
+    return AdapterSettings(
+        urls=parse_urls(env.get("COMFYUI_URLS", "")),
+        outputs_dir=data_dir / "outputs",
+        slots=int(_float(env, "RCC_COMFYUI_SLOTS", 2)),
+        timeouts_s={
+            "IMAGE_TASK": _float(env, "RCC_TIMEOUT_IMAGE_S", DEFAULT_TIMEOUTS_S["IMAGE_TASK"]),
+            "VIDEO_TASK": _float(env, "RCC_TIMEOUT_VIDEO_S", DEFAULT_TIMEOUTS_S["VIDEO_TASK"]),
+        },
+        retries=int(_float(env, "RCC_COMFYUI_RETRIES", 6)),
+        retry_base_s=_float(env, "RCC_COMFYUI_RETRY_BASE_S", 0.5),
+        request_timeout_s=_float(env, "RCC_COMFYUI_REQUEST_TIMEOUT_S", 10.0),
+        poll_s=_float(env, "RCC_COMFYUI_POLL_S", 10.0),
+    )

@@ -1,0 +1,234 @@
+"""The adapter's own tables (schema/0006_adapter.sql): checkpoint, dispatch rows, heartbeat.
+
+`follow_batch` is the adapter's log follower: in one transaction it reads the job
+events after its checkpoint (commit-safe order), folds them into `adapter_jobs` and
+moves the checkpoint, so a crash either keeps a batch whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from rcc.domain.events import (
+    JobCancelled,
+    JobCreated,
+    JobFailed,
+    JobPromptSubmitted,
+    JobQueued,
+    JobStarted,
+    JobSucceeded,
+)
+from rcc.store.event_store import Checkpoint, read_all
+
+OPEN = ("created", "queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+_STATUS_OF: dict[type, str] = {
+    JobCreated: "created",
+    JobQueued: "queued",
+    JobStarted: "running",
+    JobSucceeded: "succeeded",
+    JobFailed: "failed",
+    JobCancelled: "cancelled",
+}
+_FOLLOWED: tuple[Any, ...] = (*_STATUS_OF, JobPromptSubmitted)
+_CLASSES: dict[str, type[Any]] = {str(cls.__struct_config__.tag): cls for cls in _FOLLOWED}
+
+
+@dataclass
+class JobRow:
+    """What the adapter knows about one job."""
+
+    job_id: str
+    position: int
+    job_type: str
+    workflow: dict[str, Any] | None
+    status: str
+    backend: str | None = None
+    prompt_id: str | None = None
+    client_id: str | None = None
+    submitted_at: datetime | None = None
+    cleaned_up: bool = False
+
+
+@dataclass
+class Change:
+    """One job's changes in a batch; `row` is set when the job was created in it."""
+
+    job_id: str
+    row: JobRow | None = None
+    status: str | None = None
+    backend: str | None = None
+    prompt_id: str | None = None
+    client_id: str | None = None
+    submitted_at: datetime | None = None
+
+
+@dataclass
+class FollowResult:
+    events: int = 0
+    changes: dict[str, Change] = field(default_factory=dict)
+    checkpoint: Checkpoint | None = None
+
+
+async def ensure_checkpoint(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(
+        "INSERT INTO adapter_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
+    )
+
+
+async def follow_batch(conn: asyncpg.Connection, name: str, *, limit: int = 1000) -> FollowResult:
+    """Fold up to `limit` events after the checkpoint into adapter_jobs, in one transaction."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT tx_id::text::bigint AS tx_id, position FROM adapter_checkpoints
+                WHERE name = $1 FOR UPDATE""",
+            name,
+        )
+        after = Checkpoint(row["tx_id"], row["position"]) if row else Checkpoint()
+        records = await read_all(conn, after, limit)
+        if not records:
+            return FollowResult()
+        changes: dict[str, Change] = {}
+        for record in records:
+            cls = _CLASSES.get(record.type)
+            if cls is None:
+                continue
+            event = msgspec.convert(record.data, cls)
+            change = changes.setdefault(event.job_id, Change(event.job_id))
+            _fold(change, event, record.position, record.recorded_at)
+        await _write(conn, list(changes.values()))
+        last = records[-1].checkpoint
+        await conn.execute(
+            """UPDATE adapter_checkpoints SET tx_id = $2::text::xid8, position = $3,
+                      updated_at = now() WHERE name = $1""",
+            name,
+            str(last.tx_id),
+            last.position,
+        )
+    return FollowResult(len(records), changes, last)
+
+
+def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
+    if isinstance(event, JobCreated):
+        change.row = JobRow(
+            job_id=event.job_id,
+            position=position,
+            job_type=event.job_type,
+            workflow=dict(event.workflow),
+            status="created",
+        )
+    if isinstance(event, JobPromptSubmitted):
+        change.backend, change.prompt_id, change.client_id = (
+            event.backend,
+            event.prompt_id,
+            event.client_id,
+        )
+        change.submitted_at = at
+    status = _STATUS_OF.get(type(event))
+    if status is not None:
+        change.status = status
+    if change.row is not None:  # created in this batch: keep the new row whole
+        row = change.row
+        row.status = change.status or row.status
+        row.backend = change.backend or row.backend
+        row.prompt_id = change.prompt_id or row.prompt_id
+        row.client_id = change.client_id or row.client_id
+        row.submitted_at = change.submitted_at or row.submitted_at
+        if row.status in TERMINAL:
+            row.workflow = None
+
+
+async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
+    new = [c.row for c in changes if c.row is not None]
+    if new:
+        await conn.execute(
+            """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,
+                                         prompt_id, client_id, submitted_at)
+               SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],
+                                    $5::text[], $6::text[], $7::text[], $8::text[],
+                                    $9::timestamptz[])
+               ON CONFLICT (job_id) DO NOTHING""",
+            [r.job_id for r in new],
+            [r.position for r in new],
+            [r.job_type for r in new],
+            [None if r.workflow is None else msgspec.json.encode(r.workflow).decode() for r in new],
+            [r.status for r in new],
+            [r.backend for r in new],
+            [r.prompt_id for r in new],
+            [r.client_id for r in new],
+            [r.submitted_at for r in new],
+        )
+    patches = [c for c in changes if c.row is None]
+    if patches:
+        await conn.execute(
+            """UPDATE adapter_jobs a
+                  SET status = COALESCE(p.status, a.status),
+                      backend = COALESCE(p.backend, a.backend),
+                      prompt_id = COALESCE(p.prompt_id, a.prompt_id),
+                      client_id = COALESCE(p.client_id, a.client_id),
+                      submitted_at = COALESCE(p.submitted_at, a.submitted_at),
+                      workflow = CASE WHEN p.status IN ('succeeded', 'failed', 'cancelled')
+                                      THEN NULL ELSE a.workflow END,
+                      updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::timestamptz[]) AS p(job_id, status, backend, prompt_id,
+                                                     client_id, submitted_at)
+                WHERE a.job_id = p.job_id""",
+            [c.job_id for c in patches],
+            [c.status for c in patches],
+            [c.backend for c in patches],
+            [c.prompt_id for c in patches],
+            [c.client_id for c in patches],
+            [c.submitted_at for c in patches],
+        )
+
+
+_ROW = """SELECT job_id, position, job_type, workflow, status, backend, prompt_id, client_id,
+                 submitted_at, cleaned_up FROM adapter_jobs"""
+
+
+async def open_jobs(conn: asyncpg.Connection) -> list[JobRow]:
+    """Jobs that have not ended, oldest first."""
+    rows = await conn.fetch(f"{_ROW} WHERE status = ANY($1::text[]) ORDER BY position", list(OPEN))
+    return [JobRow(**dict(r)) for r in rows]
+
+
+async def uncleaned_jobs(conn: asyncpg.Connection) -> list[JobRow]:
+    """Ended jobs whose prompt may still be on a backend (to delete or interrupt it)."""
+    rows = await conn.fetch(
+        f"""{_ROW} WHERE prompt_id IS NOT NULL AND NOT cleaned_up
+                     AND status = ANY($1::text[]) ORDER BY position""",
+        list(TERMINAL),
+    )
+    return [JobRow(**dict(r)) for r in rows]
+
+
+async def job_row(conn: asyncpg.Connection, job_id: str) -> JobRow | None:
+    row = await conn.fetchrow(f"{_ROW} WHERE job_id = $1", job_id)
+    return JobRow(**dict(row)) if row else None
+
+
+async def mark_cleaned(conn: asyncpg.Connection, job_ids: list[str]) -> None:
+    await conn.execute(
+        "UPDATE adapter_jobs SET cleaned_up = true WHERE job_id = ANY($1::text[])", job_ids
+    )
+
+
+async def write_status(
+    conn: asyncpg.Connection, name: str, backends: list[dict[str, object]], reason: str
+) -> None:
+    """The heartbeat: the backends' state and why queued jobs wait."""
+    await conn.execute(
+        """INSERT INTO adapter_status (name, heartbeat_at, backends, waiting_reason)
+           VALUES ($1, now(), $2, $3)
+           ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), backends = $2,
+                                            waiting_reason = $3""",
+        name,
+        msgspec.json.encode(backends).decode(),
+        reason,
+    )

@@ -1,0 +1,392 @@
+"""`AdapterWorker`: job events in, ComfyUI runs out, outcomes back as job events.
+
+It follows the log like a projector (its own checkpoint, LISTEN/NOTIFY wake-ups, a
+poll as a safety net), keeping `adapter_jobs` as its durable dispatch queue. One
+adapter leads at a time (a session advisory lock); a second one waits as a standby
+and takes over when the leader's connection dies, even after `kill -9`.
+
+On start it catches up with the log, then reconciles: every open job with a recorded
+prompt is asked about on its backend (never submitted twice), every cancelled one
+still on a backend is removed, and the rest are queued in creation order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from comfy_adapter import store
+from comfy_adapter.backends import BackendPool
+from comfy_adapter.client import BackendError, ComfyClient
+from comfy_adapter.config import AdapterSettings
+from comfy_adapter.outputs import OutputStore
+from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
+from rcc.domain.errors import DomainError
+from rcc.projector.runtime import NOTIFY_CHANNEL, held_back
+from rcc.service.bus import execute
+from rcc.service.commands import MarkJob
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_DELAY = 30.0
+QUEUE_MARK_CONCURRENCY = 8
+
+
+def lock_key(name: str) -> int:
+    digest = hashlib.sha256(f"rcc.adapter:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class AdapterWorker:
+    """Runs jobs on ComfyUI: `run()` until `stop()` (or the stop event) is set."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: AdapterSettings,
+        *,
+        stop_event: asyncio.Event | None = None,
+        batch_size: int = 1000,
+        feed_poll_s: float = 1.0,
+        standby_poll_s: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.stop_event = stop_event or asyncio.Event()
+        self.batch_size = batch_size
+        self.feed_poll_s = feed_poll_s
+        self.standby_poll_s = standby_poll_s
+        self.client_id = client_id_for(settings.name)
+        self.pending: OrderedDict[str, store.JobRow] = OrderedDict()
+        self.runs: dict[str, JobRun] = {}
+        self.leading = asyncio.Event()
+        self.caught_up = asyncio.Event()
+        self._to_queue: list[store.JobRow] = []
+        self._wake_feed = asyncio.Event()
+        self._wake_queue = asyncio.Event()
+        self._wake_dispatch = asyncio.Event()
+        self._wake_status = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._run_tasks: dict[str, asyncio.Task[None]] = {}
+        self._listener: asyncpg.Connection | None = None
+        self.backends: BackendPool | None = None
+
+    def stop(self) -> None:
+        """Stop dispatching; runs in flight are left to the next start's reconciliation."""
+        self.stop_event.set()
+        self._wake_feed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    # --- the life of the worker ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Lead (or wait to), catch up, reconcile, then follow and dispatch until stopped."""
+        lock = await self._lead()
+        if lock is None:
+            return
+        try:
+            async with aiohttp.ClientSession() as session:
+                await self._serve(session)
+        finally:
+            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await lock.execute("SELECT pg_advisory_unlock($1)", lock_key(self.settings.name))
+            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await self.pool.release(lock)
+
+    async def _serve(self, session: aiohttp.ClientSession) -> None:
+        settings = self.settings
+        clients = [
+            ComfyClient(url, session, request_timeout=settings.request_timeout_s)
+            for url in settings.urls
+        ]
+        self.backends = BackendPool(
+            clients,
+            slots=settings.slots,
+            client_id=self.client_id,
+            reconnect_max_s=settings.reconnect_max_s,
+            on_change=self._backends_changed,
+        )
+        ctx = Context(
+            self.pool, settings, self.backends, OutputStore(settings.outputs_dir), self.client_id
+        )
+        async with self.pool.acquire() as conn:
+            await store.ensure_checkpoint(conn, settings.name)
+        self.backends.start()
+        try:
+            await self._drain()
+            await self._reconcile(ctx)
+            self.caught_up.set()
+            self._spawn(self._follow_log())
+            self._spawn(self._queue_jobs())
+            self._spawn(self._dispatch(ctx))
+            self._spawn(self._heartbeat())
+            await self.stop_event.wait()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for task in [*self._tasks, *self._run_tasks.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._run_tasks.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._run_tasks.clear()
+        self.runs.clear()
+        if self.backends is not None:
+            await self.backends.close()
+        await self._unlisten()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lead(self) -> asyncpg.Connection | None:
+        """Hold the adapter's lock on a connection of its own; None if stopped first."""
+        key = lock_key(self.settings.name)
+        while not self.stopping:
+            conn = await self.pool.acquire()
+            try:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    self.leading.set()
+                    return conn
+            except BaseException:
+                await self.pool.release(conn)
+                raise
+            await self.pool.release(conn)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), self.standby_poll_s)
+        return None
+
+    # --- following the log -----------------------------------------------------------------
+
+    async def _drain(self) -> bool:
+        """Apply batches until caught up; True if committed events are still held back."""
+        while not self.stopping:
+            async with self.pool.acquire() as conn:
+                result = await store.follow_batch(conn, self.settings.name, limit=self.batch_size)
+            self._apply(result.changes)
+            if result.events < self.batch_size:
+                break
+        async with self.pool.acquire() as conn:
+            return await held_back(conn)
+
+    def _apply(self, changes: dict[str, store.Change]) -> None:
+        """React to a committed batch: new jobs to queue, ended jobs to stop."""
+        if not self.caught_up.is_set():
+            return  # before reconciliation the table, not the batch, says what to do
+        for change in changes.values():
+            row = change.row
+            if row is not None and row.status in ("created", "queued") and not row.prompt_id:
+                self._to_queue.append(row)
+                self._wake_queue.set()
+            if change.status in store.TERMINAL:
+                self._ended(change.job_id, change.status)
+
+    def _ended(self, job_id: str, status: str) -> None:
+        self.pending.pop(job_id, None)
+        run = self.runs.get(job_id)
+        if run is not None:
+            run.end_elsewhere(status)
+
+    async def _follow_log(self) -> None:
+        errors = 0
+        delay = 0.002
+        while not self.stopping:
+            await self._listen()
+            try:
+                waiting = await self._drain()
+                errors = 0
+            except Exception as error:
+                errors += 1
+                log.exception("adapter feed failed (attempt %s): %s", errors, error)
+                await self._sleep(self._wake_feed, min(MAX_ERROR_DELAY, 0.1 * 2**errors))
+                continue
+            if waiting:
+                await self._sleep(self._wake_feed, delay)
+                delay = min(delay * 2, 0.05)
+            else:
+                delay = 0.002
+                await self._sleep(self._wake_feed, self.feed_poll_s)
+
+    async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
+        if self.stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+        wake.clear()
+
+    def _notified(self, *_: object) -> None:
+        self._wake_feed.set()
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._unlisten()
+        try:
+            conn = await self.pool.acquire()
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning("cannot LISTEN %s, polling only: %s", NOTIFY_CHANNEL, error)
+            return
+        self._listener = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            if not conn.is_closed():
+                await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            await self.pool.release(conn)
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    async def _reconcile(self, ctx: Context) -> None:
+        async with self.pool.acquire() as conn:
+            open_rows = await store.open_jobs(conn)
+            leftovers = await store.uncleaned_jobs(conn)
+        for row in open_rows:
+            if not row.prompt_id:
+                self._to_queue.append(row)
+                continue
+            backend = ctx.backends.get(row.backend or "")
+            if backend is None:
+                await self._fail_unknown_backend(row)
+                continue
+            backend.in_flight.add(row.job_id)
+            self._start(ctx, row, backend)
+        self._wake_queue.set()
+        for row in leftovers:
+            self._spawn(self._remove_leftover(ctx, row))
+
+    async def _fail_unknown_backend(self, row: store.JobRow) -> None:
+        await execute(
+            self.pool,
+            MarkJob(
+                job_id=row.job_id,
+                status="failed",
+                error=f"ComfyUI backend {row.backend} is no longer configured (COMFYUI_URLS); "
+                f"prompt {row.prompt_id} was not followed",
+            ),
+            metadata=METADATA,
+        )
+
+    async def _remove_leftover(self, ctx: Context, row: store.JobRow) -> None:
+        """A job ended while its prompt may still sit on a backend: delete or interrupt it."""
+        backend = ctx.backends.get(row.backend or "")
+        if backend is None or not row.prompt_id:
+            return
+        for attempt in range(self.settings.retries):
+            try:
+                await backend.client.delete([row.prompt_id])
+                await backend.client.interrupt(row.prompt_id)
+            except BackendError:
+                await asyncio.sleep(min(self.settings.retry_base_s * 2**attempt, 5.0))
+                continue
+            async with self.pool.acquire() as conn:
+                await store.mark_cleaned(conn, [row.job_id])
+            return
+
+    # --- queueing and dispatch ---------------------------------------------------------------
+
+    async def _queue_jobs(self) -> None:
+        """Mark new jobs queued (in creation order) and hand them to the dispatcher."""
+        while not self.stopping:
+            await self._wake_queue.wait()
+            self._wake_queue.clear()
+            while self._to_queue:
+                chunk = self._to_queue[:QUEUE_MARK_CONCURRENCY]
+                del self._to_queue[:QUEUE_MARK_CONCURRENCY]
+                marked = await asyncio.gather(*(self._mark_queued(row) for row in chunk))
+                for row, ok in zip(chunk, marked, strict=True):
+                    if ok:
+                        self.pending[row.job_id] = row
+                self._wake_dispatch.set()
+                self._wake_status.set()
+
+    async def _mark_queued(self, row: store.JobRow) -> bool:
+        if row.status != "created":
+            return True
+        moved = await execute(
+            self.pool, MarkJob(job_id=row.job_id, status="queued"), metadata=METADATA
+        )
+        if isinstance(moved, DomainError):
+            # Someone moved it first: queued is fine, an ended job is not ours to run.
+            return getattr(moved, "status", "") in ("queued", "running")
+        row.status = "queued"
+        return True
+
+    async def _dispatch(self, ctx: Context) -> None:
+        """Give each waiting job, oldest first, to a backend with a free slot."""
+        while not self.stopping:
+            await self._wake_dispatch.wait()
+            self._wake_dispatch.clear()
+            while self.pending:
+                backend = ctx.backends.choose()
+                if backend is None:
+                    break
+                job_id, row = self.pending.popitem(last=False)
+                backend.in_flight.add(job_id)
+                self._start(ctx, row, backend)
+            self._wake_status.set()
+
+    def _start(self, ctx: Context, row: store.JobRow, backend: Any) -> None:
+        run = JobRun(ctx, row, backend)
+        self.runs[row.job_id] = run
+        task = asyncio.create_task(self._run(run), name=f"job {row.job_id}")
+        self._run_tasks[row.job_id] = task
+
+    async def _run(self, run: JobRun) -> None:
+        try:
+            await run.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: run failed; it is followed again on restart", run.job_id)
+        finally:
+            run.backend.in_flight.discard(run.job_id)
+            self.runs.pop(run.job_id, None)
+            self._run_tasks.pop(run.job_id, None)
+            self._wake_dispatch.set()
+
+    def _backends_changed(self) -> None:
+        self._wake_dispatch.set()
+        self._wake_status.set()
+
+    # --- heartbeat ---------------------------------------------------------------------------
+
+    def waiting_reason(self) -> str:
+        assert self.backends is not None
+        return self.backends.waiting_reason()
+
+    async def _heartbeat(self) -> None:
+        assert self.backends is not None
+        while not self.stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    await store.write_status(
+                        conn,
+                        self.settings.name,
+                        [b.describe() for b in self.backends.backends],
+                        self.waiting_reason(),
+                    )
+            except (asyncpg.PostgresError, OSError) as error:
+                log.warning("adapter heartbeat failed: %s", error)
+            await self._sleep(self._wake_status, self.settings.heartbeat_s)
+
+
+__all__ = ["AdapterWorker", "prompt_id_for"]

@@ -1,0 +1,28 @@
+"""The browser pages, rendered on the server: `/` (where sign-ins land), the user's
+pages under /app, the admin's under /app/admin, and the Stripe return pages.
+
+`create_app` takes `router()`, `template_config()` and `static_files()` from here."""
+
+from __future__ import annotations
+
+from litestar import Router
+
+from portal.pages import account, admin, admin_ops, buy, credits, jobs, run
+from portal.pages.site import page_router, static_files, template_config
+
+
+def router() -> Router:
+    return page_router(
+        [
+            *account.handlers,
+            *run.handlers,
+            *jobs.handlers,
+            *credits.handlers,
+            *buy.handlers,
+            *admin.handlers,
+            *admin_ops.handlers,
+        ]
+    )
+
+
+__all__ = ["router", "static_files", "template_config"]

@@ -1,0 +1,61 @@
+"""/ (where sign-ins land), sign in and sign up."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.params import QueryParameter
+from litestar.response import Redirect
+
+from portal.pages.base import render, viewer_of
+from portal.passwords import MIN_LENGTH
+from rcc.config import Settings
+
+
+def safe_next(target: str | None, default: str = "/app/run") -> str:
+    """Only a path on this site: never `//elsewhere` or `https://elsewhere`."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+@get("/")
+async def home(request: Request[Any, Any, Any]) -> Redirect:
+    """Admins land on their dashboard, users on Run, visitors on sign-in."""
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return Redirect("/app/signin", status_code=303)
+    return Redirect("/app/admin" if viewer.is_admin else "/app/run", status_code=303)
+
+
+@get("/app/signin")
+async def sign_in(
+    request: Request[Any, Any, Any], next_: Annotated[str | None, QueryParameter(name="next")] = None
+) -> Response[Any]:
+    return await _auth_page(request, "signin.html", safe_next(next_))
+
+
+@get("/app/signup")
+async def sign_up(
+    request: Request[Any, Any, Any], next_: Annotated[str | None, QueryParameter(name="next")] = None
+) -> Response[Any]:
+    return await _auth_page(request, "signup.html", safe_next(next_))
+
+
+async def _auth_page(request: Request[Any, Any, Any], template: str, back_to: str) -> Response[Any]:
+    if await viewer_of(request) is not None:
+        return Redirect(back_to, status_code=303)
+    settings: Settings = request.app.state.settings
+    return render(
+        request,
+        template,
+        None,
+        next_url=back_to,
+        gitlab=bool(settings.gitlab_client_id),
+        signup_grant=settings.signup_grant_rcc,
+        min_password=MIN_LENGTH,
+    )
+
+
+handlers = [home, sign_in, sign_up]

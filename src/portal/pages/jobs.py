@@ -1,0 +1,90 @@
+"""Jobs (live status, duration, cost) and one job (outputs, log, refund)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import asyncpg
+from litestar import Request, get
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Template
+
+from comfy_adapter.logs import job_log
+from comfy_adapter.status import waiting_reason
+from portal.consistency import caught_up
+from portal.pages import reads
+from portal.pages.base import PageRefused, member, render
+from portal.pages.format import JOB_TYPES, STATUSES, UNFINISHED
+from projections import queries
+from rcc.config import Settings
+
+PAGE_SIZE = 25
+
+
+def known(value: str | None, allowed: Any) -> str | None:
+    """A filter value from the query string, or None when it is not one we know."""
+    return value if value in allowed else None
+
+
+@get("/app/jobs")
+async def jobs(
+    request: Request[Any, Any, Any],
+    state: State,
+    status: FromQuery[str | None] = None,
+    kind: Annotated[str | None, QueryParameter(name="type")] = None,
+    cursor: FromQuery[str | None] = None,
+) -> Template:
+    viewer = await member(request)
+    assert viewer.user_id is not None
+    settings: Settings = state.settings
+    await caught_up(state.pool, viewer.user_id, ["jobs"], settings.read_wait_s)
+    status, kind = known(status, STATUSES), known(kind, JOB_TYPES)
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        page = await queries.jobs_page(
+            conn, user_id=viewer.user_id, status=status, type=kind, cursor=cursor, limit=PAGE_SIZE
+        )
+    return render(
+        request,
+        "jobs.html",
+        viewer,
+        nav="jobs",
+        page=page,
+        status=status,
+        kind=kind,
+        cursor=cursor,
+        statuses=STATUSES,
+        job_types=JOB_TYPES,
+        page_size=PAGE_SIZE,
+    )
+
+
+@get("/app/jobs/{job_id:str}")
+async def job(request: Request[Any, Any, Any], state: State, job_id: FromPath[str]) -> Template:
+    viewer = await member(request)
+    assert viewer.user_id is not None
+    settings: Settings = state.settings
+    await caught_up(state.pool, viewer.user_id, ["jobs", "ledger"], settings.read_wait_s)
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        found = await queries.job(conn, job_id, viewer.user_id)
+        if found is None:  # someone else's job looks exactly like no job
+            raise PageRefused(404, "No such job", "There is no job with that id.", viewer)
+        log = await job_log(conn, job_id)
+        refunded = await reads.released_for_job(conn, viewer.user_id, job_id)
+        waiting = await waiting_reason(conn) if found.status in ("created", "queued") else None
+    return render(
+        request,
+        "job.html",
+        viewer,
+        nav="jobs",
+        job=found,
+        log=log,
+        refunded=refunded,
+        waiting=waiting,
+        unfinished=found.status in UNFINISHED,
+    )
+
+
+handlers = [jobs, job]

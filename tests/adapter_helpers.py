@@ -1,0 +1,136 @@
+"""Helpers for the ComfyUI adapter tests: a running worker, job state, ledger checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from comfy_adapter.config import AdapterSettings
+from comfy_adapter.run import prompt_id_for
+from comfy_adapter.worker import AdapterWorker
+from rcc.audit import verify
+from rcc.domain.events import decode_event
+from rcc.service import commands as c
+from rcc.service.bus import execute
+from rcc.service.handlers import Done
+from tests.comfy_server import captures
+from tests.helpers import balance_of
+
+SUCCESS = captures.run_prompt("run_success")  # EmptyImage -> ImageInvert -> SaveImage
+RUNTIME_ERROR = captures.run_prompt("run_runtime_error")  # ImageToMask(alpha): IndexError
+SLOW = {  # EmptyImage -> ImageBlur -> SaveImage; the test server makes ImageBlur slow
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+    },
+    "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3, "sigma": 1.0}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "slow"}},
+}
+
+
+def invalid_prompt(name: str) -> dict[str, Any]:
+    """The workflow of a recorded validation refusal (validation_errors/<name>.json)."""
+    prompt: dict[str, Any] = captures.record(f"validation_errors/{name}.json")["request"][
+        "json_body"
+    ]["prompt"]
+    return prompt
+
+
+def settings_for(tmp_path: Path, urls: list[str], **overrides: Any) -> AdapterSettings:
+    """Adapter settings with test-sized patience (backoff in tens of milliseconds)."""
+    values: dict[str, Any] = {
+        "urls": tuple(urls),
+        "outputs_dir": tmp_path / "data" / "outputs",
+        "retries": 3,
+        "retry_base_s": 0.05,
+        "retry_max_s": 0.2,
+        "request_timeout_s": 2.0,
+        "reconnect_max_s": 0.2,
+        "poll_s": 2.0,
+        "heartbeat_s": 0.3,
+    }
+    values.update(overrides)
+    return AdapterSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running(pool: asyncpg.Pool, settings: AdapterSettings) -> AsyncIterator[AdapterWorker]:
+    """An adapter worker in the background; stopped (and awaited) at the end."""
+    worker = AdapterWorker(pool, settings, feed_poll_s=0.2, standby_poll_s=0.1)
+    task = asyncio.create_task(worker.run())
+    try:
+        ready = asyncio.create_task(worker.caught_up.wait())
+        await asyncio.wait({ready, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            await task  # raises what killed it
+        assert worker.caught_up.is_set(), "the adapter did not start"
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
+async def create_job(
+    pool: asyncpg.Pool, user_id: str, workflow: dict[str, Any], job_type: str = "IMAGE_TASK"
+) -> str:
+    done = await execute(pool, c.CreateJob(user_id=user_id, job_type=job_type, workflow=workflow))
+    assert isinstance(done, Done), done
+    return str(done.result["job_id"])
+
+
+async def job_events(pool: asyncpg.Pool, job_id: str) -> list[Any]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT type, data FROM events WHERE stream_id = $1 ORDER BY version", f"job-{job_id}"
+        )
+    return [decode_event(r["type"], r["data"]) for r in rows]
+
+
+async def status_of(pool: asyncpg.Pool, job_id: str) -> str:
+    async with pool.acquire() as conn:
+        state = await conn.fetchval(
+            "SELECT state FROM streams WHERE stream_id = $1", f"job-{job_id}"
+        )
+    return str(state["status"])
+
+
+async def wait_status(
+    pool: asyncpg.Pool, job_id: str, *statuses: str, timeout: float = 15.0
+) -> str:
+    """Wait until the job's status is one of `statuses`; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await status_of(pool, job_id)
+        if status in statuses:
+            return status
+        assert time.monotonic() < deadline, f"job {job_id} is {status}, not {statuses}"
+        await asyncio.sleep(0.02)
+
+
+async def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def assert_ledger(
+    pool: asyncpg.Pool, owner: asyncpg.Connection, user_id: str, balance: int
+) -> None:
+    """The balance from the events alone, and the whole audit, hold."""
+    async with pool.acquire() as conn:
+        assert await balance_of(conn, user_id) == balance
+    report = await verify(owner)
+    assert report.ok, report.problems
+
+
+def posts_for(server: Any, job_id: str) -> int:
+    """How often the test server got POST /prompt for this job's prompt id."""
+    return int(server.posts[prompt_id_for(job_id)])

@@ -1,0 +1,220 @@
+"""The browser tests' world: a real `rcc serve` on a test database with the ComfyUI test
+server, a Stripe API double and a slow model-file server around it, and Debian's
+Chromium driven by Playwright (never `playwright install`: the system browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiohttp import web
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from rcc.store.database import create_pool
+from tests import stripe_payloads as sp
+from tests.comfy_server.server import ComfyServer
+from tests.stripe_double import StripeDouble
+from tests.test_serve import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--headless=new",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+MODEL_BYTES = 3 << 20  # the test model file, sent in slow chunks so progress shows
+
+
+@dataclass
+class Site:
+    """One running service and everything it talks to."""
+
+    base: str
+    pool: asyncpg.Pool
+    browser: Browser
+    comfy: ComfyServer
+    stripe: StripeDouble
+    model_url: str
+    log: Path
+
+    async def context(self) -> BrowserContext:
+        """A fresh browser profile (its own cookies), desktop-sized. Stripe's hosted
+        Checkout is replaced by a stand-in page: nothing leaves the machine."""
+        context = await self.browser.new_context(viewport=DESKTOP, base_url=self.base)
+        context.set_default_timeout(20_000)
+        await context.route(
+            "https://checkout.stripe.com/**",
+            lambda route: route.fulfill(
+                status=200,
+                content_type="text/html",
+                body="<!doctype html><title>Stripe Checkout</title><h1>Stripe Checkout (stand-in)</h1>",
+            ),
+        )
+        return context
+
+    async def deliver_checkout(self, user_id: str, session_id: str, pack: str, price: int) -> None:
+        """Stripe's checkout.session.completed for a paid pack, signed as Stripe signs."""
+        event = sp.event(
+            "checkout.session.completed",
+            sp.checkout_session(user_id=user_id, pack=pack, amount=price, session_id=session_id),
+        )
+        raw = sp.encode(event)
+        async with httpx.AsyncClient(base_url=self.base) as http:
+            answer = await http.post(
+                "/webhooks/stripe",
+                content=raw,
+                headers={"stripe-signature": sp.sign(raw), "content-type": "application/json"},
+            )
+        assert answer.status_code == 200, answer.text
+
+
+async def shoot(page: Page, name: str) -> None:
+    """The page as it is now, at desktop and at phone width (full length)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        await page.set_viewport_size(size)
+        await page.screenshot(path=SCREENSHOTS / f"{name}-{label}.png", full_page=True)
+    await page.set_viewport_size(DESKTOP)
+
+
+async def _slow_file(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Length": str(MODEL_BYTES)})
+    await response.prepare(request)
+    chunk = b"\0" * (256 << 10)
+    for _ in range(MODEL_BYTES // len(chunk)):
+        await response.write(chunk)
+        await asyncio.sleep(0.25)
+    await response.write_eof()
+    return response
+
+
+@asynccontextmanager
+async def model_files() -> AsyncIterator[str]:
+    """An HTTP server with one model file that takes a few seconds to download."""
+    app = web.Application()
+    app.router.add_get("/models/{name}", _slow_file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=base, timeout=2) as http:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"rcc serve exited: {log.read_text()[-3000:]}"
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"rcc serve did not become ready: {log.read_text()[-3000:]}")
+
+
+@asynccontextmanager
+async def database(server_url: str, template: str) -> AsyncIterator[str]:
+    """A fresh database cloned from the migrated template, dropped afterwards."""
+    from tests.conftest import with_database
+
+    name = f"ui_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(server_url, name)
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
+async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
+    """`rcc serve` (a real subprocess) and its surroundings, then Chromium."""
+    comfy = ComfyServer(node_seconds={"ImageInvert": 1.5}, steps=3)
+    stripe = StripeDouble()
+    await comfy.start()
+    await stripe.start()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env: dict[str, Any] = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RCC_", "STRIPE_"))},
+        "DATABASE_URL": db_url,
+        "RCC_DATA_DIR": str(data_dir),
+        "RCC_SESSION_SECRET": "ui-test-session-secret",
+        "RCC_PUBLIC_URL": base,
+        "RCC_LOW_BALANCE_RCC": "5",
+        "RCC_RATE_REGISTER_PER_MIN": "1000",
+        "RCC_RATE_LOGIN_PER_MIN": "1000",
+        "STRIPE_SECRET_KEY": "sk_test_rcc_ui",
+        "STRIPE_WEBHOOK_SECRET": sp.WEBHOOK_SECRET,
+        "STRIPE_API_BASE": stripe.url,
+        "COMFYUI_URLS": comfy.url,
+        "RCC_COMFYUI_POLL_S": "1",
+        "RCC_MODEL_HTTP_ALLOWLIST": "127.0.0.1",
+        "GITLAB_CLIENT_ID": "rcc-ui-test",  # shows the admin button (never clicked here)
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",  # no container engine here
+    }
+    log = data_dir.parent / f"serve-{port}.log"
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rcc.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    pool = await create_pool(db_url, min_size=1, max_size=4)
+    try:
+        await _wait_ready(base, proc, log)
+        async with model_files() as files, async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield Site(
+                    base=base,
+                    pool=pool,
+                    browser=browser,
+                    comfy=comfy,
+                    stripe=stripe,
+                    model_url=f"{files}/models/tiny-test-model.safetensors",
+                    log=log,
+                )
+            finally:
+                await browser.close()
+    finally:
+        await pool.close()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+        await stripe.close()
+        await comfy.stop()
+        assert code == 0, f"rcc serve exited with {code}: {log.read_text()[-3000:]}"

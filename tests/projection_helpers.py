@@ -1,0 +1,98 @@
+"""Helpers the projection tests share: drive commands, drain projectors, dump read models."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+
+from rcc.projector.registry import ALL
+from rcc.projector.runtime import held_back, project_batch
+from rcc.service import commands as c
+from rcc.service.bus import execute
+from rcc.service.handlers import Done
+
+READ_MODEL_TABLES = tuple(t for p in ALL for t in p.tables)
+
+
+async def drain(pool: asyncpg.Pool, *, limit: int = 500) -> int:
+    """Project everything committed so far with the real projections; return the events.
+
+    Committed events can be held back from readers by an older transaction that is still
+    running anywhere on the server (another test's database included), so "caught up"
+    means no committed event lies after any checkpoint, not merely a short batch.
+    """
+    total = 0
+    async with asyncio.timeout(60):
+        while True:
+            async with pool.acquire() as conn:
+                result = await project_batch(conn, ALL, limit=limit)
+                total += result.events
+                if result.events == limit or await behind(conn):
+                    await asyncio.sleep(0 if result.events == limit else 0.01)
+                    continue
+            return total
+
+
+async def settle(pool: asyncpg.Pool) -> None:
+    """Wait until every committed event is visible to readers (no older transaction,
+    anywhere on the server, holds it back), so a read of the log now sees all of it."""
+    async with asyncio.timeout(60):
+        while True:
+            async with pool.acquire() as conn:
+                if not await held_back(conn):
+                    return
+            await asyncio.sleep(0.01)
+
+
+async def behind(conn: asyncpg.Connection) -> bool:
+    """Is any committed event past some projection's checkpoint?"""
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM projection_checkpoints p JOIN events e
+                                ON (e.tx_id, e.position) > (p.tx_id, p.position))"""
+        )
+    )
+
+
+async def dump(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every read-model table, in a stable order."""
+    return {
+        table: sorted((tuple(r) for r in await conn.fetch(f"SELECT * FROM {table}")), key=repr)
+        for table in READ_MODEL_TABLES
+    }
+
+
+async def done(pool: asyncpg.Pool, cmd: c.Command, **kwargs: Any) -> Done:
+    outcome = await execute(pool, cmd, **kwargs)
+    assert isinstance(outcome, Done), outcome
+    return outcome
+
+
+async def register(pool: asyncpg.Pool, *, admin: bool = False, grant: int = 0) -> str:
+    """A user (optionally an admin) with `grant` RCC topped up."""
+    created = await done(
+        pool, c.RegisterUser(email=f"{uuid.uuid4().hex[:10]}@example.com", is_admin=admin)
+    )
+    user_id = str(created.result["user_id"])
+    if grant:
+        await done(pool, c.GrantCredits(user_id=user_id, kind="topup", amount=grant, ref=None))
+    return user_id
+
+
+def differences(
+    left: dict[str, list[tuple[Any, ...]]], right: dict[str, list[tuple[Any, ...]]]
+) -> dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """Per table, the rows only on the left and only on the right (for assertion messages)."""
+    found = {}
+    for table in left.keys() | right.keys():
+        a = {repr(row): row for row in left.get(table, [])}
+        b = {repr(row): row for row in right.get(table, [])}
+        if a.keys() != b.keys():
+            found[table] = (
+                [a[k] for k in sorted(a.keys() - b.keys())],
+                [b[k] for k in sorted(b.keys() - a.keys())],
+            )
+    return found

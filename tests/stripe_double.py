@@ -1,0 +1,100 @@
+"""A local Stripe API double over real HTTP (aiohttp on 127.0.0.1, a free port).
+
+It implements what RCC calls: POST /v1/checkout/sessions (form-encoded, like Stripe;
+records every parameter and the Idempotency-Key header, replays a repeated key) and
+GET /v1/events (newest first, `created[gte]`, `starting_after`, `has_more` paging).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class StripeDouble:
+    page_size: int = 2  # small, so listing follows several pages
+    events: list[dict[str, Any]] = field(default_factory=list)  # newest first, like Stripe
+    calls: list[Call] = field(default_factory=list)
+    fail_with: tuple[int, dict[str, Any]] | None = None  # answer every session create so
+    _sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/checkout/sessions", self._create_session)
+        app.router.add_get("/v1/events", self._list_events)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _record(self, request: web.Request, params: dict[str, str]) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.calls.append(Call(request.method, request.path, params, headers))
+
+    async def _create_session(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        self._record(request, params)
+        if self.fail_with is not None:
+            status, body = self.fail_with
+            return web.json_response(body, status=status)
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self._sessions:  # Stripe replays the first answer to a repeated key
+            return web.json_response(self._sessions[key])
+        number = len(self._sessions) + 1
+        session_id = f"cs_test_{number:04d}"
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": params.get("mode"),
+            "status": "open",
+            "payment_status": "unpaid",
+            "client_reference_id": params.get("client_reference_id"),
+            "metadata": {
+                k[len("metadata[") : -1]: v for k, v in params.items() if k.startswith("metadata[")
+            },
+            "success_url": params.get("success_url"),
+            "cancel_url": params.get("cancel_url"),
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "livemode": False,
+        }
+        self._sessions[key] = session
+        return web.json_response(session)
+
+    async def _list_events(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        self._record(request, query)
+        gte = int(query.get("created[gte]", "0"))
+        limit = min(int(query.get("limit", "10")), self.page_size)
+        listed = [e for e in self.events if e["created"] >= gte]
+        if after := query.get("starting_after"):
+            ids = [e["id"] for e in listed]
+            listed = listed[ids.index(after) + 1 :]
+        page = listed[:limit]
+        body = {
+            "object": "list",
+            "url": "/v1/events",
+            "has_more": len(listed) > limit,
+            "data": page,
+        }
+        return web.json_response(body)
