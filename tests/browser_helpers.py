@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 MODEL_BYTES = 3 << 20  # the test model file, sent in slow chunks so progress shows
+STRIPE_STAND_IN = "<!doctype html><title>Stripe Checkout</title><h1>Checkout (stand-in)</h1>"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Site:
             lambda route: route.fulfill(
                 status=200,
                 content_type="text/html",
-                body="<!doctype html><title>Stripe Checkout</title><h1>Stripe Checkout (stand-in)</h1>",
+                body=STRIPE_STAND_IN,
             ),
         )
         return context
@@ -124,18 +125,22 @@ async def model_files() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def _wait_ready(base: str, proc: asyncio.subprocess.Process, log: Path) -> None:
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient(base_url=base, timeout=2) as http:
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"rcc serve exited: {log.read_text()[-3000:]}"
+            assert proc.returncode is None, f"rcc serve exited: {_tail(log)}"
             try:
                 if (await http.get("/readyz")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.2)
-    raise AssertionError(f"rcc serve did not become ready: {log.read_text()[-3000:]}")
+    raise AssertionError(f"rcc serve did not become ready: {_tail(log)}")
 
 
 @asynccontextmanager
@@ -188,8 +193,13 @@ async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
     }
     log = data_dir.parent / f"serve-{port}.log"
     with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rcc.cli", "serve", "--port", str(port)],
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rcc.cli",
+            "serve",
+            "--port",
+            str(port),
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -214,7 +224,7 @@ async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
     finally:
         await pool.close()
         proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 30)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
         await stripe.close()
         await comfy.stop()
-        assert code == 0, f"rcc serve exited with {code}: {log.read_text()[-3000:]}"
+        assert code == 0, f"rcc serve exited with {code}: {_tail(log)}"

@@ -25,7 +25,7 @@ async def drain(pool: asyncpg.Pool, *, limit: int = 500) -> int:
     means no committed event lies after any checkpoint, not merely a short batch.
     """
     total = 0
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(120):
         while True:
             async with pool.acquire() as conn:
                 result = await project_batch(conn, ALL, limit=limit)
@@ -39,7 +39,7 @@ async def drain(pool: asyncpg.Pool, *, limit: int = 500) -> int:
 async def settle(pool: asyncpg.Pool) -> None:
     """Wait until every committed event is visible to readers (no older transaction,
     anywhere on the server, holds it back), so a read of the log now sees all of it."""
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(120):
         while True:
             async with pool.acquire() as conn:
                 if not await held_back(conn):

@@ -232,7 +232,8 @@ async def test_worker_cancelled_mid_run_then_restarted_submits_once(
             await task
         except asyncio.CancelledError:
             pass
-        assert await status_of(pool, job) == "running"
+        # Killed after POST /prompt: marked running, or not yet (the crash window).
+        assert await status_of(pool, job) in ("queued", "running")
         await wait_until(lambda: pid in comfy.history, what="ComfyUI to finish alone")
         async with running(pool, settings):
             assert await wait_status(pool, job, "succeeded", "failed") == "succeeded"
@@ -267,12 +268,14 @@ async def test_cancel_while_queued_is_never_submitted(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
     user = await funded_user(pool, 10)
-    async with ComfyServer(node_seconds={"ImageBlur": 0.5}) as comfy:
+    async with ComfyServer(node_seconds={"ImageBlur": 1.0}) as comfy:
         async with running(pool, settings_for(tmp_path, [comfy.url], slots=1)):
             busy = await create_job(pool, user, SLOW)
+            await wait_status(pool, busy, "running")  # the only slot is taken
             waiting = await create_job(pool, user, SUCCESS)
             assert await wait_status(pool, waiting, "queued") == "queued"
-            assert await status_of(pool, busy) == "running", "the only slot is taken"
+            await asyncio.sleep(0.1)
+            assert await status_of(pool, waiting) == "queued"
             await cancel(pool, waiting)
             assert await wait_status(pool, busy, "succeeded", "failed") == "succeeded"
             await asyncio.sleep(0.2)

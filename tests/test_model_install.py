@@ -229,7 +229,11 @@ async def test_install_with_progress_checksum_overwrite_and_delete(
     [
         ("/big.safetensors", body(os.urandom(CAP + 1)), f"more than the limit of {CAP}"),
         ("/big.safetensors", chunked(os.urandom(CAP + 50_000)), f"larger than the limit of {CAP}"),
-        ("/cut.safetensors", dropped(150_000, os.urandom(60_000)), "download from 127.0.0.1 failed"),
+        (
+            "/cut.safetensors",
+            dropped(150_000, os.urandom(60_000)),
+            "download from 127.0.0.1 failed",
+        ),
     ],
     ids=["content-length-over-cap", "chunked-over-cap", "connection-dropped-mid-body"],
 )

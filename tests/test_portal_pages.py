@@ -14,7 +14,14 @@ from rcc.service.bus import execute
 from tests.conftest import portal_client
 from tests.portal_helpers import IMAGE_JOB, bearer, grant, sign_up
 
-USER_PAGES = ["/app/run", "/app/jobs", "/app/credits", "/app/buy", "/billing/success", "/billing/cancel"]
+USER_PAGES = [
+    "/app/run",
+    "/app/jobs",
+    "/app/credits",
+    "/app/buy",
+    "/billing/success",
+    "/billing/cancel",
+]
 ADMIN_PAGES = [
     "/app/admin",
     "/app/admin/users",
@@ -85,7 +92,9 @@ async def test_jobs_job_and_credits_pages_show_the_ledger(
     assert "Refund for a job" in credits.text and '<svg class="chart"' in credits.text
     only = await client.get("/app/credits", params={"reason": "JOB_RELEASE"})
     assert only.text.count("<tr data-reason=") == 1
-    nothing = await client.get("/app/credits", params={"since": "2001-01-01", "until": "2001-01-02"})
+    nothing = await client.get(
+        "/app/credits", params={"since": "2001-01-01", "until": "2001-01-02"}
+    )
     assert "Nothing matches" in nothing.text
     bad = await client.get("/app/jobs", params={"status": "nonsense", "type": "x"})
     assert bad.status_code == 200, "an unknown filter value is no filter"
@@ -100,6 +109,7 @@ async def test_someone_elses_job_is_a_404_page(portal_app: Any, pool: asyncpg.Po
         page = await other.get(f"/app/jobs/{job['id']}")
         assert page.status_code == 404 and "No such job" in page.text
         assert "text/html" in page.headers["content-type"]
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 async def test_admin_pages_are_for_admins_only(portal_app: Any, pool: asyncpg.Pool) -> None:

@@ -53,7 +53,7 @@ async def checkpoint(pool: asyncpg.Pool) -> tuple[int, int]:
 
 
 async def caught_up(pool: asyncpg.Pool) -> None:
-    async with asyncio.timeout(90):
+    async with asyncio.timeout(120):
         while True:
             async with pool.acquire() as conn:
                 if not await behind(conn):
@@ -106,7 +106,7 @@ async def test_kill_9_mid_run_then_restart_equals_a_clean_replay(
         before = await checkpoint(pool)
         proc = start(cli_env, "projector", "--batch-size", "20", log=log)
         try:
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(120):
                 while True:  # until the first batch has committed
                     if await checkpoint(pool) != before:
                         break

@@ -214,3 +214,35 @@ async def test_status_reports_checkpoint_and_lag(pool: asyncpg.Pool) -> None:
         head = await conn.fetchval("SELECT max(position) FROM events")
     assert all(s.lag_events == 0 and s.lag_seconds == 0 for s in after)
     assert all(s.checkpoint.position == head for s in after)
+
+
+async def test_events_behind_a_running_transaction_wait_and_the_holder_is_named(
+    pool: asyncpg.Pool,
+    db_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("rcc.projector.runtime.STALL_WARNING", 0.05)
+    user = await register(pool, grant=1)
+    holder = await asyncpg.connect(db_url)
+    tx = holder.transaction()
+    await tx.start()
+    await holder.execute("SELECT pg_current_xact_id()")  # an xid older than what follows
+    try:
+        later = await done(pool, c.GrantCredits(user_id=user, kind="topup", amount=2))
+        async with running(ProjectorWorker(pool, ALL, poll_interval=0.05)):
+            async with asyncio.timeout(30):
+                while True:  # the worker waits for the holder, and says who it is
+                    if "held back" in caplog.text:
+                        break
+                    await asyncio.sleep(0.02)
+            # (the oldest writer on the whole server: ours, unless another database's is older)
+            assert "by an older running transaction: pid " in caplog.text
+            assert not await wait_for(pool, later.checkpoint, NAMES, timeout=0.1)
+            await tx.commit()
+            assert await wait_for(pool, later.checkpoint, NAMES, timeout=30)
+    finally:
+        await holder.close()
+    async with pool.acquire() as conn:
+        wallet = await queries.balance(conn, user)
+    assert wallet is not None and wallet.balance_rcc == 3

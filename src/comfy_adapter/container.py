@@ -144,6 +144,11 @@ def _bindings(info: dict[str, Any]) -> list[PortBinding]:
     ]
 
 
+def _mounts(binds: list[str]) -> list[tuple[str, ...]]:
+    """(host path, container path) of each bind; engines add their own options."""
+    return sorted(tuple(b.split(":")[:2]) for b in binds)
+
+
 def _mismatch(info: dict[str, Any], settings: ComfyuiContainerSettings, data_dir: Path) -> str:
     """Why an existing container differs from what we would create ('' when it does not)."""
     if (info.get("Config") or {}).get("Image") != settings.image:
@@ -156,7 +161,7 @@ def _mismatch(info: dict[str, Any], settings: ComfyuiContainerSettings, data_dir
     if _bindings(info) != want:
         shown = ", ".join(f"{b.host_ip or '*'}:{b.host_port}" for b in _bindings(info))
         return f"its port is published on {shown or 'nothing'}"
-    if sorted((info.get("HostConfig") or {}).get("Binds") or []) != sorted(
+    if _mounts((info.get("HostConfig") or {}).get("Binds") or []) != _mounts(
         _binds(settings, data_dir)
     ):
         return "its volumes differ"

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 import asyncpg
 import msgspec
 
-from rcc.domain.events import CreditsReleased, CreditsReserved, LedgerEvent, decode_event
+from rcc.domain.events import (
+    CreditsReleased,
+    CreditsReserved,
+    LedgerEvent,
+    UnknownEventType,
+    decode_event,
+)
 from rcc.store.hashing import GENESIS, chain_link
 
 
@@ -101,7 +107,7 @@ def _check_event(stream: _Stream, row: asyncpg.Record, report: AuditReport, jobs
     stream.version = row["version"]
     try:
         event = decode_event(row["type"], row["data_text"])
-    except msgspec.ValidationError as error:
+    except (msgspec.ValidationError, UnknownEventType) as error:
         report.problems.append(f"{where}: undecodable {row['type']}: {error}")
         return
     if isinstance(event, LedgerEvent):

@@ -238,6 +238,12 @@ async def _bench_projections(args: argparse.Namespace, settings: Settings) -> in
     return await run_projections_bench(settings, args)
 
 
+async def _bench_ui(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bench.ui import run_ui_bench
+
+    return await run_ui_bench(settings, args)
+
+
 async def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.adapters.stripe_api import list_events, stripe_client
     from rcc.bootstrap import open_pool
@@ -325,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", default="rcc_bench_adapter", help="bench database (rcc_bench*), recreated"
     )
     bench_adapter.set_defaults(run=_bench_adapter)
+    bench_ui = bench.add_parser("ui", help="page render times with 100,000 jobs (NFR-P1)")
+    bench_ui.add_argument("--users", type=int, default=1000)
+    bench_ui.add_argument("--jobs", type=int, default=100_000, help="spread over the users")
+    bench_ui.add_argument("--runs", type=int, default=50, help="requests per page")
+    bench_ui.add_argument(
+        "--database", default="rcc_bench_ui", help="bench database (rcc_bench*), reused if full"
+    )
+    bench_ui.set_defaults(run=_bench_ui)
 
     adapter = sub.add_parser("adapter", help="run the ComfyUI adapter alone (COMFYUI_URLS)")
     adapter.set_defaults(run=_adapter)

@@ -31,14 +31,16 @@ async def home(request: Request[Any, Any, Any]) -> Redirect:
 
 @get("/app/signin")
 async def sign_in(
-    request: Request[Any, Any, Any], next_: Annotated[str | None, QueryParameter(name="next")] = None
+    request: Request[Any, Any, Any],
+    next_: Annotated[str | None, QueryParameter(name="next")] = None,
 ) -> Response[Any]:
     return await _auth_page(request, "signin.html", safe_next(next_))
 
 
 @get("/app/signup")
 async def sign_up(
-    request: Request[Any, Any, Any], next_: Annotated[str | None, QueryParameter(name="next")] = None
+    request: Request[Any, Any, Any],
+    next_: Annotated[str | None, QueryParameter(name="next")] = None,
 ) -> Response[Any]:
     return await _auth_page(request, "signup.html", safe_next(next_))
 

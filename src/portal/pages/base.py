@@ -119,12 +119,15 @@ def render(
     """A page: the template with the header's viewer, balance and low-balance flag."""
     settings: Settings = request.app.state.settings
     threshold = settings.low_balance_rcc
-    low = viewer is not None and viewer.balance_rcc is not None and viewer.balance_rcc < threshold
+    # Admins' jobs are not charged (ADMIN_BYPASS): a low balance means nothing to them.
+    watched = viewer is not None and viewer.balance_rcc is not None and not viewer.is_admin
+    low = watched and viewer is not None and (viewer.balance_rcc or 0) < threshold
     return Template(
         template_name=template,
         context={
             "viewer": viewer,
             "low_balance": low,
+            "watch_balance": watched,
             "low_balance_rcc": threshold,
             "path": request.url.path,
             **context,

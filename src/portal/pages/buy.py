@@ -45,9 +45,7 @@ async def buy(request: Request[Any, Any, Any], state: State) -> Template:
 async def success(request: Request[Any, Any, Any]) -> Template:
     viewer = await member(request)
     since = datetime.now(UTC) - RECENT
-    return render(
-        request, "billing_return.html", viewer, nav="buy", outcome="success", since=since
-    )
+    return render(request, "billing_return.html", viewer, nav="buy", outcome="success", since=since)
 
 
 @get("/billing/cancel")

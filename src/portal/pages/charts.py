@@ -5,25 +5,24 @@ Each chart scales to its container (viewBox), names itself for screen readers
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from datetime import date
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT = 600, 190
-LEFT, RIGHT, TOP, BOTTOM = 44, 8, 12, 24
+WIDTH, HEIGHT = 600, 200
+LEFT, RIGHT, TOP, BOTTOM = 58, 8, 12, 24
 
 
-def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 times a power of ten at or above `value` (at least 1)."""
-    if value <= 1:
-        return 1
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if step * power >= value:
-            return float(step * power)
-    return float(10 * power)  # pragma: no cover - the loop always returns
+def nice_ceiling(value: float, steps: tuple[int, ...] = (1, 2, 5)) -> float:
+    """The smallest step times a power of ten at or above `value` (at least the first
+    step): a round top for the axis, whose half is round too."""
+    power = 1.0
+    while True:
+        for step in steps:
+            if step * power >= value:
+                return step * power
+        power *= 10
 
 
 def _day(d: date) -> str:
@@ -76,7 +75,7 @@ def bar_chart(
     """One bar per day; `what` names a bar's value in its tooltip ("jobs", "RCC")."""
     days = [d for d, _ in points]
     values = [v for _, v in points]
-    top = nice_ceiling(max(values, default=0))
+    top = nice_ceiling(max(values, default=0), steps=(2, 4, 10))  # whole halves: 1, 2, 5...
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(points))
 
@@ -103,8 +102,7 @@ def rate_chart(points: Sequence[tuple[date, float | None]], *, title: str) -> Ma
     """A line of percentages per day; days with nothing to measure leave a gap."""
     days = [d for d, _ in points]
     known = [v for _, v in points if v is not None]
-    top = nice_ceiling(max(known, default=0.0) * 100)
-    top = min(top, 100.0)
+    top = min(nice_ceiling(max(known, default=0.0) * 100, steps=(1, 2, 5, 10)), 100.0)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(points))
 

@@ -26,7 +26,7 @@ def rcc(amount: int | None) -> str:
 
 
 def signed(amount: int) -> str:
-    """+100 / −1 (a real minus sign, so the column lines up and reads right)."""
+    """+100, or -1 written with a real minus sign (U+2212) so the column lines up."""
     return f"+{amount:,}" if amount > 0 else f"\u2212{-amount:,}" if amount < 0 else "0"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import asyncpg
 from litestar import Request, get
@@ -56,7 +57,14 @@ async def jobs(
         cursor=cursor,
         statuses=STATUSES,
         job_types=JOB_TYPES,
-        page_size=PAGE_SIZE,
+        # What the page's script polls (GET /jobs) to keep the first page live.
+        live_query=urlencode(
+            {
+                "limit": PAGE_SIZE,
+                **({"status": status} if status else {}),
+                **({"type": kind} if kind else {}),
+            }
+        ),
     )
 
 

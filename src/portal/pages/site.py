@@ -88,6 +88,7 @@ def _error_page(
         context={
             "viewer": viewer,
             "low_balance": False,
+            "watch_balance": False,
             "low_balance_rcc": 0,
             "path": request.url.path,
             "status": status,
@@ -96,6 +97,7 @@ def _error_page(
             "request_id": request.scope.get("state", {}).get("request_id", ""),
         },
         status_code=status,
+        headers={h.name: h.value or "" for h in SECURITY_HEADERS},  # error pages too
     )
 
 

@@ -229,7 +229,9 @@
       key = randomKey(); // one key per confirmation: a double click runs the job once
       const label = TYPES[chosen().value].toLowerCase();
       $("[data-confirm-title]", form).textContent = `Run this ${label} job for ${rcc(cost())}?`;
-      $("[data-confirm-text]", form).textContent = balance === null ? "" :
+      $("[data-confirm-text]", form).textContent = form.hasAttribute("data-admin")
+        ? "As an admin you run jobs without using credits (recorded in the ledger as an admin job)." :
+        balance === null ? "" :
         balance >= cost()
           ? `Your balance goes from ${rcc(balance)} to ${rcc(balance - cost())}. If the job fails, the credits come back to you.`
           : `Your balance is ${rcc(balance)}, less than this job costs.`;
@@ -279,11 +281,11 @@
   function jobRow(job) {
     const link = el("a", { href: `/app/jobs/${job.id}` }, el("span", { class: "mono", text: job.id.slice(0, 8) }));
     return el("tr", { "data-job-id": job.id, class: "fresh" },
-      el("td", {}, link, " ", el("span", { class: "muted", text: TYPES[job.type] || job.type })),
-      el("td", {}, el("span", { class: `status status-${job.status}`, "data-status": "", text: job.status })),
-      el("td", { class: "num", "data-duration": "", "data-started": job.started_at || "", text: duration(job.duration_ms) }),
-      el("td", { class: "num", text: rcc(job.cost_rcc) }),
-      el("td", {}, el("time", { datetime: job.created_at, text: when(job.created_at) })));
+      el("td", { "data-label": "Job" }, el("span", {}, link, " ", el("span", { class: "muted", text: TYPES[job.type] || job.type }))),
+      el("td", { "data-label": "Status" }, el("span", { class: `status status-${job.status}`, "data-status": "", text: job.status })),
+      el("td", { class: "num", "data-label": "Duration", "data-duration": "", "data-started": job.started_at || "", text: duration(job.duration_ms) }),
+      el("td", { class: "num", "data-label": "Cost", text: rcc(job.cost_rcc) }),
+      el("td", { "data-label": "Created" }, el("time", { datetime: job.created_at, text: when(job.created_at) })));
   }
 
   function liveJobs() {
@@ -453,19 +455,14 @@
   }
 
   // --- admin: models and ComfyUI (their JSON API drives everything) ---------------------
-  const listOf = (body) => (Array.isArray(body) ? body : body.items || body.models || []);
   function bytes(n) {
-    if (n === null || n === undefined || n === "") return "—";
+    if (n === null || n === undefined) return "—";
     const units = ["B", "KB", "MB", "GB", "TB"];
     let i = 0, v = Number(n);
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
     return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
   }
-  function progressOf(m) {
-    if (typeof m.progress === "number") return m.progress > 1 ? m.progress / 100 : m.progress;
-    const done = m.bytes_done ?? m.downloaded_bytes ?? m.downloaded, total = m.bytes_total ?? m.total_bytes ?? m.size_bytes;
-    return done !== undefined && total ? done / total : null;
-  }
+  const progressOf = (m) => (m.bytes_done !== null && m.bytes_total ? m.bytes_done / m.bytes_total : null);
 
   function adminModels() {
     const section = $("[data-models]");
@@ -482,12 +479,12 @@
         table.hidden = true;
         return true;
       }
-      const models = listOf(answer.body);
+      const models = answer.body.items || [];
       installing = false;
       body.replaceChildren(...models.map((m) => {
-        const status = m.status || m.state || "installed";
+        const status = m.status;
         const progress = progressOf(m);
-        const busy = !["installed", "failed", "error", "ready"].includes(status);
+        const busy = !["installed", "failed"].includes(status);
         installing = installing || busy;
         const cell = el("td", {}, el("span", { class: `status status-${status}`, text: status }));
         if (busy && progress !== null) {
@@ -503,11 +500,12 @@
           if (!gone.ok) window.alert(problem(gone));
           load();
         });
+        cell.setAttribute("data-label", "Status");
         return el("tr", { "data-model": m.name },
-          el("td", { class: "mono small", text: m.name }),
-          el("td", { text: m.kind || m.folder || "—" }),
-          el("td", { class: "num", text: bytes(m.size_bytes ?? m.size ?? m.bytes_total) }),
-          cell, el("td", {}, remove));
+          el("td", { class: "mono small", "data-label": "Name", text: m.name }),
+          el("td", { "data-label": "Kind", text: m.kind || "—" }),
+          el("td", { class: "num", "data-label": "Size", text: bytes(m.size_bytes ?? (busy ? m.bytes_total : null)) }),
+          cell, el("td", { "data-label": "" }, remove));
       }));
       table.hidden = !models.length;
       state.textContent = models.length ? "" : "No models installed yet. Install one by URL above.";
@@ -564,10 +562,15 @@
       if (answer.status === 401) return false;
       if (answer.ok) {
         show(answer.body);
-        if (state.hasAttribute("data-loading")) { state.removeAttribute("data-loading"); state.textContent = ""; }
+        if (state.hasAttribute("data-loading") || state.classList.contains("bad")) {
+          state.removeAttribute("data-loading");
+          state.className = "muted";
+          state.textContent = "";
+        }
         return true;
       }
       setStatus(badge, "unknown");
+      state.className = "notice bad";
       state.textContent = answer.status === 404 || answer.status === 405
         ? "ComfyUI control is not available on this server yet."
         : `Could not read ComfyUI's status: ${problem(answer)}`;

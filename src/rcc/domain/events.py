@@ -6,6 +6,7 @@ class rename never changes stored data, and new fields only ever with defaults.
 
 from __future__ import annotations
 
+import typing
 from datetime import datetime
 from typing import ClassVar
 
@@ -485,13 +486,27 @@ def encode_data(event: Event) -> tuple[str, bytes]:
     return type_, _encoder.encode(raw)
 
 
+# Every stored tag with its class. Converting straight into the class the tag names is
+# some fifty times cheaper than converting into the union, and replays decode millions.
+EVENT_CLASSES: dict[str, type[Event]] = {
+    str(cls.__struct_config__.tag): cls for cls in typing.get_args(AnyEvent)
+}
+
+
+class UnknownEventType(ValueError):
+    """A stored tag this version does not know (written by a newer version)."""
+
+
 def decode_event(type_: str, data: bytes | str | dict[str, object]) -> AnyEvent:
-    """Rebuild an event from its stored type and data (the tag is added back).
+    """Rebuild an event from its stored type and data.
 
     Stored events are decoded leniently: fields a newer writer added are ignored.
     """
+    cls = EVENT_CLASSES.get(type_)
+    if cls is None:
+        raise UnknownEventType(f"unknown event type {type_!r}")
     fields = msgspec.json.decode(data) if isinstance(data, (bytes, str)) else data
-    event: AnyEvent = msgspec.convert({**fields, "type": type_}, AnyEvent)
+    event: AnyEvent = msgspec.convert(fields, cls)  # type: ignore[assignment]
     return event
 
 

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import logging
-import typing
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from rcc.domain.events import AnyEvent, Event
+from rcc.domain.events import EVENT_CLASSES, Event
 from rcc.projector.model import Projection
 from rcc.store.event_store import Checkpoint, RecordedEvent
 
 log = logging.getLogger(__name__)
 
-# Tags this version knows, with their classes. A newer writer's unknown event type is
-# skipped (and named once in the log) rather than stopping every projection; replaying
-# with the newer version picks it up. A known type that fails to decode is an error.
-EVENT_CLASSES: dict[str, type[Event]] = {
-    str(cls.__struct_config__.tag): cls for cls in typing.get_args(AnyEvent)
-}
+# A newer writer's unknown event type is skipped (and named once in the log) rather
+# than stopping every projection; replaying with the newer version picks it up. A
+# known type that fails to decode is an error.
 KNOWN_TYPES = frozenset(EVENT_CLASSES)
 _warned: set[str] = set()
 

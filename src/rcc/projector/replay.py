@@ -25,8 +25,7 @@ import asyncpg
 from rcc.projector import checkpoints
 from rcc.projector.apply import apply_events, decode
 from rcc.projector.model import Projection
-from rcc.projector.reader import read_batch
-from rcc.store.event_store import Checkpoint
+from rcc.store.event_store import Checkpoint, read_all
 
 SHADOW = "rcc_replay"
 RETIRED = "rcc_retired"
@@ -109,7 +108,7 @@ async def _catch_up(
     applied = 0
     while True:
         async with conn.transaction():
-            records = await read_batch(conn, at, batch_size)
+            records = await read_all(conn, at, batch_size)
             if records:
                 await apply_events(conn, [(p, at) for p in projections], decode(records))
         if not records:

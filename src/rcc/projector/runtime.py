@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,7 @@ import asyncpg
 from rcc.projector import checkpoints
 from rcc.projector.apply import apply_events, decode
 from rcc.projector.model import Projection
-from rcc.projector.reader import read_batch
-from rcc.store.event_store import Checkpoint, RecordedEvent
+from rcc.store.event_store import Checkpoint, RecordedEvent, read_all
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ NOTIFY_CHANNEL = "rcc_events"  # rcc_append_v1 notifies here on every append
 HELD_BACK_FIRST_DELAY = 0.002
 HELD_BACK_MAX_DELAY = 0.05
 MAX_ERROR_DELAY = 30.0
+STALL_WARNING = 10.0  # seconds of held-back events before the log names the holder
 
 
 @dataclass
@@ -56,13 +57,28 @@ async def project_batch(
         if not targets:
             return BatchResult()
         start = min(after for _, after in targets)
-        records = await read_batch(conn, start, limit)
+        records = await read_all(conn, start, limit)
         if not records:
             return BatchResult(projections=[p.name for p, _ in targets])
         await apply_events(conn, targets, decode(records))
         last = records[-1].checkpoint
         await checkpoints.save(conn, [p.name for p, after in targets if after < last], last)
     return BatchResult([p.name for p, _ in targets], records, last)
+
+
+async def oldest_writer(conn: asyncpg.Connection) -> str:
+    """The oldest running transaction that holds an xid (what holds events back)."""
+    row = await conn.fetchrow(
+        """SELECT pid, datname, state, extract(epoch FROM clock_timestamp() - xact_start) AS age
+             FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+            ORDER BY age(backend_xid) DESC LIMIT 1"""
+    )
+    if row is None:
+        return "none running now"
+    return (
+        f"pid {row['pid']} in database {row['datname']} ({row['state']}, "
+        f"{float(row['age'] or 0):.0f}s old)"
+    )
 
 
 async def held_back(conn: asyncpg.Connection) -> bool:
@@ -103,6 +119,8 @@ class ProjectorWorker:
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._ensured = False  # checkpoint rows exist (made on the first drain)
+        self._held_since: float | None = None
+        self._warned_at = 0.0
 
     def stop(self) -> None:
         """Ask the worker to finish its current batch and return from `run()`."""
@@ -155,7 +173,26 @@ class ProjectorWorker:
             if result.events < self.batch_size:
                 break
         async with self.pool.acquire() as conn:
-            return await held_back(conn)
+            waiting = await held_back(conn)
+            await self._warn_if_stalled(conn, waiting)
+        return waiting
+
+    async def _warn_if_stalled(self, conn: asyncpg.Connection, waiting: bool) -> None:
+        """Name the transaction holding events back once they have waited STALL_WARNING
+        seconds (pg_snapshot_xmin is server-wide: any database's writer counts)."""
+        now = time.monotonic()
+        if not waiting:
+            self._held_since = None
+            return
+        if self._held_since is None:
+            self._held_since = self._warned_at = now
+        elif now - self._warned_at >= STALL_WARNING:
+            self._warned_at = now
+            log.warning(
+                "committed events held back for %.0fs by an older running transaction: %s",
+                now - self._held_since,
+                await oldest_writer(conn),
+            )
 
     async def _watch_stop(self) -> None:
         await self.stop_event.wait()

@@ -138,13 +138,20 @@ async def read_stream(
 async def read_all(
     conn: asyncpg.Connection, after: Checkpoint = _START, limit: int = 1000
 ) -> list[RecordedEvent]:
-    """The global log after a checkpoint, in commit-safe order (see module doc)."""
+    """The global log after a checkpoint, in commit-safe order (see module doc).
+
+    The ORDER BY names the table's columns so PostgreSQL walks the (tx_id, position)
+    index and stops after `limit` rows; the hash, which followers never need, is left
+    out (read_stream has it).
+    """
     rows = await conn.fetch(
-        f"""SELECT {_COLUMNS} FROM events
-             WHERE (tx_id, position) > ($1::text::xid8, $2)
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY tx_id, position
-             LIMIT $3""",
+        """SELECT e.position, e.tx_id::text::bigint AS tx_id, e.stream_id, e.version, e.type,
+                  e.data, e.metadata, e.recorded_at
+             FROM events e
+            WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)
+              AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY e.tx_id, e.position
+            LIMIT $3""",
         str(after.tx_id),
         after.position,
         limit,
@@ -155,9 +162,9 @@ async def read_all(
 async def head(conn: asyncpg.Connection) -> Checkpoint:
     """The checkpoint of the last event a commit-safe reader can see now."""
     row = await conn.fetchrow(
-        """SELECT tx_id::text::bigint AS tx_id, position FROM events
-            WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-            ORDER BY tx_id DESC, position DESC LIMIT 1"""
+        """SELECT e.tx_id::text::bigint AS tx_id, e.position FROM events e
+            WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY e.tx_id DESC, e.position DESC LIMIT 1"""
     )
     return Checkpoint(row["tx_id"], row["position"]) if row else Checkpoint()
 

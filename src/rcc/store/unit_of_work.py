@@ -115,7 +115,9 @@ class UnitOfWork:
         Raises KeyTaken if a concurrent command committed the same key first; the
         transaction is then rolled back on exit and nothing of this one remains.
         """
-        appended = await append(self._conn, list(self._writes.values()), self.metadata)
+        writes = [w for w in self._writes.values() if w.events]
+        # A command that changes nothing (say, making an admin an admin) appends nothing.
+        appended = await append(self._conn, writes, self.metadata) if writes else []
         if remember is not None:
             key, fingerprint = remember
             last = appended[-1] if appended else None
