@@ -11,10 +11,10 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from portal import pages
-from portal.errors import handle_bad_cursor, handle_http, handle_unexpected
+from portal.errors import handle_bad_cursor, handle_bad_value, handle_http, handle_unexpected
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
@@ -52,7 +52,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             admin.router,
             operations.router,
             payments.router,
-            PrometheusController,
+            health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),
         ],
@@ -62,6 +62,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
         exception_handlers={
             HTTPException: handle_http,
             BadCursor: handle_bad_cursor,
+            asyncpg.DataError: handle_bad_value,  # what the database cannot hold: a 400
             Exception: handle_unexpected,
         },
         openapi_config=OpenAPIConfig(

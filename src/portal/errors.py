@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -91,6 +92,23 @@ def handle_bad_cursor(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return Response(
         error_body("bad_cursor", "cursor is not one this API handed out"), status_code=400
     )
+
+
+_BAD_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
+def handle_bad_value(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Values the database cannot hold are bad input, not a 500: NUL characters in text or
+    JSON (\\u0000), and request values asyncpg cannot encode (a date that leaves the
+    calendar once converted to UTC, an integer beyond 64 bits). The transaction was
+    rolled back. Any other data error is ours, and stays a logged 500."""
+    if isinstance(exc, _BAD_TEXT):
+        detail = "text must not contain NUL (\\u0000) characters"
+    elif type(exc) is asyncpg.DataError and str(exc).startswith("invalid input for query"):
+        detail = "a value is out of the range the service can store"
+    else:
+        return handle_unexpected(request, exc)
+    return Response(error_body("invalid_request", detail), status_code=400)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -5,9 +5,12 @@ every field so the OpenAPI schema says exactly what clients get."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from rcc.domain.wallet import MAX_BALANCE_RCC
+from rcc.domain.workflow import MAX_NODES
 
 JobType = Literal["IMAGE_TASK", "VIDEO_TASK"]
 JobStatus = Literal["created", "queued", "running", "succeeded", "failed", "cancelled"]
@@ -32,13 +35,35 @@ class Credentials(Strict, frozen=True, kw_only=True):
     password: str
 
 
+# The shape rcc.domain.workflow checks, for the OpenAPI document only (decoding keeps
+# plain dicts): node id -> {"class_type": str, "inputs": {...}}, at least one node.
+_WORKFLOW_DOC = msgspec.Meta(
+    extra_json_schema={
+        "description": "A ComfyUI API-format prompt: node id -> node",
+        "examples": [{"1": {"class_type": "EmptyImage", "inputs": {"width": 512}}}],
+        "extra": {
+            "min_properties": 1,
+            "max_properties": MAX_NODES,
+            "additional_properties": {
+                "type": "object",
+                "required": ["class_type"],
+                "properties": {
+                    "class_type": {"type": "string", "minLength": 1},
+                    "inputs": {"type": "object"},
+                },
+            },
+        },
+    }
+)
+
+
 class CreateJobBody(Strict, frozen=True, kw_only=True):
     type: JobType
-    workflow: dict[str, Any]
+    workflow: Annotated[dict[str, Any], _WORKFLOW_DOC]
 
 
 class AdminUserPatch(Strict, frozen=True, kw_only=True):
-    rcc_delta: int | None = None
+    rcc_delta: Annotated[int, msgspec.Meta(ge=-MAX_BALANCE_RCC, le=MAX_BALANCE_RCC)] | None = None
     reason: str | None = None
     is_admin: bool | None = None
 

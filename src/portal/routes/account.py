@@ -12,13 +12,14 @@ from litestar.params import FromQuery, QueryParameter
 
 from portal.consistency import caught_up
 from portal.identity import signed_in_user
+from portal.responses import SIGNED_IN, errors
 from portal.routes.jobs import me
 from portal.schemas import Me, Reason
 from projections import queries
 from projections.views import LedgerEntry, Page
 
 
-@get("/me")
+@get("/me", responses=errors(*SIGNED_IN))
 async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
     """Profile, balance and plan. The balance is read from the wallet's stream head,
     which every command updates in its own transaction: never stale."""
@@ -46,7 +47,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
     )
 
 
-@get("/ledger")
+@get("/ledger", responses=errors(400, *SIGNED_IN))
 async def get_ledger(
     state: State,
     request: Request[Any, Any, Any],

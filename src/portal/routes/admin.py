@@ -20,6 +20,7 @@ from litestar.response import Stream
 
 from portal.errors import ApiError, domain_response
 from portal.identity import admin_or_service_reader, client_ip, identity_of
+from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import AdminUserPatch, JobStatus, JobType
 from projections import queries
 from projections.views import Dashboard, JobView, LogEntry, Page, PaymentView, UserView
@@ -31,6 +32,7 @@ from rcc.store.event_store import Checkpoint
 
 CSV_MAX_ROWS = 100_000
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+READ = errors(400, *SIGNED_IN)
 
 
 class RawEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,7 +51,7 @@ class EventPage(msgspec.Struct, frozen=True, kw_only=True):
     next_after: int | None
 
 
-@get("/dashboard")
+@get("/dashboard", responses=READ)
 async def dashboard(
     state: State, days: Annotated[int, QueryParameter(ge=1, le=366)] = 30
 ) -> Dashboard:
@@ -59,7 +61,7 @@ async def dashboard(
         return await queries.dashboard(conn, days=days)
 
 
-@get("/users")
+@get("/users", responses=READ)
 async def users(
     state: State,
     email: FromQuery[str | None] = None,
@@ -75,7 +77,7 @@ async def users(
         )
 
 
-@patch("/users/{user_id:str}")
+@patch("/users/{user_id:str}", responses=errors(*BODY, *SIGNED_IN, 402, 404, 409, 422))
 async def patch_user(
     user_id: FromPath[str],
     data: JSONBody[AdminUserPatch],
@@ -123,7 +125,7 @@ async def patch_user(
     return Response(view, status_code=200)
 
 
-@get("/jobs")
+@get("/jobs", responses=READ)
 async def jobs(
     state: State,
     user_id: FromQuery[str | None] = None,
@@ -149,7 +151,7 @@ async def jobs(
         )
 
 
-@get("/payments")
+@get("/payments", responses=READ)
 async def payments(
     state: State,
     user_id: FromQuery[str | None] = None,
@@ -166,7 +168,7 @@ async def payments(
         )
 
 
-@get("/logs")
+@get("/logs", responses=READ)
 async def logs(
     state: State,
     user_id: FromQuery[str | None] = None,
@@ -195,7 +197,7 @@ async def logs(
 _CSV_COLUMNS = ["id", "at", "user_id", "actor", "ip", "action", "status", "detail"]
 
 
-@get("/logs.csv", media_type="text/csv")
+@get("/logs.csv", media_type="text/csv", responses=READ)
 async def logs_csv(
     state: State,
     action: FromQuery[str | None] = None,
@@ -206,26 +208,32 @@ async def logs_csv(
     """The operations log as CSV (same filters), streamed page by page."""
     pool: asyncpg.Pool = state.pool
 
+    async def fetch(cursor: str | None) -> Page[LogEntry]:
+        async with pool.acquire() as conn:
+            return await queries.logs_page(
+                conn,
+                action=action,
+                status=status,
+                since=since,
+                until=until,
+                cursor=cursor,
+                limit=500,
+            )
+
+    # The first page before the headers go out: input the database refuses is still a
+    # clean 400 then, not a stream cut short after a 200.
+    first = await fetch(None)
+
     async def rows() -> AsyncIterator[str]:
         yield _csv_line(_CSV_COLUMNS)
-        cursor, sent = None, 0
-        while sent < CSV_MAX_ROWS:
-            async with pool.acquire() as conn:
-                page = await queries.logs_page(
-                    conn,
-                    action=action,
-                    status=status,
-                    since=since,
-                    until=until,
-                    cursor=cursor,
-                    limit=500,
-                )
+        page, sent = first, 0
+        while True:
             for entry in page.items:
                 yield _csv_line([_cell(getattr(entry, c)) for c in _CSV_COLUMNS])
             sent += len(page.items)
-            cursor = page.next_cursor
-            if cursor is None:
+            if page.next_cursor is None or sent >= CSV_MAX_ROWS:
                 return
+            page = await fetch(page.next_cursor)
 
     return Stream(
         rows(),
@@ -246,11 +254,11 @@ def _csv_line(cells: list[str]) -> str:
     return buffer.getvalue()
 
 
-@get("/events")
+@get("/events", responses=READ)
 async def events(
     state: State,
     stream: FromQuery[str | None] = None,
-    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    after: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
     limit: Limit = 100,
 ) -> EventPage:
     """The raw event log for auditors, by position, optionally one stream."""

@@ -14,6 +14,7 @@ from portal.errors import ApiError, domain_response
 from portal.identity import client_ip
 from portal.passwords import hash_password, password_problem, verify_password
 from portal.ratelimit import Limit, hit
+from portal.responses import BODY, errors, no_content
 from portal.schemas import Credentials, SignedIn
 from portal.sessions import COOKIE, LIFETIME, end_session, open_session
 from rcc.config import Settings
@@ -69,7 +70,7 @@ async def start_session(
     return Response(body, status_code=200, cookies=[session_cookie(settings, secret)])
 
 
-@post("/auth/register", status_code=201, tags=["auth"])
+@post("/auth/register", status_code=201, tags=["auth"], responses=errors(*BODY, 409, 422, 429))
 async def register(
     data: JSONBody[Credentials], state: State, request: Request[Any, Any, Any]
 ) -> Response[SignedIn]:
@@ -98,7 +99,7 @@ async def register(
     return response
 
 
-@post("/auth/login", status_code=200, tags=["auth"])
+@post("/auth/login", status_code=200, tags=["auth"], responses=errors(*BODY, 401, 429))
 async def login(
     data: JSONBody[Credentials], state: State, request: Request[Any, Any, Any]
 ) -> Response[SignedIn]:
@@ -123,7 +124,12 @@ async def login(
     return await start_session(state, request, user_id, data.email.strip().lower(), "password")
 
 
-@post("/auth/logout", status_code=204, tags=["auth"])
+@post(
+    "/auth/logout",
+    status_code=204,
+    tags=["auth"],
+    responses=no_content("Signed out; the session cookie is cleared"),
+)
 async def logout(state: State, request: Request[Any, Any, Any]) -> Response[None]:
     """End the cookie session (harmless without one)."""
     cookie = request.cookies.get(COOKIE)

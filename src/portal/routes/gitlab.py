@@ -31,6 +31,7 @@ from litestar.response import Redirect
 
 from portal.errors import ApiError
 from portal.identity import client_ip
+from portal.responses import errors
 from portal.routes.auth import _limit, start_session
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
@@ -115,7 +116,7 @@ def _pool(state: State) -> asyncpg.Pool:
     return pool
 
 
-@get("/auth/gitlab", tags=["auth"], status_code=302)
+@get("/auth/gitlab", tags=["auth"], status_code=302, responses=errors(404, 429))
 async def authorize(state: State, request: Request[Any, Any, Any]) -> Redirect:
     """Start an admin sign-in: remember state, nonce and PKCE verifier, go to GitLab."""
     settings: Settings = state.settings
@@ -142,7 +143,12 @@ async def authorize(state: State, request: Request[Any, Any, Any]) -> Redirect:
     return Redirect(url, status_code=302)
 
 
-@get("/auth/gitlab/callback", tags=["auth"], status_code=303)
+@get(
+    "/auth/gitlab/callback",
+    tags=["auth"],
+    status_code=303,
+    responses=errors(400, 401, 403, 422, 429, 502),
+)
 async def callback(
     state: State,
     request: Request[Any, Any, Any],

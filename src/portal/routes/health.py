@@ -1,15 +1,25 @@
-"""GET /healthz (liveness) and GET /readyz (database, migrations, projector lag)."""
+"""GET /healthz (liveness), GET /readyz (database, migrations, projector lag) and
+GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 import asyncpg
-from litestar import Response, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from rcc.projector.status import status as projection_status
 from rcc.store.migrations import pending
 
 READY_LAG_S = 30.0
+NOT_READY = {
+    503: ResponseSpec(
+        data_container=dict[str, object],
+        description="Not ready: migrating, database unavailable or projections lagging",
+        generate_examples=False,
+    )
+}
 
 
 @get("/healthz", sync_to_thread=False, tags=["ops"])
@@ -18,7 +28,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["ops"])
+@get("/readyz", tags=["ops"], responses=NOT_READY)
 async def readyz(state: State) -> Response[dict[str, object]]:
     """Ready when the database answers, every migration is applied and the projections
     are less than 30 s behind the log."""
@@ -39,3 +49,11 @@ async def readyz(state: State) -> Response[dict[str, object]]:
         body["status"] = "lagging"
         return Response(body, status_code=503)
     return Response(body, status_code=200)
+
+
+@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False, tags=["ops"])
+def metrics() -> Response[bytes]:
+    """Prometheus text exposition: requests, latencies, jobs by status, credits moved,
+    projector lag. (Litestar's PrometheusController serves the same but documents it as
+    JSON; this one says what it is.)"""
+    return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -27,6 +27,7 @@ from portal.identity import (
     require_identity,
     signed_in_user,
 )
+from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import CreateJobBody, JobStatus, JobType
 from projections import queries
 from projections.views import JobView, Page
@@ -54,7 +55,7 @@ def _metadata(request: Request[Any, Any, Any], who: Identity) -> dict[str, Any]:
     }
 
 
-@post("/jobs", status_code=201)
+@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429))
 async def create_job(
     data: JSONBody[CreateJobBody],
     state: State,
@@ -99,7 +100,7 @@ async def create_job(
     return Response(view, status_code=201, headers=headers)
 
 
-@get("/jobs")
+@get("/jobs", responses=errors(400, *SIGNED_IN))
 async def list_jobs(
     state: State,
     request: Request[Any, Any, Any],
@@ -131,7 +132,7 @@ async def _own_job(state: State, who: Identity, job_id: str) -> JobView:
     return job
 
 
-@get("/jobs/{job_id:str}")
+@get("/jobs/{job_id:str}", responses=errors(400, *SIGNED_IN, 404))
 async def get_job(job_id: FromPath[str], state: State, request: Request[Any, Any, Any]) -> JobView:
     """One of your jobs (someone else's is a 404). While it is created or queued,
     `metadata.waiting_reason` says why it does not run yet (no ComfyUI backend
@@ -145,7 +146,7 @@ async def get_job(job_id: FromPath[str], state: State, request: Request[Any, Any
     return job
 
 
-@get("/outputs/{job_id:str}/{name:str}")
+@get("/outputs/{job_id:str}/{name:str}", responses=errors(400, *SIGNED_IN, 404))
 async def job_output(
     job_id: FromPath[str], name: FromPath[str], state: State, request: Request[Any, Any, Any]
 ) -> File:
@@ -163,7 +164,7 @@ async def job_output(
     return File(path=found, filename=name, content_disposition_type="inline")
 
 
-@post("/jobs/{job_id:str}/cancel", status_code=200)
+@post("/jobs/{job_id:str}/cancel", status_code=200, responses=errors(400, *SIGNED_IN, 404, 409))
 async def cancel_job(
     job_id: FromPath[str], state: State, request: Request[Any, Any, Any]
 ) -> Response[JobView]:
@@ -189,7 +190,7 @@ async def user_or_admin(
         raise ApiError(403, "forbidden", "this token is not tied to a user")
 
 
-@get("/jobs/{job_id:str}/logs")
+@get("/jobs/{job_id:str}/logs", responses=errors(400, *SIGNED_IN, 404))
 async def job_logs(job_id: FromPath[str], state: State, request: Request[Any, Any, Any]) -> JobLog:
     """The job's execution log, oldest first: its lifecycle, what ComfyUI reported
     (progress, node errors, timing) and what the adapter did (submission, reconnects,

@@ -25,6 +25,7 @@ from comfy_adapter.downloads import Refused
 from comfy_adapter.model_installer import ModelInstaller
 from portal.errors import ApiError, domain_response
 from portal.identity import admin_or_service_reader, client_ip, identity_of
+from portal.responses import BODY, SIGNED_IN, errors, no_content
 from portal.routes.auth import _limit as rate_limit
 from portal.schemas import Strict
 from projections.models import ModelView, list_models
@@ -39,6 +40,7 @@ ModelKind = Literal[
     "checkpoints", "loras", "vae", "controlnet", "upscale_models", "embeddings", "clip", "unet"
 ]
 Action = Literal["start", "stop", "restart"]
+ENGINE = errors(*SIGNED_IN, 409, 502, 503)  # the engine's answers, passed on
 
 log = logging.getLogger(__name__)
 
@@ -148,25 +150,25 @@ async def _operate(state: State, request: Request[Any, Any, Any], action: Action
     )
 
 
-@post("/comfyui/start", status_code=200)
+@post("/comfyui/start", status_code=200, responses=ENGINE)
 async def comfyui_start(state: State, request: Request[Any, Any, Any]) -> OperationDone:
     """Create (or reuse) and start the ComfyUI container."""
     return await _operate(state, request, "start")
 
 
-@post("/comfyui/stop", status_code=200)
+@post("/comfyui/stop", status_code=200, responses=ENGINE)
 async def comfyui_stop(state: State, request: Request[Any, Any, Any]) -> OperationDone:
     """Stop the ComfyUI container (nothing to do when it is not running)."""
     return await _operate(state, request, "stop")
 
 
-@post("/comfyui/restart", status_code=200)
+@post("/comfyui/restart", status_code=200, responses=ENGINE)
 async def comfyui_restart(state: State, request: Request[Any, Any, Any]) -> OperationDone:
     """Stop the container if it runs, then start it as `start` does."""
     return await _operate(state, request, "restart")
 
 
-@get("/comfyui/status")
+@get("/comfyui/status", responses=ENGINE)
 async def comfyui_status(state: State) -> ContainerStatus:
     """The container as the engine sees it and, when running, ComfyUI's own stats and
     queue (`comfyui.reachable: false` with the error when ComfyUI does not answer)."""
@@ -176,7 +178,7 @@ async def comfyui_status(state: State) -> ContainerStatus:
         raise ApiError(error.status, error.code, error.detail) from None
 
 
-@get("/models")
+@get("/models", responses=errors(400, *SIGNED_IN))
 async def list_model_files(state: State, kind: FromQuery[ModelKind | None] = None) -> ModelList:
     """Model files: installed ones with size, sha256 and date; downloads in flight with
     bytes done and total; failed installs with the reason."""
@@ -184,7 +186,7 @@ async def list_model_files(state: State, kind: FromQuery[ModelKind | None] = Non
         return ModelList(items=await list_models(conn, kind))
 
 
-@post("/models/install", status_code=202)
+@post("/models/install", status_code=202, responses=errors(*BODY, *SIGNED_IN, 409, 422, 429))
 async def install_model(
     data: JSONBody[InstallBody], state: State, request: Request[Any, Any, Any]
 ) -> Response[InstallAccepted]:
@@ -210,7 +212,11 @@ async def install_model(
     return Response(accepted, status_code=202)
 
 
-@delete("/models/{name:str}", status_code=204)
+@delete(
+    "/models/{name:str}",
+    status_code=204,
+    responses={**errors(400, *SIGNED_IN, 404, 409, 422), **no_content("Removed")},
+)
 async def delete_model(
     name: FromPath[str], state: State, request: Request[Any, Any, Any]
 ) -> Response[None]:

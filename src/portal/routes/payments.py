@@ -15,6 +15,7 @@ from litestar.params import HeaderParameter, JSONBody
 
 from portal.errors import ApiError
 from portal.identity import signed_in_user
+from portal.responses import BODY, SIGNED_IN, errors
 from portal.routes.auth import _limit
 from portal.routes.jobs import me
 from portal.schemas import Strict
@@ -27,6 +28,7 @@ from rcc.service.stripe_inbox import NotApplied, apply_event
 
 log = logging.getLogger("portal.payments")
 MAX_KEY_LENGTH = 180  # Stripe takes keys up to 255 characters; ours adds ~70
+CHECKOUT = errors(*BODY, *SIGNED_IN, 409, 422, 502, 503)
 
 
 class PackView(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,7 +121,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-@post("/checkout/topup", status_code=200, guards=[signed_in_user])
+@post("/checkout/topup", status_code=200, guards=[signed_in_user], responses=CHECKOUT)
 async def checkout_topup(
     data: JSONBody[TopupCheckout],
     state: State,
@@ -138,7 +140,7 @@ async def checkout_topup(
     return await _checkout(settings, params, _request_key(who.user_id, "topup", idempotency_key))
 
 
-@post("/checkout/subscription", status_code=200, guards=[signed_in_user])
+@post("/checkout/subscription", status_code=200, guards=[signed_in_user], responses=CHECKOUT)
 async def checkout_subscription(
     data: JSONBody[SubscriptionCheckout],
     state: State,
@@ -158,7 +160,7 @@ async def checkout_subscription(
     return await _checkout(settings, params, key)
 
 
-@post("/webhooks/stripe", status_code=200)
+@post("/webhooks/stripe", status_code=200, responses=errors(*BODY, 429, 503))
 async def stripe_webhook(
     state: State,
     request: Request[Any, Any, Any],

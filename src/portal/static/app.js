@@ -95,7 +95,9 @@
   let balance = null;
   function showBalance(value) {
     balance = value;
-    for (const node of $$("[data-balance]")) node.textContent = rcc(value);
+    for (const node of $$("[data-balance]")) {
+      if (node.textContent !== rcc(value)) node.textContent = rcc(value); // announce changes only
+    }
     const banner = $("[data-low-banner]");
     const threshold = Number(document.body.dataset.lowThreshold || 0);
     if (banner) banner.hidden = !(value < threshold);

@@ -17,6 +17,10 @@ from rcc.domain.events import (
     WalletOpened,
 )
 
+# The largest balance a wallet may hold: far beyond any real use, inside PostgreSQL's
+# bigint (the projections' balance columns) and JavaScript's exact integers (2**53).
+MAX_BALANCE_RCC = 10**15
+
 
 class WalletState(msgspec.Struct, frozen=True, kw_only=True):
     wallet_id: str = ""
@@ -103,6 +107,8 @@ def adjust(state: WalletState, amount: int, actor: str, note: str) -> list[Event
         return Invalid(
             detail=f"an adjustment of {amount} would take the balance ({state.balance}) below zero"
         )
+    if state.balance + amount > MAX_BALANCE_RCC:
+        return Invalid(detail=f"a balance may not exceed {MAX_BALANCE_RCC} RCC")
     return [CreditsAdjusted(amount=amount, actor=actor, note=note)]
 
 

@@ -9,13 +9,15 @@ import asyncpg
 import msgspec
 
 from rcc.domain.errors import Conflict, DomainError, IdempotencyKeyReused
-from rcc.service.commands import Command
+from rcc.service.coalesce import coalescer_for
+from rcc.service.commands import Command, CreateJob
 from rcc.service.handlers import HANDLERS, Done, fingerprint
-from rcc.store.event_store import Checkpoint, StreamVersionConflict
-from rcc.store.unit_of_work import KeyTaken, Remembered, UnitOfWork
+from rcc.store.event_store import Appended, Checkpoint, StreamVersionConflict
+from rcc.store.unit_of_work import KeyTaken, Remember, Remembered, UnitOfWork
 
 
-def _replay(remembered: Remembered, print_: bytes) -> Done | IdempotencyKeyReused:
+def replay(remembered: Remembered, print_: bytes) -> Done | IdempotencyKeyReused:
+    """The first answer given under a key, or a refusal if the key meant another command."""
     if bytes(remembered.fingerprint) != print_:
         return IdempotencyKeyReused(
             detail="this Idempotency-Key was already used for a different request"
@@ -30,6 +32,16 @@ def _replay(remembered: Remembered, print_: bytes) -> Done | IdempotencyKeyReuse
     )
 
 
+def done(outcome: Any, appended: list[Appended]) -> Done:
+    """A committed command's answer, pointing at the last event of its transaction."""
+    last = appended[-1] if appended else None
+    return Done(
+        result=msgspec.to_builtins(outcome),
+        checkpoint=Checkpoint(last.tx_id, last.position) if last else Checkpoint(),
+        recorded_at=last.recorded_at if last else None,
+    )
+
+
 async def execute(
     pool: asyncpg.Pool,
     cmd: Command,
@@ -41,29 +53,38 @@ async def execute(
 
     A repeated key with the same command returns the first answer (`replayed=True`)
     and appends nothing, also when both arrive at once; a key reused for a different
-    command is refused. A refused command writes nothing, the key included.
+    command is refused. A refused command writes nothing, the key included. Job
+    creations on one wallet that arrive together share a transaction (see coalesce.py);
+    each still gets its own answer only after that transaction committed.
     """
+    if isinstance(cmd, CreateJob):
+        return await coalescer_for(pool).submit(cmd, metadata, idempotency_key)
+    return await execute_alone(pool, cmd, metadata=metadata, idempotency_key=idempotency_key)
+
+
+async def execute_alone(
+    pool: asyncpg.Pool,
+    cmd: Command,
+    *,
+    metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> Done | DomainError:
+    """`execute` for one command in its own transaction."""
     handler = HANDLERS[type(cmd)]
     print_ = fingerprint(cmd) if idempotency_key else b""
     try:
         async with UnitOfWork(pool, metadata) as uow:
             if idempotency_key:
                 remembered = await uow.recall(idempotency_key)
-                if remembered is not None:
-                    return _replay(remembered, print_)
+                if idempotency_key in remembered:
+                    return replay(remembered[idempotency_key], print_)
             outcome = await handler(cmd, uow)
             if isinstance(outcome, DomainError):
                 return outcome
-            remember = (idempotency_key, print_) if idempotency_key else None
-            appended = await uow.commit(remember, outcome)
+            keys = [Remember(idempotency_key, print_, outcome)] if idempotency_key else None
+            appended = await uow.commit(keys)
     except KeyTaken as taken:
-        return _replay(taken.remembered, print_)
+        return replay(taken.remembered, print_)
     except StreamVersionConflict as conflict:
         return Conflict(detail=str(conflict))
-    last = appended[-1] if appended else None
-    checkpoint = Checkpoint(last.tx_id, last.position) if last else Checkpoint()
-    return Done(
-        result=msgspec.to_builtins(outcome),
-        checkpoint=checkpoint,
-        recorded_at=last.recorded_at if last else None,
-    )
+    return done(outcome, appended)

@@ -18,15 +18,13 @@ import msgspec
 from rcc.domain import job as jobs
 from rcc.domain import user as users
 from rcc.domain import wallet as wallets
+from rcc.domain.admission import Admitted, admit_job
 from rcc.domain.errors import Conflict, DomainError, IllegalTransition, Invalid, NotFound
 from rcc.domain.events import (
-    AdminBypassed,
     AdminStatusChanged,
     CreditsReleased,
-    CreditsReserved,
     Event,
     JobCancelled,
-    JobCreated,
     JobExecutionLogged,
     JobFailed,
     JobPromptSubmitted,
@@ -44,7 +42,6 @@ from rcc.domain.events import (
     user_stream,
     wallet_stream,
 )
-from rcc.domain.prices import JOB_PRICES_RCC, job_cost
 from rcc.service import commands as c
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
@@ -144,15 +141,15 @@ async def _lock_user_wallet(
     uow: UnitOfWork, user_id: str
 ) -> tuple[users.UserState, wallets.WalletState, int] | NotFound:
     """The user and its wallet, the wallet's head locked for this transaction."""
-    user = (await uow.peek(user_stream(user_id))).as_state(users.UserState)
-    if not user.registered:
+    found = await uow.lock_wallet_of(user_stream(user_id))
+    if found is None:
         return NotFound(detail="user not found")
-    stream = wallet_stream(user.wallet_id)
-    head = (await uow.lock(stream))[stream]
-    wallet = head.as_state(wallets.WalletState)
-    if not wallet.opened:
-        return NotFound(detail="wallet not found")
-    return user, wallet, head.version
+    user_head, _, wallet_head = found
+    user = user_head.as_state(users.UserState)
+    wallet = wallet_head.as_state(wallets.WalletState)
+    if not user.registered or not wallet.opened:
+        return NotFound(detail="user not found")
+    return user, wallet, wallet_head.version
 
 
 async def _move_wallet(
@@ -210,37 +207,58 @@ async def claw_back(cmd: c.ClawBack, uow: UnitOfWork) -> WalletMoved | DomainErr
 
 async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainError:
     """Reserve the job's cost (or record ADMIN_BYPASS for an admin) and create the job."""
-    cost = job_cost(cmd.job_type)
-    if cost is None:
-        return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
     loaded = await _lock_user_wallet(uow, cmd.user_id)
     if isinstance(loaded, DomainError):
         return loaded
     user, wallet, version = loaded
-    if too_many := wallets.open_job_limit(wallet, cmd.max_open_jobs):
-        return too_many
-    job_id = cmd.job_id or str(uuid.uuid4())
-    if user.is_admin:
-        charge: list[Event] = [AdminBypassed(job=job_id)]
-    else:
-        if refused := wallets.debit(wallet, cost):
-            return refused
-        charge = [CreditsReserved(job=job_id, amount=cost)]
-    created = JobCreated(
-        job_id=job_id,
-        user_id=user.user_id,
-        wallet_id=wallet.wallet_id,
+    admitted = admit(cmd, user, wallet)
+    if isinstance(admitted, DomainError):
+        return admitted
+    stage_admission(uow, admitted, version)
+    return accepted(admitted)
+
+
+def admit(
+    cmd: c.CreateJob, user: users.UserState, wallet: wallets.WalletState
+) -> Admitted | DomainError:
+    """The pure decision for one CreateJob against the wallet as it stands."""
+    return admit_job(
+        user=user,
+        wallet=wallet,
+        job_id=cmd.job_id or str(uuid.uuid4()),
         job_type=cmd.job_type,
-        cost_rcc=cost,
-        bypass=user.is_admin,
         workflow=cmd.workflow,
         metadata=cmd.metadata,
+        max_open_jobs=cmd.max_open_jobs,
     )
-    after = _fold_wallet(wallet, charge)
-    uow.stage(wallet_stream(wallet.wallet_id), version, charge, after)
-    uow.stage(job_stream(job_id), 0, [created], jobs.evolve(jobs.JobState(), created))
+
+
+def stage_admission(
+    uow: UnitOfWork,
+    admitted: Admitted,
+    wallet_version: int,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    created = admitted.created
+    uow.stage(
+        wallet_stream(created.wallet_id),
+        wallet_version,
+        admitted.charge,
+        admitted.wallet_after,
+        metadata,
+    )
+    uow.stage(
+        job_stream(created.job_id), 0, [created], jobs.evolve(jobs.JobState(), created), metadata
+    )
+
+
+def accepted(admitted: Admitted) -> JobAccepted:
+    created = admitted.created
     return JobAccepted(
-        job_id=job_id, cost_rcc=cost, bypass=user.is_admin, balance_rcc=after.balance
+        job_id=created.job_id,
+        cost_rcc=created.cost_rcc,
+        bypass=created.bypass,
+        balance_rcc=admitted.wallet_after.balance,
     )
 
 

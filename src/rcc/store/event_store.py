@@ -49,12 +49,16 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamWrite(msgspec.Struct, frozen=True, kw_only=True):
-    """Events for one stream, the version the writer saw (-1: any) and the new folded state."""
+    """Events for one stream, the version the writer saw (-1: any) and the new folded state.
+
+    `metadata` holds one entry per event when the events came from different commands
+    (a coalesced batch); otherwise every event gets the append call's metadata."""
 
     stream_id: str
     expected_version: int
     events: list[Event]
     state: Any = None
+    metadata: list[dict[str, Any]] | None = None
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -85,30 +89,34 @@ async def append(
     writers create the same new stream at once.
     """
     streams, expected, states, owners, types, datas = [], [], [], [], [], []
+    metas: list[str] = []
+    shared = msgspec.json.encode(metadata or {}).decode()
     for index, write in enumerate(writes, start=1):
         streams.append(write.stream_id)
         expected.append(write.expected_version)
         states.append(None if write.state is None else msgspec.json.encode(write.state).decode())
-        for event in write.events:
+        for n, event in enumerate(write.events):
             type_, data = encode_data(event)
             owners.append(index)
             types.append(type_)
             datas.append(data.decode())
+            own = write.metadata[n] if write.metadata is not None else None
+            metas.append(shared if own is None else msgspec.json.encode(own).decode())
     try:
         rows = await conn.fetch(
-            "SELECT * FROM rcc_append_v1($1, $2, $3, $4, $5, $6, $7)",
+            "SELECT * FROM rcc_append_v2($1, $2, $3, $4, $5, $6, $7)",
             streams,
             expected,
             states,
             owners,
             types,
             datas,
-            metadata or {},
+            metas,
         )
     except asyncpg.UniqueViolationError as error:
         raise StreamVersionConflict(f"stream created concurrently: {error}") from None
     except asyncpg.PostgresError as error:
-        if error.sqlstate == "RC001":  # raised by rcc_append_v1 for a stale version
+        if error.sqlstate == "RC001":  # raised by rcc_append_v2 for a stale version
             raise StreamVersionConflict(str(error)) from None
         raise
     return [

@@ -1,4 +1,4 @@
-"""One command, one transaction: lock stream heads, stage events, remember the key, commit."""
+"""One transaction: lock stream heads, stage events, remember idempotency keys, commit."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import msgspec
 
 from rcc.domain.events import Event
 from rcc.store.event_store import Appended, StreamWrite, append
+from rcc.store.notify import events_committed
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -29,10 +30,19 @@ class Remembered(msgspec.Struct, frozen=True):
     result: Any
 
 
+class Remember(msgspec.Struct, frozen=True):
+    """An idempotency key to store with this transaction, and the answer it gave."""
+
+    key: str
+    fingerprint: bytes
+    result: Any
+
+
 class KeyTaken(Exception):
     """Another transaction committed the same idempotency key first."""
 
-    def __init__(self, remembered: Remembered) -> None:
+    def __init__(self, key: str, remembered: Remembered) -> None:
+        self.key = key
         self.remembered = remembered
 
 
@@ -81,6 +91,28 @@ class UnitOfWork:
         found = {r["stream_id"]: Head(r["version"], r["state"]) for r in rows}
         return {sid: found.get(sid, Head(0, {})) for sid in stream_ids}
 
+    async def lock_wallet_of(self, user_stream: str) -> tuple[Head, str, Head] | None:
+        """A user's head and its wallet's head, the wallet locked: one round trip.
+
+        None when the user or its wallet does not exist."""
+        row = await self._conn.fetchrow(
+            """SELECT u.version AS user_version, u.state AS user_state,
+                      w.stream_id AS wallet_stream, w.version AS wallet_version,
+                      w.state AS wallet_state
+                 FROM streams u
+                 JOIN streams w ON w.stream_id = 'wallet-' || (u.state->>'wallet_id')
+                WHERE u.stream_id = $1
+                  FOR UPDATE OF w""",
+            user_stream,
+        )
+        if row is None:
+            return None
+        return (
+            Head(row["user_version"], row["user_state"]),
+            row["wallet_stream"],
+            Head(row["wallet_version"], row["wallet_state"]),
+        )
+
     async def peek(self, stream_id: str) -> Head:
         """A head without locking it, for streams this command only reads."""
         row = await self._conn.fetchrow(
@@ -89,55 +121,77 @@ class UnitOfWork:
         return Head(row["version"], row["state"]) if row else Head(0, {})
 
     def stage(
-        self, stream_id: str, expected_version: int, events: list[Event], state: Any = None
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: list[Event],
+        state: Any = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Queue events for a stream, with the version they were decided on."""
+        """Queue events for a stream, with the version they were decided on.
+
+        `metadata` overrides the unit's metadata for these events (a coalesced batch
+        carries several commands, each with its own actor and request)."""
         previous = self._writes.get(stream_id)
+        own = [metadata or self.metadata] * len(events)
         if previous is not None:
-            events = [*previous.events, *events]
+            before = previous.metadata or [self.metadata] * len(previous.events)
+            events, own = [*previous.events, *events], [*before, *own]
             expected_version = previous.expected_version
+            state = state if state is not None else previous.state
         self._writes[stream_id] = StreamWrite(
-            stream_id=stream_id, expected_version=expected_version, events=events, state=state
+            stream_id=stream_id,
+            expected_version=expected_version,
+            events=events,
+            state=state,
+            metadata=own,
         )
 
-    async def recall(self, key: str) -> Remembered | None:
-        row = await self._conn.fetchrow(
-            "SELECT fingerprint, result FROM idempotency_keys WHERE key = $1", key
+    async def recall(self, *keys: str) -> dict[str, Remembered]:
+        """The stored answers of these idempotency keys (those that have one)."""
+        rows = await self._conn.fetch(
+            "SELECT key, fingerprint, result FROM idempotency_keys WHERE key = ANY($1::text[])",
+            list(keys),
         )
-        return Remembered(row["fingerprint"], row["result"]) if row else None
+        return {r["key"]: Remembered(bytes(r["fingerprint"]), r["result"]) for r in rows}
 
-    async def commit(
-        self, remember: tuple[str, bytes] | None = None, result: Any = None
-    ) -> list[Appended]:
-        """Append every staged write, store the idempotency record with what the
-        command answered (and where its events landed), then commit.
+    async def commit(self, remember: list[Remember] | None = None) -> list[Appended]:
+        """Append every staged write, store each idempotency key with its answer (and
+        where the events landed), then commit.
 
-        Raises KeyTaken if a concurrent command committed the same key first; the
+        Raises KeyTaken if a concurrent command committed one of the keys first; the
         transaction is then rolled back on exit and nothing of this one remains.
         """
         writes = [w for w in self._writes.values() if w.events]
         # A command that changes nothing (say, making an admin an admin) appends nothing.
-        appended = await append(self._conn, writes, self.metadata) if writes else []
-        if remember is not None:
-            key, fingerprint = remember
-            last = appended[-1] if appended else None
-            result = {
-                "result": msgspec.to_builtins(result),
-                "checkpoint": [last.tx_id, last.position] if last else [0, 0],
-                "recorded_at": last.recorded_at.isoformat() if last else None,
-            }
-            # Waits for a concurrent holder of the key; if it commits, nothing is inserted.
-            stored = await self._conn.fetchval(
-                """INSERT INTO idempotency_keys (key, fingerprint, result) VALUES ($1, $2, $3)
-                   ON CONFLICT (key) DO NOTHING RETURNING true""",
-                key,
-                fingerprint,
-                msgspec.json.encode(result).decode(),
-            )
-            if not stored:
-                remembered = await self.recall(key)
-                assert remembered is not None
-                raise KeyTaken(remembered)
+        appended = await append(self._conn, writes) if writes else []
+        if remember:
+            await self._store_keys(remember, appended[-1] if appended else None)
         await self._tx.commit()
         self._tx = None
+        if appended:
+            events_committed(self._pool)
         return appended
+
+    async def _store_keys(self, remember: list[Remember], last: Appended | None) -> None:
+        where = {
+            "checkpoint": [last.tx_id, last.position] if last else [0, 0],
+            "recorded_at": last.recorded_at.isoformat() if last else None,
+        }
+        # Waits for a concurrent holder of a key; if it commits, that key is not inserted.
+        stored = await self._conn.fetch(
+            """INSERT INTO idempotency_keys (key, fingerprint, result)
+               SELECT * FROM unnest($1::text[], $2::bytea[], $3::jsonb[])
+               ON CONFLICT (key) DO NOTHING RETURNING key""",
+            [r.key for r in remember],
+            [r.fingerprint for r in remember],
+            [
+                msgspec.json.encode({"result": msgspec.to_builtins(r.result), **where}).decode()
+                for r in remember
+            ],
+        )
+        if len(stored) < len(remember):
+            taken = {r.key for r in remember} - {row["key"] for row in stored}
+            key = sorted(taken)[0]
+            remembered = (await self.recall(key))[key]
+            raise KeyTaken(key, remembered)

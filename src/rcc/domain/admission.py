@@ -1,0 +1,57 @@
+"""Admitting a job: what creating it writes to its wallet and its own stream.
+
+Pure: the same decision runs for one command in its own transaction and for each
+command of a coalesced batch, in order, against the wallet state the previous ones left.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from rcc.domain import wallet as wallets
+from rcc.domain.errors import DomainError, Invalid
+from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
+from rcc.domain.prices import JOB_PRICES_RCC, job_cost
+from rcc.domain.user import UserState
+
+
+class Admitted(msgspec.Struct, frozen=True, kw_only=True):
+    charge: list[Event]  # for the wallet stream: the reserve, or the admin's bypass line
+    created: JobCreated  # for the new job stream
+    wallet_after: wallets.WalletState
+
+
+def admit_job(
+    *,
+    user: UserState,
+    wallet: wallets.WalletState,
+    job_id: str,
+    job_type: str,
+    workflow: dict[str, object],
+    metadata: dict[str, object],
+    max_open_jobs: int | None,
+) -> Admitted | DomainError:
+    """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
+    type is unknown, too many jobs are open, or the balance cannot cover it."""
+    cost = job_cost(job_type)
+    if cost is None:
+        return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
+    if too_many := wallets.open_job_limit(wallet, max_open_jobs):
+        return too_many
+    if user.is_admin:
+        charge: list[Event] = [AdminBypassed(job=job_id)]
+    else:
+        if refused := wallets.debit(wallet, cost):
+            return refused
+        charge = [CreditsReserved(job=job_id, amount=cost)]
+    created = JobCreated(
+        job_id=job_id,
+        user_id=user.user_id,
+        wallet_id=wallet.wallet_id,
+        job_type=job_type,
+        cost_rcc=cost,
+        bypass=user.is_admin,
+        workflow=workflow,
+        metadata=metadata,
+    )
+    return Admitted(charge=charge, created=created, wallet_after=wallets.fold(charge, wallet))

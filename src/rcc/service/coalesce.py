@@ -1,0 +1,222 @@
+"""Group commit for job creation: CreateJob commands that arrive while earlier ones are
+being committed are decided together in the next transaction.
+
+Each creation alone costs a transaction of its own (begin, lock, append, commit) and
+holds its wallet's row lock for all of it, so a hot wallet queues and every commit
+pays its own flush. Grouped, one transaction locks every wallet the group touches (in
+stream-id order, as every writer does, so groups cannot deadlock), decides each
+command on its own in arrival order against the state the previous ones left (a short
+balance refuses that command only), appends everything at once and commits once.
+
+Nothing waits on purpose: a command runs at once when a runner is free. Every caller
+is answered only after the transaction that holds its events committed. If a group's
+transaction fails as a whole (an idempotency key won elsewhere, a conflict, a lost
+connection) each command is retried alone, so the outcome is always what running them
+one by one would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from rcc.domain import user as users
+from rcc.domain import wallet as wallets
+from rcc.domain.errors import DomainError, IdempotencyKeyReused, NotFound
+from rcc.domain.events import user_stream
+from rcc.service.commands import CreateJob
+from rcc.service.handlers import Done, accepted, admit, fingerprint, stage_admission
+from rcc.store.unit_of_work import Remember, UnitOfWork
+
+MAX_GROUP = 128
+RUNNERS = 2  # transactions in flight per process; more only queue on the same locks
+
+Outcome = Done | DomainError
+
+
+@dataclass
+class _Ask:
+    cmd: CreateJob
+    metadata: dict[str, Any] | None
+    key: str | None
+    answer: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.Future())
+
+    @property
+    def print(self) -> bytes:
+        return fingerprint(self.cmd) if self.key else b""
+
+
+@dataclass
+class _Wallet:
+    stream: str
+    version: int
+    state: wallets.WalletState
+
+
+class Coalescer:
+    """A queue of CreateJob commands served by a few runners, a group at a time."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._queue: list[_Ask] = []
+        self._runners = 0
+
+    async def submit(
+        self, cmd: CreateJob, metadata: dict[str, Any] | None, key: str | None
+    ) -> Outcome:
+        ask = _Ask(cmd, metadata, key)
+        self._queue.append(ask)
+        if self._runners < RUNNERS:
+            self._runners += 1
+            asyncio.get_running_loop().create_task(self._run())
+        # Shielded: a caller that goes away does not stop its command half-way.
+        return await asyncio.shield(ask.answer)
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                await self._answer(group)
+        finally:
+            self._runners -= 1
+
+    async def _answer(self, group: list[_Ask]) -> None:
+        """Answer every caller of the group: together if possible, else one by one."""
+        outcomes: list[Outcome] | None = None
+        if len(group) > 1:
+            try:
+                outcomes = await self._run_group(group)
+            except asyncio.CancelledError:
+                for ask in group:
+                    ask.answer.cancel()
+                raise
+            except Exception:
+                outcomes = None
+        if outcomes is not None:
+            for ask, outcome in zip(group, outcomes, strict=True):
+                ask.answer.set_result(outcome)
+            return
+        for ask in group:
+            await self._run_alone(ask)
+
+    async def _run_alone(self, ask: _Ask) -> None:
+        from rcc.service.bus import execute_alone
+
+        try:
+            outcome = await execute_alone(
+                self.pool, ask.cmd, metadata=ask.metadata, idempotency_key=ask.key
+            )
+        except asyncio.CancelledError:
+            ask.answer.cancel()
+            raise
+        except Exception as error:
+            ask.answer.set_exception(error)
+        else:
+            ask.answer.set_result(outcome)
+
+    async def _run_group(self, group: list[_Ask]) -> list[Outcome]:
+        """Decide every command of the group in order, in one transaction, and commit."""
+        from rcc.service.bus import done, replay
+
+        async with UnitOfWork(self.pool) as uow:
+            remembered = await uow.recall(*[a.key for a in group if a.key])
+            people = await _lock_wallets(uow, sorted({a.cmd.user_id for a in group}))
+            decided: list[Any] = []
+            first_by_key: dict[str, int] = {}
+            keys: list[Remember] = []
+            for index, ask in enumerate(group):
+                if ask.key and ask.key in remembered:
+                    decided.append(replay(remembered[ask.key], ask.print))
+                elif ask.key and ask.key in first_by_key:
+                    decided.append(_Twin(first_by_key[ask.key], ask.print))
+                elif ask.cmd.user_id not in people:
+                    decided.append(NotFound(detail="user not found"))
+                else:
+                    user, wallet = people[ask.cmd.user_id]
+                    admitted = admit(ask.cmd, user, wallet.state)
+                    if isinstance(admitted, DomainError):
+                        decided.append(admitted)
+                        continue
+                    stage_admission(uow, admitted, wallet.version, ask.metadata or {})
+                    wallet.state = admitted.wallet_after
+                    result = accepted(admitted)
+                    decided.append(result)
+                    if ask.key:
+                        first_by_key[ask.key] = index
+                        keys.append(Remember(ask.key, ask.print, result))
+            appended = await uow.commit(keys)
+        answers: list[Outcome] = []
+        for outcome in decided:
+            if isinstance(outcome, _Twin):
+                answers.append(outcome.answer(answers, group))
+            elif isinstance(outcome, (Done, DomainError)):
+                answers.append(outcome)
+            else:
+                answers.append(done(outcome, appended))
+        return answers
+
+
+@dataclass
+class _Twin:
+    """A command whose idempotency key an earlier command of the same group used."""
+
+    first: int
+    print: bytes
+
+    def answer(self, answers: list[Outcome], group: list[_Ask]) -> Outcome:
+        first = answers[self.first]
+        if self.print != group[self.first].print or not isinstance(first, Done):
+            return IdempotencyKeyReused(
+                detail="this Idempotency-Key was already used for a different request"
+            )
+        return Done(
+            result=first.result,
+            checkpoint=first.checkpoint,
+            replayed=True,
+            recorded_at=first.recorded_at,
+        )
+
+
+async def _lock_wallets(
+    uow: UnitOfWork, user_ids: list[str]
+) -> dict[str, tuple[users.UserState, _Wallet]]:
+    """Each user with its wallet, every wallet locked in stream-id order: one round trip."""
+    rows = await uow.conn.fetch(
+        """SELECT u.stream_id AS user_stream, u.state AS user_state,
+                  w.stream_id AS wallet_stream, w.version AS wallet_version,
+                  w.state AS wallet_state
+             FROM streams u
+             JOIN streams w ON w.stream_id = 'wallet-' || (u.state->>'wallet_id')
+            WHERE u.stream_id = ANY($1::text[])
+            ORDER BY w.stream_id
+              FOR UPDATE OF w""",
+        [user_stream(u) for u in user_ids],
+    )
+    found: dict[str, tuple[users.UserState, _Wallet]] = {}
+    for row in rows:
+        user = msgspec.convert(row["user_state"], users.UserState)
+        wallet = msgspec.convert(row["wallet_state"], wallets.WalletState)
+        if user.registered and wallet.opened:
+            found[user.user_id] = (
+                user,
+                _Wallet(row["wallet_stream"], row["wallet_version"], wallet),
+            )
+    return found
+
+
+_coalescers: dict[int, Coalescer] = {}
+
+
+def coalescer_for(pool: asyncpg.Pool) -> Coalescer:
+    """The process's coalescer for this pool (pools cannot be weakly referenced: keyed by
+    id, checked by identity, forgotten once their pool closes)."""
+    found = _coalescers.get(id(pool))
+    if found is None or found.pool is not pool:
+        for key in [k for k, c in _coalescers.items() if c.pool.is_closing()]:
+            del _coalescers[key]
+        found = _coalescers[id(pool)] = Coalescer(pool)
+    return found
