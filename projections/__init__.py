@@ -9,7 +9,8 @@ and a flush that writes a whole batch at once (see src/rcc/projector/model.py):
 - `payments`: the PRD's payments table;
 - `users`: profile, balance, plan and last activity;
 - `dashboard`: hourly counters behind the admin dashboard's KPIs;
-- `ops_log`: the PRD's operations log.
+- `ops_log`: the PRD's operations log;
+- `models`: the model files (installed, downloading, failed), with its own query.
 
 `queries` holds the reads the portal makes; `rcc.projector.registry.ALL` lists every projection.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,6 @@ from rcc.store.database import create_pool
 from tests import stripe_payloads as sp
 from tests.comfy_server.server import ComfyServer
 from tests.stripe_double import StripeDouble
-from tests.test_serve import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
@@ -123,6 +123,12 @@ async def model_files() -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _tail(log: Path) -> str:

@@ -25,6 +25,7 @@ import pytest
 from litestar import Litestar
 
 from portal.app import create_app
+from rcc.audit import verify
 from rcc.config import load_settings
 from rcc.projector.runtime import ProjectorWorker
 from tests.conftest import REPO, portal_client
@@ -203,6 +204,14 @@ async def test_start_status_restart_stop_through_the_portal(
         ]
         assert all((e["actor"], e["ip"]) == ("token:admin", "127.0.0.1") for e in log)
         assert container_name in log[-1]["detail"] and "created and started" in log[-1]["detail"]
+    async with pool.acquire() as conn:
+        report = await verify(conn)
+        assert report.ok, report.problems
+        stream = await conn.fetch(
+            "SELECT type, metadata FROM events WHERE stream_id = 'ops-comfyui' ORDER BY version"
+        )
+    assert [r["type"] for r in stream] == ["comfyui_operated"] * 5
+    assert all(r["metadata"]["actor"] == "token:admin" for r in stream)
 
 
 async def test_an_exposed_container_is_replaced_and_a_foreign_one_left_alone(

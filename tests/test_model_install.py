@@ -32,6 +32,7 @@ from comfy_adapter.downloads import (
 )
 from portal.app import create_app
 from portal.routes.operations import operations_lifespan
+from rcc.audit import verify
 from rcc.config import load_settings
 from rcc.domain.errors import Conflict
 from rcc.projector.runtime import ProjectorWorker
@@ -222,6 +223,8 @@ async def test_install_with_progress_checksum_overwrite_and_delete(
         "model_installed",
         "model_deleted",
     ]
+    async with pool.acquire() as conn:
+        assert (await verify(conn)).ok, "hash chains and stream heads hold"
 
 
 @pytest.mark.parametrize(

@@ -53,10 +53,14 @@ async def balance_shown(page: Page) -> str:
 
 
 async def run_job(page: Page, kind: str, workflow: dict[str, object]) -> str:
-    """Paste a workflow on Run, confirm the cost, land on the job's page; its id."""
+    """Upload a workflow file on Run, confirm the cost, land on the job's page; its id."""
     await page.goto("/app/run")
     await page.get_by_label(kind).check()
-    await page.get_by_label("ComfyUI workflow, API format (JSON)").fill(json.dumps(workflow))
+    exported = json.dumps(workflow).encode()
+    await page.locator("[data-upload]").set_input_files(
+        files=[{"name": "workflow_api.json", "mimeType": "application/json", "buffer": exported}]
+    )
+    await expect(page.locator("[data-workflow]")).to_have_value(re.compile("class_type"))
     await page.get_by_role("button", name="Review and run").click()
     cost = "5 RCC" if kind == "Video" else "1 RCC"
     await page.get_by_role("button", name=f"Run for {cost}").click()
@@ -77,8 +81,12 @@ async def test_sign_up_buy_run_fail_refund_and_the_credits_page(site: Site) -> N
     await expect(page.locator("[data-low-banner]")).to_be_visible()
 
     # Nothing to spend yet: the server's 402 becomes a friendly message with a buy link.
-    await page.get_by_label("Video").check()
-    await page.get_by_label("ComfyUI workflow, API format (JSON)").fill(json.dumps(SUCCESS))
+    # (Starting from a ready-made workflow picks its type, and the cost follows.)
+    await page.get_by_label("Start from a saved workflow").select_option(
+        label="Eight-frame animation (video)"
+    )
+    await expect(page.get_by_label("Video")).to_be_checked()
+    await expect(page.locator("[data-cost-shown]")).to_have_text("5 RCC")
     await page.get_by_role("button", name="Review and run").click()
     await expect(page.locator("[data-confirm]")).to_contain_text("less than this job costs")
     await page.get_by_role("button", name="Run for 5 RCC").click()

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import asyncpg
 import msgspec
@@ -140,6 +141,9 @@ class JobRun:
                 found.in_flight.add(self.job_id)
                 self.backend = found
             self._attach()
+            self.log.adapter(
+                "reconcile", f"prompt {self.prompt_id} was recorded earlier; asking, not submitting"
+            )
             await self._follow(probe_first=True)
             return
         self.row.submitted_at = datetime.now(UTC)
@@ -283,7 +287,7 @@ class JobRun:
 
     # --- outcomes ------------------------------------------------------------------------
 
-    async def _finish(self, entry: p.HistoryEntry) -> None:
+    async def _finish(self, entry: p.HistoryEntry) -> NoReturn:
         self._log_history(entry)
         if entry.status.status_str == "success":
             uris = await self._download(entry)
@@ -345,7 +349,7 @@ class JobRun:
         self.log.adapter("outputs", f"stored {len(uris)} output file(s)")
         return uris
 
-    async def _timeout(self) -> None:
+    async def _timeout(self) -> NoReturn:
         limit = self.ctx.settings.timeout_for(self.row.job_type)
         self.log.adapter("timeout", f"no result within {limit:g} s; interrupting the prompt")
         removed = await self._remove()
@@ -360,7 +364,7 @@ class JobRun:
             cleaned=removed,
         )
 
-    async def _cleanup(self, status: str) -> None:
+    async def _cleanup(self, status: str) -> NoReturn:
         """The job ended elsewhere (cancelled): take its prompt off ComfyUI."""
         removed = await self._remove()
         if removed:
@@ -397,11 +401,11 @@ class JobRun:
             await self._cleanup(moved.status)  # cancelled while we submitted
         self.running = True
 
-    async def _fail(self, error: str) -> None:
+    async def _fail(self, error: str) -> NoReturn:
         await self._flush_log()
         await self._close(MarkJob(job_id=self.job_id, status="failed", error=error))
 
-    async def _close(self, mark: MarkJob, *, cleaned: bool = True) -> None:
+    async def _close(self, mark: MarkJob, *, cleaned: bool = True) -> NoReturn:
         """Record the job's end (a job already ended elsewhere refuses: that is fine)."""
         moved = await self._execute(mark)
         if isinstance(moved, DomainError) and not isinstance(moved, IllegalTransition):

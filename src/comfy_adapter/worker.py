@@ -78,6 +78,7 @@ class AdapterWorker:
         self._run_tasks: dict[str, asyncio.Task[None]] = {}
         self._listener: asyncpg.Connection | None = None
         self.backends: BackendPool | None = None
+        self._ctx: Context | None = None
 
     def stop(self) -> None:
         """Stop dispatching; runs in flight are left to the next start's reconciliation."""
@@ -117,7 +118,7 @@ class AdapterWorker:
             reconnect_max_s=settings.reconnect_max_s,
             on_change=self._backends_changed,
         )
-        ctx = Context(
+        ctx = self._ctx = Context(
             self.pool, settings, self.backends, OutputStore(settings.outputs_dir), self.client_id
         )
         async with self.pool.acquire() as conn:
@@ -189,9 +190,12 @@ class AdapterWorker:
             return  # before reconciliation the table, not the batch, says what to do
         for change in changes.values():
             row = change.row
-            if row is not None and row.status in ("created", "queued") and not row.prompt_id:
-                self._to_queue.append(row)
-                self._wake_queue.set()
+            if row is not None and row.status in store.OPEN:
+                if row.prompt_id:  # submitted by an earlier life, seen only now
+                    self._resume(row)
+                else:
+                    self._to_queue.append(row)
+                    self._wake_queue.set()
             if change.status in store.TERMINAL:
                 self._ended(change.job_id, change.status)
 
@@ -231,16 +235,26 @@ class AdapterWorker:
     def _notified(self, *_: object) -> None:
         self._wake_feed.set()
 
+    def _listening(self) -> bool:
+        try:
+            return self._listener is not None and not self._listener.is_closed()
+        except asyncpg.InterfaceError:  # PostgreSQL went away and the pool took it back
+            return False
+
     async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
+        if self._listening():
             return
         await self._unlisten()
+        conn = await self.pool.acquire()
         try:
-            conn = await self.pool.acquire()
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         except (asyncpg.PostgresError, OSError) as error:
+            await self.pool.release(conn)
             log.warning("cannot LISTEN %s, polling only: %s", NOTIFY_CHANNEL, error)
             return
+        except BaseException:
+            await self.pool.release(conn)
+            raise
         self._listener = conn
 
     async def _unlisten(self) -> None:
@@ -260,18 +274,25 @@ class AdapterWorker:
             open_rows = await store.open_jobs(conn)
             leftovers = await store.uncleaned_jobs(conn)
         for row in open_rows:
-            if not row.prompt_id:
+            if row.prompt_id:
+                self._resume(row)
+            else:
                 self._to_queue.append(row)
-                continue
-            backend = ctx.backends.get(row.backend or "")
-            if backend is None:
-                await self._fail_unknown_backend(row)
-                continue
-            backend.in_flight.add(row.job_id)
-            self._start(ctx, row, backend)
         self._wake_queue.set()
         for row in leftovers:
             self._spawn(self._remove_leftover(ctx, row))
+
+    def _resume(self, row: store.JobRow) -> None:
+        """Follow a job whose prompt is recorded: ask its backend, never submit blindly."""
+        assert self._ctx is not None
+        if row.job_id in self.runs:
+            return
+        backend = self._ctx.backends.get(row.backend or "")
+        if backend is None:
+            self._spawn(self._fail_unknown_backend(row))
+            return
+        backend.in_flight.add(row.job_id)
+        self._start(self._ctx, row, backend)
 
     async def _fail_unknown_backend(self, row: store.JobRow) -> None:
         await execute(

@@ -14,7 +14,14 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
 from portal import pages
-from portal.errors import handle_bad_cursor, handle_bad_value, handle_http, handle_unexpected
+from portal.errors import (
+    DATABASE_GONE,
+    handle_bad_cursor,
+    handle_bad_value,
+    handle_database_gone,
+    handle_http,
+    handle_unexpected,
+)
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
@@ -63,6 +70,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             HTTPException: handle_http,
             BadCursor: handle_bad_cursor,
             asyncpg.DataError: handle_bad_value,  # what the database cannot hold: a 400
+            **dict.fromkeys(DATABASE_GONE, handle_database_gone),  # an outage: a 503
             Exception: handle_unexpected,
         },
         openapi_config=OpenAPIConfig(

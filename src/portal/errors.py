@@ -111,6 +111,27 @@ def handle_bad_value(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return Response(error_body("invalid_request", detail), status_code=400)
 
 
+# Losing the database (stopped, restarting, connections cut) is an outage, not a bug.
+DATABASE_GONE = (
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection failed or does not exist
+    asyncpg.OperatorInterventionError,  # 57P0x: shutting down, starting up, crashed
+    asyncpg.InterfaceError,  # the connection was closed under the query
+    OSError,  # the socket: refused, reset, or gone (a file name means a real file error)
+)
+
+
+def handle_database_gone(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
+    """503 with Retry-After while PostgreSQL is away: the command did not commit (a
+    retry with the same Idempotency-Key is safe); the pool reconnects by itself."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return handle_unexpected(request, exc)
+    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    body = error_body("database_unavailable", "the database is not reachable; retry shortly")
+    return Response(body, status_code=503, headers={"Retry-After": "1"})
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     request_id = request.scope.get("state", {}).get("request_id", "")
     log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})

@@ -43,6 +43,31 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _portal(args: argparse.Namespace, settings: Settings) -> int:
+    """The portal alone, plus the monthly-grant scheduler (safe in every replica: each
+    month is granted under its own idempotency key). Projectors and the adapter run as
+    their own processes (`rcc projector`, `rcc adapter`). Like every part it applies
+    pending migrations when its pool opens; `rcc migrate` first is still the tidy way."""
+    import uvicorn
+
+    from portal.app import create_app
+    from portal.observability import configure_logging
+    from rcc.service.scheduler import running_scheduler
+    from rcc.signals import serve_until_stopped
+
+    configure_logging()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+    )
+    async with running_scheduler(settings):
+        await serve_until_stopped(uvicorn.Server(config))
+    return 0
+
+
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.bootstrap import database_url, migrate_database
 
@@ -121,6 +146,12 @@ async def _bench_ledger(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.bench.ledger import run_ledger_bench
 
     return await run_ledger_bench(settings, args)
+
+
+async def _bench_http(args: argparse.Namespace, settings: Settings) -> int:
+    from rcc.bench.http import run_http_bench
+
+    return await run_http_bench(settings, args)
 
 
 async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
@@ -208,6 +239,40 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _health(args: argparse.Namespace, settings: Settings) -> int:
+    """A worker's health from what it leaves in the database (for container healthchecks):
+    projector, every projection within --max-age seconds of the log; adapter, a heartbeat
+    younger than --max-age seconds."""
+    import asyncpg
+
+    from rcc.bootstrap import database_url
+    from rcc.projector.status import status
+
+    try:
+        conn = await asyncpg.connect(database_url(settings), timeout=10)
+    except (OSError, asyncpg.PostgresError) as error:
+        print(f"unhealthy: database: {error}")
+        return 1
+    try:
+        if args.part == "projector":
+            age = max((s.lag_seconds for s in await status(conn)), default=0.0)
+            what = "oldest unprojected event"
+        else:
+            found = await conn.fetchval(
+                "SELECT extract(epoch FROM now() - max(heartbeat_at))::float8 FROM adapter_status"
+            )
+            age = float("inf") if found is None else float(found)
+            what = "last adapter heartbeat"
+    except asyncpg.PostgresError as error:
+        print(f"unhealthy: {error}")
+        return 1
+    finally:
+        await conn.close()
+    healthy = age <= args.max_age
+    print(f"{'healthy' if healthy else 'unhealthy'}: {what} {age:.1f} s old (max {args.max_age:g})")
+    return 0 if healthy else 1
+
+
 async def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
@@ -280,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=_serve)
 
+    portal = sub.add_parser("portal", help="run the portal alone (after `rcc migrate`)")
+    portal.add_argument("--host", default="127.0.0.1")
+    portal.add_argument("--port", type=int, default=8000)
+    portal.set_defaults(run=_portal)
+
     sub.add_parser("migrate", help="apply schema/ migrations").set_defaults(run=_migrate)
 
     tokens = sub.add_parser("tokens", help="bearer tokens").add_subparsers(
@@ -313,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", type=int, default=200, help="concurrent reserves on one wallet; all must finish"
     )
     ledger.set_defaults(run=_bench_ledger)
+    bench_http = bench.add_parser("http", help="POST /jobs over HTTP vs the direct call")
+    bench_http.add_argument("--clients", type=int, nargs="+", default=[64, 256])
+    bench_http.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    bench_http.add_argument("--users", type=int, default=1000, help="funded users with tokens")
+    bench_http.add_argument(
+        "--mix-rate", type=float, default=20.0, help="grants and job failures per second, each"
+    )
+    bench_http.add_argument(
+        "--url", help="a running service on DATABASE_URL's database (default: start rcc serve)"
+    )
+    bench_http.add_argument(
+        "--database", default="rcc_bench_http", help="bench database (rcc_bench*), recreated"
+    )
+    bench_http.set_defaults(run=_bench_http)
     bench_proj = bench.add_parser("projections", help="replay speed, projection lag, query times")
     bench_proj.add_argument("--events", type=int, default=1_000_000, help="size of the log")
     bench_proj.add_argument("--clients", type=int, default=16, help="writers during the lag run")
@@ -360,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     proj_status = projections.add_parser("status", help="checkpoint and lag of each projection")
     proj_status.add_argument("--json", action="store_true")
     proj_status.set_defaults(run=_projections_status)
+    health = sub.add_parser("health", help="a worker's health, for container healthchecks")
+    health.add_argument("part", choices=["projector", "adapter"])
+    health.add_argument("--max-age", type=float, default=60.0, help="seconds (default 60)")
+    health.set_defaults(run=_health)
     stripe = sub.add_parser("stripe", help="Stripe").add_subparsers(dest="action", required=True)
     reconcile = stripe.add_parser(
         "reconcile", help="apply the Stripe events (events API) that the ledger lacks"

@@ -131,6 +131,7 @@ def _current(state: ModelState, install_id: str) -> DomainError | None:
 def finish_install(
     state: ModelState, install_id: str, size_bytes: int, sha256: str
 ) -> list[Event] | DomainError:
+    """The download `install_id` is complete (only the one in progress may finish)."""
     if refused := _current(state, install_id):
         return refused
     return [
@@ -146,6 +147,7 @@ def finish_install(
 
 
 def fail_install(state: ModelState, install_id: str, error: str) -> list[Event] | DomainError:
+    """The download `install_id` ended without a file; an installed one stays."""
     if refused := _current(state, install_id):
         return refused
     return [

@@ -208,8 +208,14 @@ class ProjectorWorker:
     def _notified(self, *_: object) -> None:
         self._wake.set()
 
+    def _listening(self) -> bool:
+        try:
+            return self._listener is not None and not self._listener.is_closed()
+        except asyncpg.InterfaceError:  # PostgreSQL went away and the pool took it back
+            return False
+
     async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
+        if self._listening():
             return
         await self._unlisten()
         try:

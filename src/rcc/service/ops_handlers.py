@@ -32,6 +32,7 @@ class ModelMoved(msgspec.Struct, frozen=True, kw_only=True):
 async def record_comfyui_operation(
     cmd: oc.RecordComfyuiOperation, uow: UnitOfWork
 ) -> dict[str, str] | DomainError:
+    """Append the operation to `ops-comfyui` (one stream: its order is the history)."""
     if cmd.action not in ACTIONS or cmd.status not in {"ok", "failed"}:
         return Invalid(detail=f"not a container operation: {cmd.action} {cmd.status}")
     head = (await uow.lock(OPS_COMFYUI_STREAM))[OPS_COMFYUI_STREAM]
@@ -42,7 +43,7 @@ async def record_comfyui_operation(
         container=cmd.container,
         image=cmd.image,
     )
-    uow.stage(OPS_COMFYUI_STREAM, head.version, [event], {"last": cmd.action})
+    uow.stage(OPS_COMFYUI_STREAM, head.version, [event])
     return {"action": cmd.action, "status": cmd.status}
 
 
@@ -111,6 +112,7 @@ async def request_model_install(
 async def finish_model_install(
     cmd: oc.FinishModelInstall, uow: UnitOfWork
 ) -> ModelMoved | DomainError:
+    """The file is in place: record its size and sha256, and close the progress row."""
     state, version = await _model(uow, cmd.name)
     decided = models.finish_install(state, cmd.install_id, cmd.size_bytes, cmd.sha256)
     if isinstance(decided, DomainError):
@@ -121,6 +123,7 @@ async def finish_model_install(
 
 
 async def fail_model_install(cmd: oc.FailModelInstall, uow: UnitOfWork) -> ModelMoved | DomainError:
+    """The download ended without a file: record why, and close the progress row."""
     state, version = await _model(uow, cmd.name)
     decided = models.fail_install(state, cmd.install_id, cmd.error[:2000])
     if isinstance(decided, DomainError):
@@ -131,6 +134,7 @@ async def fail_model_install(cmd: oc.FailModelInstall, uow: UnitOfWork) -> Model
 
 
 async def delete_model(cmd: oc.DeleteModel, uow: UnitOfWork) -> ModelMoved | DomainError:
+    """Record a removal (the installer has moved the file aside already)."""
     if models.name_problem(cmd.name):
         return NotFound(detail=f"no model named {cmd.name}")
     state, version = await _model(uow, cmd.name)

@@ -63,7 +63,11 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._pool.acquire()
         self._tx = self._conn.transaction()
-        await self._tx.start()
+        try:
+            await self._tx.start()
+        except BaseException:  # a cancelled caller must not keep the connection
+            await self._pool.release(self._conn)
+            raise
         return self
 
     async def __aexit__(
