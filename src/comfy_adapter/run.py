@@ -28,6 +28,7 @@ from comfy_adapter.config import AdapterSettings
 from comfy_adapter.logs import RunLog
 from comfy_adapter.outputs import OutputStore
 from comfy_adapter.store import JobRow, mark_cleaned
+from comfy_adapter.waits import get_within
 from rcc.domain.errors import DomainError, IllegalTransition
 from rcc.service.bus import execute
 from rcc.service.commands import Command, MarkJob, RecordExecutionLog, RecordPrompt
@@ -247,10 +248,7 @@ class JobRun:
                     self.log.message(signal)
 
     async def _next(self, timeout: float) -> Signal | Ended | None:  # noqa: ASYNC109
-        try:
-            return await asyncio.wait_for(self.inbox.get(), max(timeout, 0.001))
-        except TimeoutError:
-            return None
+        return await get_within(self.inbox, timeout)
 
     async def _pause(self, attempt: int) -> None:
         """Back off before asking again; a cancel cuts the pause short."""

@@ -29,6 +29,7 @@ from comfy_adapter.client import BackendError, ComfyClient
 from comfy_adapter.config import AdapterSettings
 from comfy_adapter.outputs import OutputStore
 from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
+from comfy_adapter.waits import wait_event
 from rcc.domain.errors import DomainError
 from rcc.projector.runtime import NOTIFY_CHANNEL, held_back
 from rcc.service.bus import execute
@@ -137,6 +138,8 @@ class AdapterWorker:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
+        self.stop_event.set()  # loops end even if a cancellation went astray
+        self._wake_feed.set()
         for task in [*self._tasks, *self._run_tasks.values()]:
             task.cancel()
         for task in [*self._tasks, *self._run_tasks.values()]:
@@ -167,8 +170,7 @@ class AdapterWorker:
                 await self.pool.release(conn)
                 raise
             await self.pool.release(conn)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), self.standby_poll_s)
+            await wait_event(self.stop_event, self.standby_poll_s)
         return None
 
     # --- following the log -----------------------------------------------------------------
@@ -228,8 +230,7 @@ class AdapterWorker:
     async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
         if self.stopping:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
+        await wait_event(wake, seconds)
         wake.clear()
 
     def _notified(self, *_: object) -> None:

@@ -130,10 +130,25 @@ async def generate(url: str, users: int, jobs_per_user: int) -> tuple[int, float
     return made, time.perf_counter() - started
 
 
+async def _settled(conn: asyncpg.Connection, timeout_s: float = 120.0) -> None:
+    """Wait until a commit-safe reader can see every event. Its horizon is the oldest
+    transaction still open anywhere on the server (other databases too): replay reads
+    nothing past it, so on a busy server it must pass the last event first."""
+    deadline = time.monotonic() + timeout_s
+    while not await conn.fetchval(
+        """SELECT COALESCE((SELECT max(tx_id) FROM events)
+                           < pg_snapshot_xmin(pg_current_snapshot()), true)"""
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("a transaction left open on this server holds back the log")
+        await asyncio.sleep(0.1)
+
+
 async def project(url: str) -> tuple[int, float]:
     """Every projection rebuilt from the whole log; returns (events, seconds)."""
     owner = await connect_owner(url)
     try:
+        await _settled(owner)
         bar = ProgressBar("replay")
         result = await replay(owner, ALL, batch_size=5000, progress=bar)
         bar.finish()
