@@ -101,11 +101,9 @@ async def status_of(pool: asyncpg.Pool, job_id: str) -> str:
     return str(state["status"])
 
 
-async def wait_status(
-    pool: asyncpg.Pool, job_id: str, *statuses: str, timeout: float = 15.0
-) -> str:
+async def wait_status(pool: asyncpg.Pool, job_id: str, *statuses: str, within: float = 15.0) -> str:
     """Wait until the job's status is one of `statuses`; return it."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         status = await status_of(pool, job_id)
         if status in statuses:
@@ -114,8 +112,8 @@ async def wait_status(
         await asyncio.sleep(0.02)
 
 
-async def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Any, within: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)

@@ -7,6 +7,7 @@ alone, and `rcc audit verify` (every chain, every balance, one release per job).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
@@ -228,10 +229,8 @@ async def test_worker_cancelled_mid_run_then_restarted_submits_once(
         pid = prompt_id_for(job)
         await wait_until(lambda: pid in comfy.executed, what="the run to start")
         task.cancel()  # killed mid-wait, not stopped
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         # Killed after POST /prompt: marked running, or not yet (the crash window).
         assert await status_of(pool, job) in ("queued", "running")
         await wait_until(lambda: pid in comfy.history, what="ComfyUI to finish alone")
@@ -268,17 +267,17 @@ async def test_cancel_while_queued_is_never_submitted(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
     user = await funded_user(pool, 10)
-    async with ComfyServer(node_seconds={"ImageBlur": 1.0}) as comfy:
-        async with running(pool, settings_for(tmp_path, [comfy.url], slots=1)):
-            busy = await create_job(pool, user, SLOW)
-            await wait_status(pool, busy, "running")  # the only slot is taken
-            waiting = await create_job(pool, user, SUCCESS)
-            assert await wait_status(pool, waiting, "queued") == "queued"
-            await asyncio.sleep(0.1)
-            assert await status_of(pool, waiting) == "queued"
-            await cancel(pool, waiting)
-            assert await wait_status(pool, busy, "succeeded", "failed") == "succeeded"
-            await asyncio.sleep(0.2)
+    comfy = ComfyServer(node_seconds={"ImageBlur": 1.0})
+    async with comfy, running(pool, settings_for(tmp_path, [comfy.url], slots=1)):
+        busy = await create_job(pool, user, SLOW)
+        await wait_status(pool, busy, "running")  # the only slot is taken
+        waiting = await create_job(pool, user, SUCCESS)
+        assert await wait_status(pool, waiting, "queued") == "queued"
+        await asyncio.sleep(0.1)
+        assert await status_of(pool, waiting) == "queued"
+        await cancel(pool, waiting)
+        assert await wait_status(pool, busy, "succeeded", "failed") == "succeeded"
+        await asyncio.sleep(0.2)
     assert posts_for(comfy, waiting) == 0
     assert not any(isinstance(e, JobPromptSubmitted) for e in await job_events(pool, waiting))
     await assert_ledger(pool, owner, user, 9)
@@ -288,19 +287,19 @@ async def test_cancel_while_pending_on_comfyui_deletes_it_from_the_queue(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
     user = await funded_user(pool, 10)
-    async with ComfyServer(node_seconds={"ImageBlur": 1.0}) as comfy:
-        async with running(pool, settings_for(tmp_path, [comfy.url], slots=2)):
-            busy = await create_job(pool, user, SLOW)
-            await wait_until(lambda: prompt_id_for(busy) in comfy.executed, what="busy to start")
-            pending = await create_job(pool, user, SUCCESS)
-            pid = prompt_id_for(pending)
-            await wait_until(
-                lambda: any(item.prompt_id == pid for item in comfy.pending),
-                what="the second prompt to wait in ComfyUI's queue",
-            )
-            await cancel(pool, pending)
-            await wait_until(lambda: pid in comfy.deletes, what="POST /queue delete")
-            assert await wait_status(pool, busy, "succeeded", "failed") == "succeeded"
+    comfy = ComfyServer(node_seconds={"ImageBlur": 1.0})
+    async with comfy, running(pool, settings_for(tmp_path, [comfy.url], slots=2)):
+        busy = await create_job(pool, user, SLOW)
+        await wait_until(lambda: prompt_id_for(busy) in comfy.executed, what="busy to start")
+        pending = await create_job(pool, user, SUCCESS)
+        pid = prompt_id_for(pending)
+        await wait_until(
+            lambda: any(item.prompt_id == pid for item in comfy.pending),
+            what="the second prompt to wait in ComfyUI's queue",
+        )
+        await cancel(pool, pending)
+        await wait_until(lambda: pid in comfy.deletes, what="POST /queue delete")
+        assert await wait_status(pool, busy, "succeeded", "failed") == "succeeded"
     assert pid not in comfy.executed and pid not in comfy.history
     assert await status_of(pool, pending) == "cancelled"
     await assert_ledger(pool, owner, user, 9)
@@ -310,14 +309,14 @@ async def test_cancel_while_running_interrupts_it(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
     user = await funded_user(pool, 10)
-    async with ComfyServer(node_seconds={"ImageBlur": 30}) as comfy:
-        async with running(pool, settings_for(tmp_path, [comfy.url])):
-            job = await create_job(pool, user, SLOW)
-            pid = prompt_id_for(job)
-            await wait_until(lambda: pid in comfy.executed, what="the run to start")
-            await wait_status(pool, job, "running")
-            await cancel(pool, job)
-            await wait_until(lambda: pid in comfy.history, what="the interrupted run to end")
+    comfy = ComfyServer(node_seconds={"ImageBlur": 30})
+    async with comfy, running(pool, settings_for(tmp_path, [comfy.url])):
+        job = await create_job(pool, user, SLOW)
+        pid = prompt_id_for(job)
+        await wait_until(lambda: pid in comfy.executed, what="the run to start")
+        await wait_status(pool, job, "running")
+        await cancel(pool, job)
+        await wait_until(lambda: pid in comfy.history, what="the interrupted run to end")
     assert pid in comfy.interrupts
     assert comfy.history[pid]["status"]["messages"][-1][0] == "execution_interrupted"
     events = await job_events(pool, job)

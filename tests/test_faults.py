@@ -36,6 +36,7 @@ import httpx
 import pytest
 
 from rcc.audit import verify
+from rcc.domain.errors import IllegalTransition
 from rcc.projector.registry import ALL
 from rcc.projector.replay import replay
 from rcc.projector.wait import wait_for
@@ -52,6 +53,14 @@ from tests.serve_helpers import RccProcess, free_port, rcc_env, run_rcc
 from tests.stripe_payloads import WEBHOOK_SECRET, checkout_session, encode, event, new_id, sign
 
 FUNDING = 1_000_000
+# What a client of the database meets while it is away (and right after it is back).
+DATABASE_AWAY = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 TOPUP_CREDITS = 550  # pack M of the built-in catalog
 USERS = 6
 CLIENTS = 8
@@ -130,6 +139,7 @@ class Traffic:
     events: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # event id -> user, body
     granted: set[str] = field(default_factory=set)  # event ids answered 200
     failed: dict[str, tuple[str, int]] = field(default_factory=dict)  # job -> user, cost
+    unsure: dict[str, tuple[str, int]] = field(default_factory=dict)  # failing, unanswered
     errors: Counter[str] = field(default_factory=Counter)  # what the faults looked like
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -193,20 +203,29 @@ class Traffic:
 
     async def _failer(self, rng: random.Random, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            candidates = [j for j in self.jobs.values() if j[0] not in self.failed]
+            candidates = [
+                j for j in self.jobs.values() if j[0] not in self.failed and j[0] not in self.unsure
+            ]
             if candidates:
-                job_id, user, cost = rng.choice(candidates)
-                await self._fail(job_id, user, cost)
+                await self._fail(*rng.choice(candidates))
             await asyncio.sleep(0.03)
 
-    async def _fail(self, job_id: str, user: str, cost: int) -> None:
+    async def _fail(self, job_id: str, user: str, cost: int) -> bool:
+        """Fail a job as the adapter would; True once it is known to be failed."""
         try:
             done = await execute(self.pool, c.MarkJob(job_id=job_id, status="failed", error="x"))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_AWAY as error:
+            # Committed or not? Unknown until asked again (as the adapter reconciles).
             self.errors[f"fail {type(error).__name__}"] += 1
-            return  # the database is away: try another time
-        assert isinstance(done, Done), done
+            self.unsure[job_id] = (user, cost)
+            return False
+        self.unsure.pop(job_id, None)
+        if isinstance(done, IllegalTransition):  # an earlier, unanswered try had committed
+            assert done.status == "failed", done
+        else:
+            assert isinstance(done, Done), done
         self.failed[job_id] = (user, cost)
+        return True
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -236,6 +255,8 @@ class Traffic:
                 await retried(partial(self._post_job, http, key))
             for event_id in [e for e in self.events if e not in self.granted]:
                 await retried(partial(self._deliver, http, event_id))
+            for job_id, (user, cost) in list(self.unsure.items()):
+                await retried(partial(self._fail, job_id, user, cost))
 
     async def until(self, acknowledged: int) -> None:
         """Wait (bounded) until that many jobs are acknowledged."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,7 @@ class BackendPool:
         self.client_id = client_id
         self.reconnect_max_s = reconnect_max_s
         self.on_change = on_change
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._turn = 0
 
     def get(self, url: str) -> Backend | None:
@@ -130,17 +131,20 @@ class BackendPool:
 
     def start(self) -> None:
         for backend in self.backends:
-            self._tasks.append(
-                asyncio.create_task(self._keep_connected(backend), name=f"ws {backend.url}")
-            )
+            self._spawn(self._keep_connected(backend), f"ws {backend.url}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
 
     def force_reconnect(self, backend: Backend, reason: str) -> None:
         """A request failed to connect: take the backend out until its socket is back."""
@@ -149,7 +153,7 @@ class BackendPool:
             backend.last_error = reason
             self.on_change()
         if backend.ws is not None and not backend.ws.closed:
-            self._tasks.append(asyncio.create_task(self._close(backend.ws)))
+            self._spawn(self._close(backend.ws), f"close {backend.url}")
 
     @staticmethod
     async def _close(ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -163,12 +167,14 @@ class BackendPool:
                     backend.ws = ws
                     backend.healthy, backend.last_error = True, ""
                     backend.connects += 1
-                    delay = 0.05
                     self.on_change()
                     for tracker in list(backend.trackers.values()):
                         tracker.inbox.put_nowait(RECONNECTED)
+                    opened = time.monotonic()
                     await self._read(backend, ws)
                     backend.last_error = "websocket closed"
+                    if time.monotonic() - opened > 1.0:
+                        delay = 0.05  # it was up a while: a quick reconnect is worth a try
             except BackendError as error:
                 backend.last_error = str(error) or type(error).__name__
             except aiohttp.ClientError as error:

@@ -335,13 +335,18 @@ def refusal_text(refused: PromptRefused) -> str:
         head = error.message or error.type or "prompt refused"
         if error.details and error.details not in head:
             head = f"{head}: {error.details}"
-    parts = [head]
-    for node_id in sorted(refused.node_errors, key=_node_order):
-        node = refused.node_errors[node_id]
+    nodes = node_errors_text(refused.node_errors)
+    return f"{head}; {nodes}" if nodes else head
+
+
+def node_errors_text(node_errors: dict[str, NodeError] | dict[str, Any]) -> str:
+    """Each node's validation errors: `node 1 (EmptyImage): Value 0 smaller than ...`."""
+    typed = msgspec.convert(node_errors, dict[str, NodeError])
+    parts = []
+    for node_id in sorted(typed, key=_node_order):
+        node = typed[node_id]
         for item in node.errors:
-            text = item.message
-            if item.details:
-                text = f"{text}: {item.details}"
+            text = f"{item.message}: {item.details}" if item.details else item.message
             parts.append(f"node {node_id} ({node.class_type}): {text}")
     return "; ".join(parts)
 

@@ -99,7 +99,8 @@ class JobRun:
     def end_elsewhere(self, status: str) -> None:
         """The job reached `status` through someone else (a cancel): stop and clean up."""
         if not self.finished:
-            self.inbox.put_nowait(Ended(status))
+            self.ended = Ended(status)
+            self.inbox.put_nowait(self.ended)
 
     async def run(self) -> None:
         try:
@@ -159,6 +160,9 @@ class JobRun:
         settings = self.ctx.settings
         last = ""
         for attempt in range(1, settings.retries + 1):
+            if self.ended is not None and not self.accepted:
+                self.log.adapter(self.ended.status, f"job {self.ended.status} before submission")
+                raise Stop  # cancelled before ComfyUI got it: nothing to take back
             try:
                 answer = await self.backend.client.submit(
                     workflow,
@@ -186,10 +190,8 @@ class JobRun:
             self.accepted = True
             self.log.adapter("accepted", f"ComfyUI queued the prompt as number {answer.number}")
             if answer.node_errors:
-                refusal = p.PromptRefused(
-                    node_errors=msgspec.convert(answer.node_errors, dict[str, p.NodeError])
-                )
-                self.log.add("validation_warning", f"outputs skipped: {p.refusal_text(refusal)}")
+                skipped = p.node_errors_text(answer.node_errors)
+                self.log.add("validation_warning", f"only valid outputs run; {skipped}")
             await self._mark_running()
             return True
         await self._fail(

@@ -116,6 +116,7 @@ DATABASE_GONE = (
     asyncpg.PostgresConnectionError,  # 08xxx: the connection failed or does not exist
     asyncpg.OperatorInterventionError,  # 57P0x: shutting down, starting up, crashed
     asyncpg.InterfaceError,  # the connection was closed under the query
+    asyncpg.InternalClientError,  # a pooled connection the outage left mid-operation
     OSError,  # the socket: refused, reset, or gone (a file name means a real file error)
 )
 

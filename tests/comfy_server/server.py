@@ -7,9 +7,14 @@ execution_cached, then per node progress_state -> executing -> [progress ...] ->
 execution_interrupted, status, and `executing` with node null once history is written.
 Execution messages go only to the socket whose clientId is the prompt's client_id.
 
-What runs is emulated, not computed: every node is instantaneous except
+What runs is emulated, not computed. The classic cache is kept: a node whose class and
+inputs (upstream included) match one of the previous prompt's is cached, listed in
+execution_cached, not run; a cached output node replays its `executed`. Every node is
+instantaneous except
 - classes in `node_seconds`, which take that long and report progress in `steps`
   (an interrupt lands at the next step, as with ComfyUI's progress callbacks);
+- classes in `silent_seconds`, which take that long without progress (like the
+  recorded ImageBlur: an interrupt lands before the next node);
 - ImageToMask with channel "alpha" on an image, which raises the recorded IndexError;
 - output nodes (object_info says output_node), which write a small PNG.
 Prompts equal to a recorded validation failure get that recorded 400 answer.
@@ -105,6 +110,7 @@ class ComfyServer:
     port: int = 0
     host: str = "127.0.0.1"
     node_seconds: dict[str, float] = field(default_factory=dict)
+    silent_seconds: dict[str, float] = field(default_factory=dict)
     steps: int = 10
     drop_sockets_at: str | None = None
     hold_sockets_s: float = 0.0
@@ -134,6 +140,7 @@ class ComfyServer:
         self.flags: dict[str, dict[str, Any]] = {}
         self._interrupt: str | None = None
         self._wake = asyncio.Event()
+        self.cache: dict[str, dict[str, Any]] = {}  # signature -> UI output (classic cache)
 
     @property
     def url(self) -> str:
@@ -165,7 +172,7 @@ class ComfyServer:
         if self.port == 0:
             server = site._server
             assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._wake = asyncio.Event()
         self._worker = asyncio.create_task(self._work())
         self._wake.set()
@@ -426,18 +433,33 @@ class ComfyServer:
             messages.append([kind, data])
             await self.send_exec(kind, data, sid)
 
+        signatures = {node: self.signature(item.prompt, node) for node in item.prompt}
+        cached = [node for node in item.prompt if signatures[node] in self.cache]
         await note("execution_start", fill("execution_start", prompt_id=pid, timestamp=now_ms()))
         await note(
             "execution_cached",
-            fill("execution_cached", nodes=[], prompt_id=pid, timestamp=now_ms()),
+            fill("execution_cached", nodes=cached, prompt_id=pid, timestamp=now_ms()),
         )
         states: dict[str, dict[str, Any]] = {}
         executed: list[str] = []
         outputs: dict[str, Any] = {}
         meta: dict[str, Any] = {}
+        done: dict[str, dict[str, Any]] = {}  # the cache after this prompt
         dropped = False
-        for node in self.order(item):
+        for node in self.order(item, set(cached)):
             class_type = item.prompt[node]["class_type"]
+            if node in cached:  # only output nodes get here: their UI output is replayed
+                ui = self.cache[signatures[node]]
+                done[signatures[node]] = ui
+                outputs[node], meta[node] = ui, self.meta(node)
+                await self.send_exec(
+                    "executed",
+                    fill("executed", node=node, display_node=node, output=ui, prompt_id=pid),
+                    sid,
+                )
+                states[node] = self.node_state(pid, node, 1, 1, "finished")
+                await self.progress_state(pid, states, sid)
+                continue
             states[node] = self.node_state(pid, node, 0.0, 1.0, "running")
             await self.progress_state(pid, states, sid)
             if class_type == self.drop_sockets_at and not dropped:
@@ -451,6 +473,7 @@ class ComfyServer:
                     raise Interrupted(node)
                 await self.run_node(item, node, states)
             except Interrupted as stop:
+                self.cache = done
                 data = fill(
                     "execution_interrupted",
                     prompt_id=pid,
@@ -464,18 +487,14 @@ class ComfyServer:
                 return
             failure = self.failure(item, node, executed)
             if failure is not None:
+                self.cache = done
                 await note("execution_error", failure)
                 self.remember(item, {}, "error", messages, {})
                 return
             if self.is_output(item.prompt[node]) and class_type != "SaveImageWebsocket":
                 images = self.write_images(item, node)
                 outputs[node] = {"images": images}
-                meta[node] = {
-                    "node_id": node,
-                    "display_node": node,
-                    "parent_node": None,
-                    "real_node_id": node,
-                }
+                meta[node] = self.meta(node)
                 await self.send_exec(
                     "executed",
                     fill(
@@ -490,6 +509,8 @@ class ComfyServer:
             states[node] = {**states[node], "state": "finished", "value": states[node]["max"]}
             await self.progress_state(pid, states, sid)
             executed.append(node)
+            done[signatures[node]] = outputs.get(node, {})
+        self.cache = done
         await note(
             "execution_success", fill("execution_success", prompt_id=pid, timestamp=now_ms())
         )
@@ -514,12 +535,35 @@ class ComfyServer:
             "meta": meta,
         }
 
-    def order(self, item: Item) -> list[str]:
-        """The nodes the outputs need, inputs first (ComfyUI's topological order)."""
+    @staticmethod
+    def meta(node: str) -> dict[str, Any]:
+        return {"node_id": node, "display_node": node, "parent_node": None, "real_node_id": node}
+
+    def signature(self, prompt: dict[str, Any], node: str) -> str:
+        """What the classic cache keys on: class and inputs, links replaced by the
+        linked node's signature. SaveImageWebsocket changes every time (IS_CHANGED)."""
+        spec = prompt[node]
+        if spec.get("class_type") == "SaveImageWebsocket":
+            return f"uncached:{uuid.uuid4()}"
+        inputs = {
+            name: self.signature(prompt, value[0])
+            if isinstance(value, list) and len(value) == 2 and value[0] in prompt
+            else value
+            for name, value in spec.get("inputs", {}).items()
+        }
+        return json.dumps([spec.get("class_type"), inputs], sort_keys=True)
+
+    def order(self, item: Item, cached: set[str]) -> list[str]:
+        """The nodes the outputs need, inputs first (ComfyUI's topological order);
+        a cached node's inputs are not needed."""
         seen: list[str] = []
 
         def visit(node: str) -> None:
             if node in seen or node not in item.prompt:
+                return
+            if node in cached:
+                if self.is_output(item.prompt[node]):
+                    seen.append(node)
                 return
             for value in item.prompt[node].get("inputs", {}).values():
                 if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
@@ -555,7 +599,9 @@ class ComfyServer:
     async def run_node(self, item: Item, node: str, states: dict[str, dict[str, Any]]) -> None:
         class_type = item.prompt[node]["class_type"]
         seconds = self.node_seconds.get(class_type, 0.0)
-        if class_type == "SaveImageWebsocket":
+        if class_type in self.silent_seconds:  # no progress callbacks: not interruptible
+            await asyncio.sleep(self.silent_seconds[class_type])
+        elif class_type == "SaveImageWebsocket":
             batch = self.batch_size(item, node)
             await self.report_steps(item, node, states, batch, 0.0, preview=True)
         elif seconds > 0:

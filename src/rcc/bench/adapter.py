@@ -1,0 +1,232 @@
+"""`rcc bench adapter`: what the ComfyUI adapter adds to each job, in milliseconds.
+
+Two runs against ComfyUI test servers that speak the recorded protocol
+(tests/comfy_server, so run it from a checkout), in a fresh `rcc_bench*` database:
+
+- serial: one backend, one job at a time. Dispatch overhead per job = (JobSucceeded
+  recorded_at - JobCreated recorded_at) - ComfyUI's own execution time (its
+  execution_start..execution_success timestamps, the job's duration_ms). It covers
+  the log feed, queued and running marks, recording the prompt id, POST /prompt,
+  the websocket, /history, the /view download, the execution log and the success mark.
+- bulk: `--jobs` jobs queued before the adapter starts, over `--backends` servers; the
+  wall time until the last one succeeded gives jobs per second and the amortised
+  adapter time per job.
+
+Exit 0 when every job succeeded, every prompt was posted exactly once and the audit
+passed; 1 otherwise; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import importlib
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from comfy_adapter.config import AdapterSettings
+from comfy_adapter.run import prompt_id_for
+from comfy_adapter.worker import AdapterWorker
+from rcc.audit import verify
+from rcc.bench.ledger import recreate_database
+from rcc.bootstrap import database_url
+from rcc.config import Settings
+from rcc.service.bus import execute
+from rcc.service.commands import CreateJob, GrantCredits, RegisterUser
+from rcc.service.handlers import Done
+from rcc.store.database import connect_owner, create_pool
+
+_DATABASE_NAME = re.compile(r"^rcc_bench[a-z0-9_]{0,54}$")
+REPO = Path(__file__).resolve().parents[3]
+WORKFLOW: dict[str, Any] = {  # EmptyImage -> ImageInvert -> SaveImage (run_success)
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 16744448},
+    },
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "bench"}},
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _test_server() -> Any:
+    """The recorded-protocol ComfyUI server from the repository's tests."""
+    if not (REPO / "tests" / "comfy_server").is_dir():
+        raise SystemExit("rcc bench adapter needs tests/comfy_server: run it from a checkout")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("tests.comfy_server").ComfyServer
+
+
+async def _user(pool: asyncpg.Pool, credits: int) -> str:
+    done = await execute(pool, RegisterUser(email=f"bench-{time.time_ns()}@example.com"))
+    assert isinstance(done, Done), done
+    user_id = str(done.result["user_id"])
+    granted = await execute(pool, GrantCredits(user_id=user_id, kind="topup", amount=credits))
+    assert isinstance(granted, Done), granted
+    return user_id
+
+
+async def _create(pool: asyncpg.Pool, user_id: str) -> str:
+    done = await execute(pool, CreateJob(user_id=user_id, job_type="IMAGE_TASK", workflow=WORKFLOW))
+    assert isinstance(done, Done), done
+    return str(done.result["job_id"])
+
+
+async def _status(pool: asyncpg.Pool, job_id: str) -> str:
+    async with pool.acquire() as conn:
+        state = await conn.fetchval(
+            "SELECT state FROM streams WHERE stream_id = $1", f"job-{job_id}"
+        )
+    return str(state["status"])
+
+
+async def _until(check: Callable[[], Awaitable[bool]], interval: float) -> None:
+    """Poll the database (the measurement uses recorded timestamps, not this loop)."""
+    while True:
+        if await check():
+            return
+        await asyncio.sleep(interval)
+
+
+async def _ended(pool: asyncpg.Pool, job_id: str) -> bool:
+    return await _status(pool, job_id) in ("succeeded", "failed", "cancelled")
+
+
+async def _all_succeeded(pool: asyncpg.Pool, count: int) -> bool:
+    return await _succeeded(pool) >= count
+
+
+async def _succeeded(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        found: int = await conn.fetchval(
+            """SELECT count(*) FROM streams
+                WHERE stream_id LIKE 'job-%' AND state->>'status' = 'succeeded'"""
+        )
+    return found
+
+
+async def _overheads_ms(pool: asyncpg.Pool, job_ids: list[str]) -> list[float]:
+    """Per job: created -> succeeded as recorded, less ComfyUI's own execution time."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT c.recorded_at AS created, s.recorded_at AS ended,
+                      (s.data->>'duration_ms')::float AS comfy_ms
+                 FROM events c JOIN events s ON s.stream_id = c.stream_id
+                WHERE c.stream_id = ANY($1::text[])
+                  AND c.type = 'job_created' AND s.type = 'job_succeeded'""",
+            [f"job-{j}" for j in job_ids],
+        )
+    return [
+        (r["ended"] - r["created"]).total_seconds() * 1000 - (r["comfy_ms"] or 0.0) for r in rows
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _adapter(pool: asyncpg.Pool, urls: list[str], outputs: Path) -> Any:
+    settings = AdapterSettings(urls=tuple(urls), outputs_dir=outputs, name="bench_adapter")
+    worker = AdapterWorker(pool, settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await worker.caught_up.wait()
+        yield worker
+    finally:
+        worker.stop()
+        await task
+
+
+async def _serial(pool: asyncpg.Pool, server_type: Any, count: int, outputs: Path) -> list[float]:
+    user = await _user(pool, count + 1)
+    jobs: list[str] = []
+    async with server_type() as server, _adapter(pool, [server.url], outputs):
+        for _ in range(count):
+            job = await _create(pool, user)
+            await _until(functools.partial(_ended, pool, job), 0.001)
+            jobs.append(job)
+        posted_once = all(server.posts[prompt_id_for(j)] == 1 for j in jobs)
+    if not posted_once:
+        raise RuntimeError("a serial job was posted more than once")
+    return await _overheads_ms(pool, jobs)
+
+
+async def _bulk(
+    pool: asyncpg.Pool, server_type: Any, jobs: int, backends: int, outputs: Path
+) -> tuple[float, list[int], bool]:
+    users = [await _user(pool, jobs // 4 + 2) for _ in range(4)]
+    created = [await _create(pool, users[n % 4]) for n in range(jobs)]
+    before = await _succeeded(pool)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(server_type()) for _ in range(backends)]
+        start = time.perf_counter()
+        await stack.enter_async_context(_adapter(pool, [s.url for s in servers], outputs))
+        await _until(functools.partial(_all_succeeded, pool, before + jobs), 0.005)
+        wall = time.perf_counter() - start
+        per_backend = [sum(s.posts.values()) for s in servers]
+        once = all(sum(s.posts[prompt_id_for(j)] for s in servers) == 1 for j in created)
+    return wall, per_backend, once
+
+
+def _argument_error(args: argparse.Namespace) -> str | None:
+    if not _DATABASE_NAME.match(args.database):
+        return "--database must match rcc_bench[a-z0-9_]* (the bench drops it on every run)"
+    if args.jobs < 1 or args.backends < 1 or args.serial < 1:
+        return "--jobs, --backends and --serial must be positive"
+    return None
+
+
+async def run_adapter_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the serial and the bulk phase, print the report on stdout, return the status."""
+    if problem := _argument_error(args):
+        print(f"rcc bench adapter: {problem}", file=sys.stderr)
+        return 2
+    server_type = _test_server()
+    log(f"preparing database {args.database}")
+    url = await recreate_database(database_url(settings), args.database)
+    outputs = Path(tempfile.mkdtemp(prefix="rcc-bench-outputs-"))
+    pool = await create_pool(url, min_size=2, max_size=20)
+    try:
+        log(f"serial: {args.serial} jobs, one at a time, one backend")
+        overheads = await _serial(pool, server_type, args.serial, outputs / "serial")
+        log(f"bulk: {args.jobs} queued jobs over {args.backends} backends")
+        wall, per_backend, once = await _bulk(
+            pool, server_type, args.jobs, args.backends, outputs / "bulk"
+        )
+    finally:
+        await pool.close()
+        shutil.rmtree(outputs, ignore_errors=True)
+    owner = await connect_owner(url)
+    try:
+        audit = await verify(owner)
+    finally:
+        await owner.close()
+    ordered = sorted(overheads)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    lines = [
+        "rcc bench adapter: ComfyUI test servers speaking the recorded 0.3.64 protocol,",
+        "EmptyImage -> ImageInvert -> SaveImage, one 2x2 PNG output downloaded per job",
+        "",
+        f"serial ({len(overheads)} jobs, 1 backend): dispatch overhead per job "
+        f"median {statistics.median(overheads):.1f} ms, mean {statistics.fmean(overheads):.1f} ms,"
+        f" p95 {p95:.1f} ms",
+        f"bulk ({args.jobs} jobs, {args.backends} backends x 2 slots): all succeeded in "
+        f"{wall:.2f} s = {args.jobs / wall:.0f} jobs/s, {wall * 1000 / args.jobs:.2f} ms per job"
+        f" amortised; per backend {per_backend}; every prompt posted once: "
+        f"{'yes' if once else 'NO'}",
+        f"audit: {'OK' if audit.ok else 'FAILED: ' + audit.problems[0]}",
+    ]
+    print("\n".join(lines), flush=True)
+    return 0 if once and audit.ok else 1
