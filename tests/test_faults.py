@@ -391,13 +391,14 @@ class PrivatePostgres:
 
         # pgserver runs postgres as the user `pgserver` when we are root; so must pg_ctl.
         user = "pgserver" if os.geteuid() == 0 else None
-        subprocess.run(
+        done = subprocess.run(
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), *args],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
             user=user,
         )
+        assert done.returncode == 0, f"pg_ctl {args}: {done.stdout}{done.stderr}"
 
     def stop(self) -> None:
         self._pg_ctl("-w", "-m", "fast", "stop")

@@ -31,9 +31,10 @@ from comfy_adapter.outputs import OutputStore
 from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
 from comfy_adapter.waits import wait_event
 from rcc.domain.errors import DomainError
-from rcc.projector.runtime import NOTIFY_CHANNEL, held_back
+from rcc.projector.runtime import held_back
 from rcc.service.bus import execute
 from rcc.service.commands import MarkJob
+from rcc.store.listener import LogListener
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class AdapterWorker:
         self._wake_status = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_tasks: dict[str, asyncio.Task[None]] = {}
-        self._listener: asyncpg.Connection | None = None
+        self._listener = LogListener(pool, self._wake_feed.set)
         self.backends: BackendPool | None = None
         self._ctx: Context | None = None
 
@@ -150,7 +151,7 @@ class AdapterWorker:
         self.runs.clear()
         if self.backends is not None:
             await self.backends.close()
-        await self._unlisten()
+        await self._listener.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -211,7 +212,7 @@ class AdapterWorker:
         errors = 0
         delay = 0.002
         while not self.stopping:
-            await self._listen()
+            await self._listener.ensure()
             try:
                 waiting = await self._drain()
                 errors = 0
@@ -232,41 +233,6 @@ class AdapterWorker:
             return
         await wait_event(wake, seconds)
         wake.clear()
-
-    def _notified(self, *_: object) -> None:
-        self._wake_feed.set()
-
-    def _listening(self) -> bool:
-        try:
-            return self._listener is not None and not self._listener.is_closed()
-        except asyncpg.InterfaceError:  # PostgreSQL went away and the pool took it back
-            return False
-
-    async def _listen(self) -> None:
-        if self._listening():
-            return
-        await self._unlisten()
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-        except (asyncpg.PostgresError, OSError) as error:
-            await self.pool.release(conn)
-            log.warning("cannot LISTEN %s, polling only: %s", NOTIFY_CHANNEL, error)
-            return
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        self._listener = conn
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-            if not conn.is_closed():
-                await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
-        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-            await self.pool.release(conn)
 
     # --- reconciliation --------------------------------------------------------------------
 

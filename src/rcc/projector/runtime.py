@@ -22,10 +22,10 @@ from rcc.projector import checkpoints
 from rcc.projector.apply import apply_events, decode
 from rcc.projector.model import Projection
 from rcc.store.event_store import Checkpoint, RecordedEvent, read_all
+from rcc.store.listener import LogListener
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "rcc_events"  # rcc_append_v1 notifies here on every append
 # While committed events wait behind an older running transaction, look again soon.
 HELD_BACK_FIRST_DELAY = 0.002
 HELD_BACK_MAX_DELAY = 0.05
@@ -117,7 +117,7 @@ class ProjectorWorker:
         self.stop_event = stop_event or asyncio.Event()
         self.on_batch = on_batch
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        self._listener = LogListener(pool, self._wake.set)
         self._ensured = False  # checkpoint rows exist (made on the first drain)
         self._held_since: float | None = None
         self._warned_at = 0.0
@@ -139,7 +139,7 @@ class ProjectorWorker:
         try:
             while not self.stopping:
                 try:
-                    await self._listen()
+                    await self._listener.ensure()
                     waiting = await self.drain()
                     errors = 0
                 except Exception as error:  # a worker outlives any one failed batch
@@ -157,7 +157,7 @@ class ProjectorWorker:
             stop_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stop_watch
-            await self._unlisten()
+            await self._listener.close()
 
     async def drain(self) -> bool:
         """Apply batches until caught up; True if committed events are still held back."""
@@ -204,34 +204,3 @@ class ProjectorWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
-
-    def _notified(self, *_: object) -> None:
-        self._wake.set()
-
-    def _listening(self) -> bool:
-        try:
-            return self._listener is not None and not self._listener.is_closed()
-        except asyncpg.InterfaceError:  # PostgreSQL went away and the pool took it back
-            return False
-
-    async def _listen(self) -> None:
-        if self._listening():
-            return
-        await self._unlisten()
-        try:
-            conn = await self.pool.acquire()
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-        except (asyncpg.PostgresError, OSError) as error:
-            log.warning("cannot LISTEN %s, polling only: %s", NOTIFY_CHANNEL, error)
-            return
-        self._listener = conn
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-            if not conn.is_closed():
-                await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
-        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-            await self.pool.release(conn)

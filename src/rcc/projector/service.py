@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from rcc.bootstrap import open_pool
+from rcc.background import running
 from rcc.config import Settings
 from rcc.projector.registry import ALL
 from rcc.projector.runtime import ProjectorWorker
@@ -14,16 +13,9 @@ from rcc.projector.runtime import ProjectorWorker
 
 @contextlib.asynccontextmanager
 async def running_projector(settings: Settings) -> AsyncIterator[ProjectorWorker]:
-    """Run every projection in the background for the life of the block, on its own pool;
-    on exit the current batch finishes, then the task and the pool are closed."""
-    pool = await open_pool(settings, max_size=3)
-    worker = ProjectorWorker(pool, ALL)
-    task = asyncio.create_task(worker.run(), name="rcc-projector")
-    try:
+    """Every projection kept current in the background for the life of the block; on
+    exit the current batch finishes, then the task and the pool are closed."""
+    async with running(
+        settings, lambda pool: ProjectorWorker(pool, ALL), pool_size=3, name="rcc-projector"
+    ) as worker:
         yield worker
-    finally:
-        worker.stop()
-        try:
-            await task
-        finally:
-            await pool.close()

@@ -137,16 +137,7 @@ class GrantScheduler:
 @contextlib.asynccontextmanager
 async def running_scheduler(settings: Settings) -> AsyncIterator[GrantScheduler]:
     """The scheduler in the background for the life of the block (`rcc serve`)."""
-    from rcc.bootstrap import open_pool
+    from rcc.background import running
 
-    pool = await open_pool(settings, max_size=2)
-    scheduler = GrantScheduler(pool)
-    task = asyncio.create_task(scheduler.run(), name="rcc-grant-scheduler")
-    try:
-        yield scheduler
-    finally:
-        scheduler.stop()
-        try:
-            await task
-        finally:
-            await pool.close()
+    async with running(settings, GrantScheduler, pool_size=2, name="rcc-grant-scheduler") as it:
+        yield it
