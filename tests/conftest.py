@@ -45,6 +45,18 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One node id per schemathesis operation (tests/test_schemathesis.py): schemathesis
+    4.32 names its items `test[GET /path]`, but pytest 9.2 builds node ids from the
+    original name and the callspec, so every operation of a test would share one id
+    (and xdist would report them as one)."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        node_id = getattr(item, "_id", None)
+        if label and node_id is not None and node_id.params is None:
+            item._id = node_id.with_params(label)
+
+
 def with_database(url: str, name: str) -> str:
     """The same server URL pointing at another database."""
     parts = urlsplit(url)

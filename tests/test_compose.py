@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -152,3 +154,20 @@ def test_the_image_installs_with_the_pinned_constraints() -> None:
 def test_the_variable_pattern_reads_every_form() -> None:
     text = "${A} ${B:-x} ${C:?say it} ${D-y} $${ESCAPED} $$E"
     assert VARIABLE.findall(text) == ["A", "B", "C", "D"]
+
+
+def test_the_worker_healthchecks_answer_from_the_database(cli_env: dict[str, str]) -> None:
+    # A fresh database: nothing to project (healthy), no adapter heartbeat (unhealthy).
+    def health(part: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rcc.cli", "health", part, "--max-age", "30"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    projector = health("projector")
+    assert projector.returncode == 0 and projector.stdout.startswith("healthy"), projector
+    adapter = health("adapter")
+    assert adapter.returncode == 1 and adapter.stdout.startswith("unhealthy"), adapter

@@ -106,10 +106,13 @@ class Stack:
         if part is self.portal:
             await self.portal_ready()
 
-    def stop(self) -> None:
-        for part in (self.portal, self.projector):
+    def stop(self) -> dict[str, int]:
+        """SIGTERM both; their exit statuses (0: a graceful stop)."""
+        codes = {}
+        for name, part in (("portal", self.portal), ("projector", self.projector)):
             with contextlib.suppress(Exception):
-                part.stop()
+                codes[name] = part.stop()
+        return codes
 
 
 # --- the load ------------------------------------------------------------------------------
@@ -290,7 +293,8 @@ async def assert_nothing_lost_nothing_doubled(traffic: Traffic, stack: Stack) ->
         last = await head(conn)
     names = [p.name for p in ALL]
     assert await wait_for(pool, last, names, timeout=SETTLE_S), "the projector caught up"
-    stack.stop()  # nothing writes any more: the read models can be compared with a replay
+    # Nothing writes any more, so the read models can be compared with a replay.
+    assert stack.stop() == {"portal": 0, "projector": 0}, "both stop gracefully"
 
     owner = await connect_owner(stack.db_url)
     try:

@@ -394,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", help="a running service on DATABASE_URL's database (default: start rcc serve)"
     )
     bench_http.add_argument(
+        "--rate", type=float, help="pace the HTTP clients to this many requests/s in all"
+    )
+    bench_http.add_argument(
         "--database", default="rcc_bench_http", help="bench database (rcc_bench*), recreated"
     )
     bench_http.set_defaults(run=_bench_http)

@@ -172,13 +172,18 @@ async def _wait_ready(base: str, proc: asyncio.subprocess.Process, log_path: Pat
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             if proc.returncode is not None:
-                raise RuntimeError(f"rcc serve exited with {proc.returncode}; see {log_path}")
+                raise RuntimeError(f"rcc serve exited with {proc.returncode}:\n{_tail(log_path)}")
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(f"{base}/readyz") as answer:
                     if answer.status == 200:
                         return
             await asyncio.sleep(0.2)
-    raise RuntimeError(f"rcc serve was not ready within {READY_TIMEOUT_S:g} s; see {log_path}")
+    raise RuntimeError(f"rcc serve was not ready in {READY_TIMEOUT_S:g} s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    """The end of the service's log (it lives in a directory removed after the run)."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # --- setup ---------------------------------------------------------------------------------
@@ -302,9 +307,19 @@ async def _mixer(
 
 
 async def http_phase(
-    base: str, url: str, cast: Cast, clients: int, seconds: float, ledger: Ledger, mix_rate: float
+    base: str,
+    url: str,
+    cast: Cast,
+    clients: int,
+    seconds: float,
+    ledger: Ledger,
+    mix_rate: float,
+    rate: float | None = None,
 ) -> Run:
-    """`clients` loops of POST /jobs for `seconds`, with the mixer running alongside."""
+    """`clients` loops of POST /jobs for `seconds`, with the mixer running alongside:
+    back to back, or paced to `rate` requests per second in all (each client sends every
+    clients/rate seconds; a late answer delays that client's next send)."""
+    interval = clients / rate if rate else 0.0
     connector = aiohttp.TCPConnector(limit=clients + 2, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
     statuses: Counter[str] = Counter()
@@ -315,7 +330,11 @@ async def http_phase(
 
             async def client(rng: random.Random, deadline: float) -> Tally:
                 tally = Tally()
+                next_at = time.perf_counter() + rng.random() * interval  # spread the clients
                 while time.perf_counter() < deadline:
+                    if interval:
+                        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                        next_at += interval
                     result = await _post_job(http, base, cast, rng, tally)
                     if isinstance(result, tuple):
                         ledger.created(*result)
@@ -335,7 +354,9 @@ async def http_phase(
                     total.merge(tally)
                 return time.perf_counter() - started, total
 
-            log(f"{clients:>4} clients  HTTP POST /jobs  {seconds:g} s (+ mixer {mix_rate:g}/s)")
+            paced = f" at {rate:g}/s" if rate else ""
+            mixing = f"(+ mixer {mix_rate:g}/s)"
+            log(f"{clients:>4} clients  HTTP POST /jobs{paced}  {seconds:g} s {mixing}")
             await timed(min(WARMUP_SECONDS, seconds), seed=1)  # opens the connections
             statuses.clear()
             stop = asyncio.Event()
@@ -348,7 +369,8 @@ async def http_phase(
     finally:
         await pool.close()
     mixed = f"{ledger.grants - before[0]} grants, {ledger.failed_jobs - before[1]} failures"
-    return Run("HTTP", clients, elapsed, tally, statuses, mixed)
+    path = f"HTTP {rate:g}/s" if rate else "HTTP"  # a paced row has no direct twin
+    return Run(path, clients, elapsed, tally, statuses, mixed)
 
 
 # --- checking ------------------------------------------------------------------------------
@@ -494,7 +516,7 @@ def format_targets(runs: Sequence[Run]) -> list[str]:
         f"at {P99_TARGET_CLIENTS} clients"
     ]
     for run in runs:
-        if run.path != "HTTP":
+        if not run.path.startswith("HTTP"):
             continue
         p99 = percentile_ms(run.tally.latencies, 0.99)
         verdict = f"p99 {p99:.1f} ms: PRD {'met' if p99 < PRD_LIMIT_MS else 'MISSED'}"
@@ -506,7 +528,7 @@ def format_targets(runs: Sequence[Run]) -> list[str]:
                 direct.tally.latencies, 0.5
             )
             verdict += f"; HTTP adds {added:.1f} ms at p50"
-        lines.append(f"  {run.clients:>4} clients: {verdict}")
+        lines.append(f"  {run.clients:>4} clients{run.path[4:]}: {verdict}")
     return lines
 
 
@@ -567,8 +589,8 @@ def _argument_error(args: argparse.Namespace) -> str | None:
         return "--database must match rcc_bench[a-z0-9_]* (the bench drops it on every run)"
     if any(n < 1 for n in args.clients) or args.users < 1:
         return "--clients and --users must be positive"
-    if args.seconds <= 0 or args.mix_rate <= 0:
-        return "--seconds and --mix-rate must be positive"
+    if args.seconds <= 0 or args.mix_rate <= 0 or (args.rate is not None and args.rate <= 0):
+        return "--seconds, --mix-rate and --rate must be positive"
     return None
 
 
@@ -606,7 +628,9 @@ async def run_http_bench(settings: Settings, args: argparse.Namespace) -> int:
             for clients in args.clients:
                 runs.append(await direct_phase(url, cast, clients, args.seconds, ledger, pool_cap))
                 runs.append(
-                    await http_phase(base, url, cast, clients, args.seconds, ledger, args.mix_rate)
+                    await http_phase(
+                        base, url, cast, clients, args.seconds, ledger, args.mix_rate, args.rate
+                    )
                 )
             checks = await check(url, cast, ledger, own_server=args.url is None)
     report = [
