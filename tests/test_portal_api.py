@@ -40,6 +40,10 @@ async def test_job_reserve_read_your_writes_and_402(
         "cost_rcc": 5,
     }
     assert len((await client.get("/jobs")).json()["items"]) == 1, "nothing was created"
+    metrics = (await client.get("/metrics")).text.splitlines()
+    assert 'rcc_jobs{status="created"} 1.0' in metrics
+    assert 'rcc_credits{kind="granted"} 6.0' in metrics
+    assert 'rcc_credits{kind="consumed"} 5.0' in metrics
 
 
 async def test_cancel_releases_the_reserve_and_shows_in_the_ledger(
@@ -230,4 +234,6 @@ async def test_schema_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metrics = (await client.get("/metrics")).text
     assert "rcc_requests_total" in metrics
+    assert 'rcc_projection_lag_events{projection="balances"}' in metrics
+    assert 'rcc_credits{kind="granted"}' in metrics
     assert (await client.get("/healthz")).headers["x-request-id"]

@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from portal.ledger_metrics import ledger_metrics
 from rcc.projector.status import status as projection_status
 from rcc.store.migrations import pending
 
@@ -51,9 +52,13 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     return Response(body, status_code=200)
 
 
-@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False, tags=["ops"])
-def metrics() -> Response[bytes]:
-    """Prometheus text exposition: requests, latencies, jobs by status, credits moved,
-    projector lag. (Litestar's PrometheusController serves the same but documents it as
-    JSON; this one says what it is.)"""
-    return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+@get("/metrics", media_type=MediaType.TEXT, tags=["ops"])
+async def metrics(state: State) -> Response[bytes]:
+    """Prometheus text exposition: requests and latencies (middleware), jobs by status,
+    credits moved and projection lag (read models). (Litestar's PrometheusController
+    serves the first half but documents it as JSON; this one says what it is.)"""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        ledger = await ledger_metrics(conn)
+    body = generate_latest(REGISTRY) + ledger
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
