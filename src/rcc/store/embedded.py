@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import warnings
@@ -22,7 +23,12 @@ def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> str:
 
     pgdata.mkdir(parents=True, exist_ok=True)
     mode = "stop" if stop_at_exit else None
-    server = pgserver.get_server(pgdata, cleanup_mode=mode)  # type: ignore[attr-defined]
+    # Our own lock around start-up: two processes starting the same fresh data
+    # directory at once (test workers, `rcc serve` and `rcc migrate`) must not both run
+    # initdb, and pgserver's own lock lives wherever XDG_RUNTIME_DIR pointed at import.
+    with (pgdata.parent / f".{pgdata.name}.start.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = pgserver.get_server(pgdata, cleanup_mode=mode)  # type: ignore[attr-defined]
     url: str = server.get_uri()
     log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
     return url
