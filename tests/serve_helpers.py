@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from rcc.bench.ledger import drop_database as drop_bench_database
 from tests.conftest import with_database
 
 
@@ -163,3 +164,18 @@ def run_rcc(env: dict[str, str], *argv: str, timeout: float = 120) -> str:
 def in_fresh_loop(coro: Any) -> Any:
     """Run a coroutine from a synchronous fixture (no event loop runs there)."""
     return asyncio.run(coro)
+
+
+async def run_bench(
+    env: dict[str, str], server_url: str, suite: str, *args: str, limit_s: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`rcc bench <suite> ... --database <fresh rcc_bench_*>` as a real process; the
+    database it made is dropped afterwards whatever happened."""
+    database = f"rcc_bench_{uuid.uuid4().hex[:12]}"
+    command = [sys.executable, "-m", "rcc.cli", "bench", suite, *args, "--database", database]
+    try:
+        return await asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, text=True, timeout=limit_s
+        )
+    finally:
+        await drop_bench_database(server_url, database)

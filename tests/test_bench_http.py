@@ -4,39 +4,30 @@ grants and failures, and proves nothing was lost. Speed is the benchmark's busin
 from __future__ import annotations
 
 import argparse
-import asyncio
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 from rcc.bench.http import run_http_bench
-from rcc.bench.ledger import drop_database
 from rcc.config import Settings
-
-
-def _run_bench(env: dict[str, str], database: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "rcc.cli", "bench", "http"),
-            *("--clients", "4", "--seconds", "0.5", "--users", "10", "--mix-rate", "50"),
-            *("--database", database),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+from tests.serve_helpers import run_bench
 
 
 async def test_bench_http_reports_both_paths_and_loses_nothing(
     cli_env: dict[str, str], server_url: str
 ) -> None:
-    database = f"rcc_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        done = await asyncio.to_thread(_run_bench, cli_env, database)
-    finally:
-        await drop_database(server_url, database)
+    done = await run_bench(
+        cli_env,
+        server_url,
+        "http",
+        "--clients",
+        "4",
+        "--seconds",
+        "0.5",
+        "--users",
+        "10",
+        "--mix-rate",
+        "50",
+        limit_s=180,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     rows = [line.split() for line in out.splitlines()]

@@ -8,40 +8,32 @@ the durability settings and a passing audit.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from rcc.bench.ledger import drop_database, percentile_ms, run_ledger_bench
+from rcc.bench.ledger import percentile_ms, run_ledger_bench
 from rcc.config import Settings
-
-
-def _run_bench(env: dict[str, str], database: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "rcc.cli", "bench", "ledger"),
-            *("--seconds", "0.2", "--clients", "4", "--wallets", "20", "--burst", "20"),
-            *("--database", database),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.serve_helpers import run_bench
 
 
 async def test_bench_prints_every_phase_and_a_passing_audit(
     cli_env: dict[str, str], server_url: str
 ) -> None:
-    database = f"rcc_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        done = await asyncio.to_thread(_run_bench, cli_env, database)
-    finally:
-        await drop_database(server_url, database)
+    done = await run_bench(
+        cli_env,
+        server_url,
+        "ledger",
+        "--seconds",
+        "0.2",
+        "--clients",
+        "4",
+        "--wallets",
+        "20",
+        "--burst",
+        "20",
+        limit_s=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "fsync=" in out and "synchronous_commit=" in out and "PostgreSQL" in out

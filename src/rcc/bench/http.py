@@ -61,6 +61,7 @@ from rcc.bench.ledger import (
     register_funded,
     server_info,
 )
+from rcc.bench.table import aligned
 from rcc.bootstrap import database_url
 from rcc.config import Settings
 from rcc.projector.registry import ALL
@@ -484,17 +485,8 @@ def _cells(run: Run, runs: Sequence[Run]) -> list[str]:
 
 
 def format_table(runs: Sequence[Run]) -> list[str]:
-    rows = [[name for name, _ in _COLUMNS], *(_cells(run, runs) for run in runs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = []
-    for row in rows:
-        cells = (
-            f"{cell:{align}{width}}"
-            for cell, (_, align), width in zip(row, _COLUMNS, widths, strict=True)
-        )
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "-" * len(lines[0]))
-    return lines
+    """The result table, one row per phase, columns aligned."""
+    return aligned(_COLUMNS, [_cells(run, runs) for run in runs])
 
 
 def format_header(info: ServerInfo, args: argparse.Namespace, target: str) -> list[str]:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from rcc.audit import AuditReport, verify
+from rcc.bench.table import aligned
 from rcc.bootstrap import database_url, migrate_database
 from rcc.config import Settings
 from rcc.domain.prices import JOB_PRICES_RCC
@@ -463,17 +464,7 @@ def _cells(run: Run, runs: Sequence[Run]) -> list[str]:
 
 def format_table(runs: Sequence[Run]) -> list[str]:
     """The result table, one row per phase, columns aligned."""
-    rows = [[name for name, _ in _COLUMNS], *(_cells(run, runs) for run in runs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = []
-    for row in rows:
-        cells = (
-            f"{cell:{align}{width}}"
-            for cell, (_, align), width in zip(row, _COLUMNS, widths, strict=True)
-        )
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "-" * len(lines[0]))
-    return lines
+    return aligned(_COLUMNS, [_cells(run, runs) for run in runs])
 
 
 def format_header(info: ServerInfo, args: argparse.Namespace, plan: Plan) -> list[str]:

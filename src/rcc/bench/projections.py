@@ -188,33 +188,41 @@ async def _fresh_database(server_url: str, name: str, events: int) -> tuple[str,
 async def generate(url: str, events: int) -> tuple[int, float]:
     """Append about `events` events through rcc_append_v1; return (events, seconds)."""
     users = max(1, round(events / (JOBS_PER_USER * 6 + 3)))
+    return await generate_users(url, users, JOBS_PER_USER)
+
+
+async def generate_users(url: str, users: int, jobs_per_user: int) -> tuple[int, float]:
+    """Users and their jobs through rcc_append_v1, from GENERATORS connections at once
+    (versions, hash chains and cached heads as the service makes them); returns
+    (events, seconds)."""
     prefix = uuid.uuid4().hex[:8]
     chunks = [(i, min(i + USERS_PER_CALL, users)) for i in range(0, users, USERS_PER_CALL)]
+    expected = users * (3 + 6 * jobs_per_user)
     bar = ProgressBar("generate")
     made = 0
     started = time.perf_counter()
 
-    async def worker(queue: list[tuple[int, int]]) -> None:
+    async def worker() -> None:
         nonlocal made
         conn = await connect_owner(url)
         try:
             await conn.execute("SET synchronous_commit = off")  # only the bench's own log
             await conn.execute(_GENERATE)
-            while queue:
-                first, last = queue.pop()
+            while chunks:
+                first, last = chunks.pop()
                 appended = await conn.fetchval(
                     "SELECT pg_temp.rcc_bench_users($1, $2, $3, $4)",
                     prefix,
                     first,
                     last,
-                    JOBS_PER_USER,
+                    jobs_per_user,
                 )
-                made += appended
-                bar(made, events)
+                made += appended  # after the await: the workers share `made`
+                bar(made, expected)
         finally:
             await conn.close()
 
-    await asyncio.gather(*(worker(chunks) for _ in range(GENERATORS)))
+    await asyncio.gather(*(worker() for _ in range(GENERATORS)))
     bar.finish()
     return made, time.perf_counter() - started
 

@@ -23,7 +23,6 @@ import re
 import socket
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +30,7 @@ import asyncpg
 import httpx
 import msgspec
 
-from rcc.bench.projections import _GENERATE as GENERATE_USERS  # the same generator
+from rcc.bench.projections import generate_users
 from rcc.bootstrap import database_url, migrate_database
 from rcc.config import Settings
 from rcc.projector.progress import ProgressBar
@@ -44,8 +43,6 @@ from rcc.service.tokens import create_token
 from rcc.store.database import connect_owner, create_pool
 
 _DATABASE_NAME = re.compile(r"^rcc_bench[a-z0-9_]{0,54}$")
-USERS_PER_CALL = 20  # one generator call (one transaction) per this many users
-GENERATORS = 4  # concurrent generator connections
 WARMUP = 3
 REQUIRED_S = 2.0  # PRD NFR-P1
 AIM_S = 0.2
@@ -94,40 +91,6 @@ async def _database(server_url: str, name: str, users: int, jobs: int) -> tuple[
         await admin.close()
     await migrate_database(url)
     return url, False
-
-
-async def generate(url: str, users: int, jobs_per_user: int) -> tuple[int, float]:
-    """Users and their jobs through rcc_append_v1; returns (events, seconds)."""
-    prefix = uuid.uuid4().hex[:8]
-    chunks = [(i, min(i + USERS_PER_CALL, users)) for i in range(0, users, USERS_PER_CALL)]
-    expected = users * (3 + 6 * jobs_per_user)
-    bar = ProgressBar("generate")
-    made = 0
-    started = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal made
-        conn = await connect_owner(url)
-        try:
-            await conn.execute("SET synchronous_commit = off")  # only the bench's own log
-            await conn.execute(GENERATE_USERS)
-            while chunks:
-                first, last = chunks.pop()
-                appended = await conn.fetchval(
-                    "SELECT pg_temp.rcc_bench_users($1, $2, $3, $4)",
-                    prefix,
-                    first,
-                    last,
-                    jobs_per_user,
-                )
-                made += appended  # after the await: the workers share `made`
-                bar(made, expected)
-        finally:
-            await conn.close()
-
-    await asyncio.gather(*(worker() for _ in range(GENERATORS)))
-    bar.finish()
-    return made, time.perf_counter() - started
 
 
 async def _settled(conn: asyncpg.Connection, timeout_s: float = 120.0) -> None:
@@ -276,7 +239,7 @@ async def run_ui_bench(settings: Settings, args: argparse.Namespace) -> int:
     if reused:
         data_line = "reused the existing bench database"
     else:
-        made, gen_s = await generate(url, args.users - 1, per_user)
+        made, gen_s = await generate_users(url, args.users - 1, per_user)
         await add_member(url, per_user)
         events, replay_s = await project(url)
         data_line = (
