@@ -1,6 +1,7 @@
-"""Faults in the middle of load: `kill -9` of the portal, `kill -9` of the projector, and
-PostgreSQL stopped and started again. The parts run as real processes (`rcc portal`,
-`rcc projector`) and the load comes over real HTTP on 127.0.0.1:
+"""Faults in the middle of load: `kill -9` of the portal, of the projector and of the
+adapter, and PostgreSQL stopped and started again. The parts run as real processes
+(`rcc portal`, `rcc projector`, `rcc adapter`) and the load comes over real HTTP on
+127.0.0.1:
 
 - clients POST /jobs, each under its own Idempotency-Key, and retry that key until it
   is acknowledged (201), as a careful client would after a dropped connection;
@@ -12,7 +13,8 @@ After recovery every key and every event has been acknowledged, and then: every
 acknowledged job is in the log, exactly once per key; every wallet holds exactly its
 funding plus one grant per event, minus one cost per key, plus one release per failed
 job (nothing lost, nothing doubled); `rcc audit verify`'s checks pass; and the read
-models equal a clean replay of the log.
+models equal a clean replay of the log. The adapter's test runs the jobs on ComfyUI test
+servers instead, and also checks that every job ended and no prompt was submitted twice.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +39,7 @@ import asyncpg
 import httpx
 import pytest
 
+from comfy_adapter.run import prompt_id_for
 from rcc.audit import verify
 from rcc.domain.errors import IllegalTransition
 from rcc.projector.registry import ALL
@@ -47,6 +52,8 @@ from rcc.service.tokens import create_token
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded
 from rcc.store.event_store import head
+from tests.adapter_helpers import RUNTIME_ERROR, SLOW, wait_until
+from tests.comfy_server import ComfyServer
 from tests.conftest import with_database
 from tests.projection_helpers import differences, dump
 from tests.serve_helpers import RccProcess, free_port, rcc_env, run_rcc
@@ -144,6 +151,7 @@ class Traffic:
     failed: dict[str, tuple[str, int]] = field(default_factory=dict)  # job -> user, cost
     unsure: dict[str, tuple[str, int]] = field(default_factory=dict)  # failing, unanswered
     errors: Counter[str] = field(default_factory=Counter)  # what the faults looked like
+    workflows: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> its own
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -153,7 +161,8 @@ class Traffic:
     async def _post_job(self, http: httpx.AsyncClient, key: str) -> bool:
         user = self.keys[key]
         headers = {"Authorization": f"Bearer {self.tokens[user]}", "Idempotency-Key": key}
-        body = {"type": "IMAGE_TASK", "workflow": {"1": {"class_type": "EmptyImage"}}}
+        workflow = self.workflows.get(key, {"1": {"class_type": "EmptyImage"}})
+        body = {"type": "IMAGE_TASK", "workflow": workflow}
         try:
             answer = await http.post(f"{self.base}/jobs", json=body, headers=headers)
         except httpx.HTTPError as error:
@@ -417,13 +426,18 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_postgres(tmp_path: Path) -> Any:
-    server = PrivatePostgres.start(tmp_path / "pg")
+def private_postgres() -> Any:
+    # Not under tmp_path: pytest makes its base directory private (0700) again whenever
+    # a worker asks for it, and the server runs as the `pgserver` user when we are root.
+    home = Path(tempfile.mkdtemp(prefix="rcc-faults-pg-"))
+    home.chmod(0o755)
+    server = PrivatePostgres.start(home / "pg")
     try:
         yield server
     finally:
         if server.running():
             server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def test_postgres_stopped_and_started_again_mid_load(
@@ -447,4 +461,107 @@ async def test_postgres_stopped_and_started_again_mid_load(
         assert stack.portal.alive() and stack.projector.alive(), "both rode it out"
         # The outage was answered as one: 503 with Retry-After, not a 500.
         assert traffic.errors["HTTP 503"] and not traffic.errors["HTTP 500"], traffic.errors
+        await assert_nothing_lost_nothing_doubled(traffic, stack)
+
+
+# --- kill -9 of the adapter while ComfyUI runs its jobs --------------------------------------
+
+ADAPTER_JOBS = 80
+STARTED_BEFORE_KILL = 12  # prompts ComfyUI has started when the adapter is killed
+
+
+def _adapter_workflow(n: int) -> dict[str, Any]:
+    """Every 8th job fails in ComfyUI (the recorded IndexError); the others take a little
+    time, each with its own inputs so the test server's cache does not skip the work."""
+    if n % 8 == 7:
+        return RUNTIME_ERROR
+    workflow = {node: {**spec, "inputs": dict(spec["inputs"])} for node, spec in SLOW.items()}
+    workflow["1"]["inputs"]["color"] = n
+    return workflow
+
+
+async def _statuses(pool: asyncpg.Pool, jobs: list[str]) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT stream_id, state->>'status' AS status FROM streams WHERE stream_id = ANY($1)",
+            [f"job-{job}" for job in jobs],
+        )
+    return {r["stream_id"].removeprefix("job-"): r["status"] for r in rows}
+
+
+async def test_kill_9_of_the_adapter_mid_load(db_url: str, tmp_path: Path) -> None:
+    async with (
+        ComfyServer(node_seconds={"ImageBlur": 0.15}) as first,
+        ComfyServer(node_seconds={"ImageBlur": 0.15}) as second,
+        stack_under_load(db_url, tmp_path) as (stack, traffic),
+    ):
+        servers = (first, second)
+        env = {
+            **stack.env,
+            "COMFYUI_URLS": f"{first.url},{second.url}",
+            "RCC_COMFYUI_RETRY_BASE_S": "0.05",
+            "RCC_COMFYUI_POLL_S": "1",
+        }
+        adapter = RccProcess(["adapter"], env, tmp_path / "adapter.log").start()
+        try:
+            rng = random.Random(7)
+            users = sorted(traffic.tokens)
+            for n in range(ADAPTER_JOBS):
+                key = str(uuid.UUID(int=rng.getrandbits(128)))
+                traffic.keys[key] = users[n % len(users)]
+                traffic.workflows[key] = _adapter_workflow(n)
+            keys = list(traffic.keys)
+
+            async def post_all(http: httpx.AsyncClient, mine: list[str]) -> None:
+                for key in mine:  # a dropped answer: the same key again until acknowledged
+                    await retried(partial(traffic._post_job, http, key))
+
+            async with httpx.AsyncClient(timeout=15) as http:
+                async with asyncio.timeout(SETTLE_S):
+                    posting = asyncio.gather(
+                        *(post_all(http, keys[i::CLIENTS]) for i in range(CLIENTS))
+                    )
+                    await wait_until(
+                        lambda: sum(len(s.executed) for s in servers) >= STARTED_BEFORE_KILL,
+                        within=SETTLE_S,
+                        what="ComfyUI to start running the jobs",
+                    )
+                    await asyncio.to_thread(adapter.kill9)  # prompts in flight in ComfyUI
+                    acked = [job for job, _, _ in traffic.jobs.values()]
+                    left = await _statuses(traffic.pool, acked)
+                    in_flight = [j for j, s in left.items() if s in ("queued", "running")]
+                    assert in_flight, "the kill landed while jobs were in flight"
+                    await asyncio.sleep(0.3)
+                    adapter.start()
+                    await posting
+
+            jobs = {job: (user, cost) for job, user, cost in traffic.jobs.values()}
+            async with asyncio.timeout(SETTLE_S):  # every job ends, none stays in flight
+                while True:
+                    statuses = await _statuses(traffic.pool, list(jobs))
+                    if all(s in ("succeeded", "failed") for s in statuses.values()):
+                        break
+                    assert adapter.alive(), adapter.tail()
+                    await asyncio.sleep(0.1)
+            assert adapter.stop() == 0, "the restarted adapter stops gracefully"
+        finally:
+            with contextlib.suppress(Exception):
+                adapter.stop()
+
+        assert statuses.keys() == jobs.keys()
+        failing = {traffic.jobs[k][0] for k, w in traffic.workflows.items() if w is RUNTIME_ERROR}
+        assert {j for j, s in statuses.items() if s == "failed"} == failing, adapter.tail()
+        for job in jobs:  # once per prompt id, over both servers and both adapter lives
+            assert sum(s.posts[prompt_id_for(job)] for s in servers) == 1, job
+        assert sum(len(s.executed) for s in servers) == ADAPTER_JOBS, "nothing ran twice"
+        async with traffic.pool.acquire() as conn:
+            released = Counter(
+                r["job"]
+                for r in await conn.fetch(
+                    "SELECT data->>'job' AS job FROM events WHERE type = 'credits_released'"
+                )
+            )
+        assert released == Counter(failing), "one release per failed job, none twice"
+        # Failed jobs gave their credits back; the shared check does the rest.
+        traffic.failed = {job: jobs[job] for job in failing}
         await assert_nothing_lost_nothing_doubled(traffic, stack)

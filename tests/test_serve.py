@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,10 +47,15 @@ def wait_ready(base: str, proc: subprocess.Popen[str], deadline_s: float = 60) -
 
 
 @pytest.fixture
-def embedded_env(tmp_path: Path) -> dict[str, str]:
+def embedded_env() -> Iterator[dict[str, str]]:
+    # Not under tmp_path: pytest makes its base directory private (0700) again whenever
+    # a worker asks for it, and the embedded server runs as `pgserver` when we are root.
+    home = Path(tempfile.mkdtemp(prefix="rcc-serve-"))
+    home.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["RCC_DATA_DIR"] = str(tmp_path / "data")
-    return env
+    env["RCC_DATA_DIR"] = str(home / "data")
+    yield env
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[str]:

@@ -123,7 +123,8 @@ class Coalescer:
         from rcc.service.bus import done, replay
 
         async with UnitOfWork(self.pool) as uow:
-            remembered = await uow.recall(*[a.key for a in group if a.key])
+            asked = [a.key for a in group if a.key]
+            remembered = await uow.recall(*asked) if asked else {}
             people = await _lock_wallets(uow, sorted({a.cmd.user_id for a in group}))
             decided: list[Any] = []
             first_by_key: dict[str, int] = {}
