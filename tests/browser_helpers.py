@@ -21,12 +21,16 @@ from typing import Any
 import asyncpg
 import httpx
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from rcc.store.database import create_pool
 from tests import stripe_payloads as sp
 from tests.comfy_server.server import ComfyServer
 from tests.stripe_double import StripeDouble
+
+# Assertions wait as long as actions do: the whole suite shares two cores, and a page's
+# polling (balance, job status) can lag behind under that load without being wrong.
+expect.set_options(timeout=20_000)
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
