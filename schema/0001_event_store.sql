@@ -66,15 +66,19 @@ CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
 -- Appends events to several streams in one call: locks every head in a fixed order
 -- (no deadlocks between multi-stream writers), checks each expected version
 -- (-1: any), chains the hashes and moves the heads. Raises RC001 on a stale version.
--- Each event i belongs to p_streams[p_event_stream[i]].
-CREATE FUNCTION rcc_append_v1(
+-- Each event i belongs to p_streams[p_event_stream[i]] and carries p_metadata[i]
+-- (one transaction may hold several commands, each with its own actor and request).
+-- No NOTIFY in here: it takes a server-wide lock from pre-commit to the end of commit,
+-- which would make every appending transaction commit one at a time. Writers notify
+-- after commit instead (src/rcc/store/notify.py).
+CREATE FUNCTION rcc_append_v2(
     p_streams      text[],
     p_expected     bigint[],
     p_states       jsonb[],
     p_event_stream int[],
     p_types        text[],
     p_data         jsonb[],
-    p_metadata     jsonb
+    p_metadata     jsonb[]
 ) RETURNS TABLE (out_position bigint, out_stream_id text, out_version bigint, out_tx_id xid8,
                out_recorded_at timestamptz)
 LANGUAGE plpgsql AS $$
@@ -84,10 +88,12 @@ DECLARE
     order_idx  int[];
     versions   bigint[] := array_fill(0::bigint, ARRAY[cardinality(p_streams)]);
     hashes     bytea[]  := array_fill('\x'::bytea, ARRAY[cardinality(p_streams)]);
+    genesis    bytea    := '\x0000000000000000000000000000000000000000000000000000000000000000';
     head       record;
     ev_time    timestamptz;
     ev_hash    bytea;
     ev_pos     bigint;
+    tx         xid8     := pg_current_xact_id();
 BEGIN
     SELECT array_agg(idx ORDER BY p_streams[idx]) INTO order_idx
       FROM generate_subscripts(p_streams, 1) AS idx;
@@ -99,12 +105,9 @@ BEGIN
                 RAISE EXCEPTION 'stream % is at version 0, expected %', p_streams[s], p_expected[s]
                     USING ERRCODE = 'RC001';
             END IF;
-            -- A concurrent creator of the same new stream makes this a unique
-            -- violation, which the caller reports as a conflict.
-            INSERT INTO streams (stream_id, version, last_hash)
-                 VALUES (p_streams[s], 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
+            INSERT INTO streams (stream_id, version, last_hash) VALUES (p_streams[s], 0, genesis);
             versions[s] := 0;
-            hashes[s] := '\x0000000000000000000000000000000000000000000000000000000000000000';
+            hashes[s] := genesis;
         ELSE
             IF p_expected[s] >= 0 AND p_expected[s] <> head.version THEN
                 RAISE EXCEPTION 'stream % is at version %, expected %', p_streams[s], head.version, p_expected[s]
@@ -120,13 +123,13 @@ BEGIN
         versions[s] := versions[s] + 1;
         ev_time := clock_timestamp();
         ev_hash := rcc_event_hash_v1(hashes[s], p_streams[s], versions[s], p_types[i],
-                                     p_data[i], p_metadata, ev_time);
+                                     p_data[i], p_metadata[i], ev_time);
         hashes[s] := ev_hash;
         INSERT INTO events (stream_id, version, type, data, metadata, recorded_at, hash)
-             VALUES (p_streams[s], versions[s], p_types[i], p_data[i], p_metadata, ev_time, ev_hash)
+             VALUES (p_streams[s], versions[s], p_types[i], p_data[i], p_metadata[i], ev_time, ev_hash)
           RETURNING position INTO ev_pos;
         out_position := ev_pos; out_stream_id := p_streams[s]; out_version := versions[s];
-        out_tx_id := pg_current_xact_id(); out_recorded_at := ev_time;
+        out_tx_id := tx; out_recorded_at := ev_time;
         RETURN NEXT;
     END LOOP;
 
@@ -136,9 +139,23 @@ BEGIN
                state = COALESCE(p_states[s], state)
          WHERE stream_id = p_streams[s];
     END LOOP;
-    -- Wakes projectors and the adapter; they still read by snapshot, never trust the payload.
-    PERFORM pg_notify('rcc_events', '');
 END
+$$;
+
+-- The same with one metadata object for every event (bulk generators, scripts).
+CREATE FUNCTION rcc_append_v1(
+    p_streams      text[],
+    p_expected     bigint[],
+    p_states       jsonb[],
+    p_event_stream int[],
+    p_types        text[],
+    p_data         jsonb[],
+    p_metadata     jsonb
+) RETURNS TABLE (out_position bigint, out_stream_id text, out_version bigint, out_tx_id xid8,
+               out_recorded_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT * FROM rcc_append_v2(p_streams, p_expected, p_states, p_event_stream, p_types,
+                                p_data, array_fill(p_metadata, ARRAY[cardinality(p_types)]))
 $$;
 
 -- The chain link: sha256(previous hash || canonical bytes). The canonical bytes are
