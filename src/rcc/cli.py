@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -143,16 +144,16 @@ async def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
-async def _bench_ledger(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.bench.ledger import run_ledger_bench
+def _bench(suite: str) -> Command:
+    """`rcc bench <suite>`: runs `rcc.bench.<suite>.run_<suite>_bench`, imported only when
+    asked for (the benchmarks pull in what the service never needs)."""
 
-    return await run_ledger_bench(settings, args)
+    async def run(args: argparse.Namespace, settings: Settings) -> int:
+        module = importlib.import_module(f"rcc.bench.{suite}")
+        code: int = await getattr(module, f"run_{suite}_bench")(settings, args)
+        return code
 
-
-async def _bench_http(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.bench.http import run_http_bench
-
-    return await run_http_bench(settings, args)
+    return run
 
 
 async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,12 +173,6 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
         await pool.close()
     print("adapter stopped", file=sys.stderr)
     return 0
-
-
-async def _bench_adapter(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.bench.adapter import run_adapter_bench
-
-    return await run_adapter_bench(settings, args)
 
 
 async def _projector(args: argparse.Namespace, settings: Settings) -> int:
@@ -298,18 +293,6 @@ async def _projections_status(args: argparse.Namespace, settings: Settings) -> i
     return 0
 
 
-async def _bench_projections(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.bench.projections import run_projections_bench
-
-    return await run_projections_bench(settings, args)
-
-
-async def _bench_ui(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.bench.ui import run_ui_bench
-
-    return await run_ui_bench(settings, args)
-
-
 async def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.adapters.stripe_api import list_events, stripe_client
     from rcc.bootstrap import open_pool
@@ -383,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument(
         "--burst", type=int, default=200, help="concurrent reserves on one wallet; all must finish"
     )
-    ledger.set_defaults(run=_bench_ledger)
+    ledger.set_defaults(run=_bench("ledger"))
     bench_http = bench.add_parser("http", help="POST /jobs over HTTP vs the direct call")
     bench_http.add_argument("--clients", type=int, nargs="+", default=[64, 256])
     bench_http.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
@@ -400,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_http.add_argument(
         "--database", default="rcc_bench_http", help="bench database (rcc_bench*), recreated"
     )
-    bench_http.set_defaults(run=_bench_http)
+    bench_http.set_defaults(run=_bench("http"))
     bench_proj = bench.add_parser("projections", help="replay speed, projection lag, query times")
     bench_proj.add_argument("--events", type=int, default=1_000_000, help="size of the log")
     bench_proj.add_argument("--clients", type=int, default=16, help="writers during the lag run")
@@ -410,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="rcc_bench_projections",
         help="bench database (rcc_bench*), recreated unless it already holds --events events",
     )
-    bench_proj.set_defaults(run=_bench_projections)
+    bench_proj.set_defaults(run=_bench("projections"))
     bench_adapter = bench.add_parser("adapter", help="ComfyUI adapter dispatch overhead per job")
     bench_adapter.add_argument("--jobs", type=int, default=1000, help="jobs in the bulk run")
     bench_adapter.add_argument("--backends", type=int, default=4, help="test ComfyUI servers")
@@ -418,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_adapter.add_argument(
         "--database", default="rcc_bench_adapter", help="bench database (rcc_bench*), recreated"
     )
-    bench_adapter.set_defaults(run=_bench_adapter)
+    bench_adapter.set_defaults(run=_bench("adapter"))
     bench_ui = bench.add_parser("ui", help="page render times with 100,000 jobs (NFR-P1)")
     bench_ui.add_argument("--users", type=int, default=1000)
     bench_ui.add_argument("--jobs", type=int, default=100_000, help="spread over the users")
@@ -426,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ui.add_argument(
         "--database", default="rcc_bench_ui", help="bench database (rcc_bench*), reused if full"
     )
-    bench_ui.set_defaults(run=_bench_ui)
+    bench_ui.set_defaults(run=_bench("ui"))
 
     adapter = sub.add_parser("adapter", help="run the ComfyUI adapter alone (COMFYUI_URLS)")
     adapter.set_defaults(run=_adapter)

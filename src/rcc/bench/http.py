@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import math
 import os
-import platform
 import random
 import signal
 import socket
@@ -61,7 +60,7 @@ from rcc.bench.ledger import (
     register_funded,
     server_info,
 )
-from rcc.bench.table import aligned
+from rcc.bench.table import aligned, machine_line, server_line
 from rcc.bootstrap import database_url
 from rcc.config import Settings
 from rcc.projector.registry import ALL
@@ -492,11 +491,11 @@ def format_table(runs: Sequence[Run]) -> list[str]:
 def format_header(info: ServerInfo, args: argparse.Namespace, target: str) -> list[str]:
     return [
         "rcc bench http: POST /jobs over HTTP against rcc serve vs the direct call",
-        f"machine:  {os.cpu_count()} CPUs (nproc), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}; client, service and PostgreSQL share it, "
-        f"1-min load {os.getloadavg()[0]:.2f} at the end",
-        f"server:   PostgreSQL {info.version}, fsync={info.fsync}, "
-        f"synchronous_commit={info.synchronous_commit} (as configured, not changed)",
+        machine_line(
+            "client, service and PostgreSQL share it",
+            f"1-min load {os.getloadavg()[0]:.2f} at the end",
+        ),
+        server_line(info.version, info.fsync, info.synchronous_commit),
         f"service:  {target}; {args.users} funded users, a bearer token each, "
         f"{args.seconds:g} s per phase after a {WARMUP_SECONDS:g} s warm-up",
     ]

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import math
 import os
-import platform
 import random
 import re
 import sys
@@ -34,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from rcc.audit import AuditReport, verify
-from rcc.bench.table import aligned
+from rcc.bench.table import aligned, machine_line, server_line
 from rcc.bootstrap import database_url, migrate_database
 from rcc.config import Settings
 from rcc.domain.prices import JOB_PRICES_RCC
@@ -472,12 +471,12 @@ def format_header(info: ServerInfo, args: argparse.Namespace, plan: Plan) -> lis
     spare = f"clients + {POOL_SPARE} (at most {plan.pool_cap})"
     return [
         "rcc bench ledger: create-job through the event store vs a plain UPDATE baseline",
-        f"machine:  {os.cpu_count()} CPUs (nproc), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}; client and server share the machine, "
-        f"1-min load {plan.load_at_start:.2f} at the start (other work skews the figures)",
-        f"server:   PostgreSQL {info.version}, fsync={info.fsync}, "
-        f"synchronous_commit={info.synchronous_commit} (as configured, not changed), "
-        f"max_connections={info.max_connections}",
+        machine_line(
+            "client and server share the machine",
+            f"1-min load {plan.load_at_start:.2f} at the start (other work skews the figures)",
+        ),
+        server_line(info.version, info.fsync, info.synchronous_commit)
+        + f", max_connections={info.max_connections}",
         f"database: {args.database} (fresh), {plan.wallets} wallets + 1 hot wallet per side, "
         f"{plan.seconds:g} s per phase after a {WARMUP_SECONDS:g} s warm-up, "
         f"pool of {spare} connections as {APP_ROLE}",

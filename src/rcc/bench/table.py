@@ -1,7 +1,9 @@
-"""The benchmarks' result tables: named columns, each aligned left or right."""
+"""What the benchmarks print: the machine and server lines, and aligned result tables."""
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Sequence
 
 Column = tuple[str, str]  # (heading, "<" or ">")
@@ -20,3 +22,19 @@ def aligned(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> list[st
         lines.append("  ".join(cells).rstrip())
     lines.insert(1, "-" * len(lines[0]))
     return lines
+
+
+def machine_line(sharing: str, load: str) -> str:
+    """What ran the benchmark: without it the figures mean little."""
+    return (
+        f"machine:  {os.cpu_count()} CPUs (nproc), {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}; {sharing}, {load}"
+    )
+
+
+def server_line(version: str, fsync: str, synchronous_commit: str) -> str:
+    """The server and its durability settings, as configured (never changed by a bench)."""
+    return (
+        f"server:   PostgreSQL {version}, fsync={fsync}, "
+        f"synchronous_commit={synchronous_commit} (as configured, not changed)"
+    )
