@@ -12,5 +12,5 @@ and a flush that writes a whole batch at once (see src/rcc/projector/model.py):
 - `ops_log`: the PRD's operations log;
 - `models`: the model files (installed, downloading, failed), with its own query.
 
-`queries` holds the reads the portal makes; `rcc.projector.registry.ALL` lists every projection.
+`queries` holds the reads the portal makes; `registry.ALL` lists every projection.
 """

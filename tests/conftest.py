@@ -19,8 +19,8 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from portal.app import create_app
+from projections.registry import ALL
 from rcc.config import Settings, load_settings
-from rcc.projector.registry import ALL
 from rcc.projector.runtime import ProjectorWorker
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded

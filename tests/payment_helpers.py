@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import msgspec
 
+from projections.registry import NAMES
 from rcc.config import Settings
-from rcc.projector.registry import NAMES
 from rcc.projector.wait import wait_for
 from rcc.store.event_store import Checkpoint
 from tests.helpers import balance_of

@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from rcc.projector.registry import ALL
-from rcc.projector.runtime import held_back, project_batch
+from projections.registry import ALL
+from rcc.follower.batch import follow_batch
+from rcc.follower.horizon import held_back
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
@@ -28,7 +29,7 @@ async def drain(pool: asyncpg.Pool, *, limit: int = 500) -> int:
     async with asyncio.timeout(120):
         while True:
             async with pool.acquire() as conn:
-                result = await project_batch(conn, ALL, limit=limit)
+                result = await follow_batch(conn, ALL, limit=limit)
                 total += result.events
                 if result.events == limit or await behind(conn):
                     await asyncio.sleep(0 if result.events == limit else 0.01)

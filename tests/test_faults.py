@@ -40,9 +40,9 @@ import httpx
 import pytest
 
 from comfy_adapter.run import prompt_id_for
+from projections.registry import ALL
 from rcc.audit import verify
 from rcc.domain.errors import IllegalTransition
-from rcc.projector.registry import ALL
 from rcc.projector.replay import replay
 from rcc.projector.wait import wait_for
 from rcc.service import commands as c

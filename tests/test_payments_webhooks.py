@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from portal.app import create_app
+from projections.registry import ALL
 from rcc.audit import verify
 from rcc.config import Settings
-from rcc.projector.registry import ALL
 from rcc.projector.replay import replay
 from rcc.projector.runtime import ProjectorWorker
 from rcc.service import commands as c

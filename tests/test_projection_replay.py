@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from projections import queries
-from rcc.projector.registry import ALL, NAMES, select
+from projections.registry import ALL, NAMES, select
 from rcc.projector.replay import REPLAY_LOCK, ReplayBusy, replay
 from rcc.projector.runtime import ProjectorWorker
 from rcc.service import commands as c

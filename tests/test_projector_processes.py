@@ -13,9 +13,9 @@ from pathlib import Path
 
 import asyncpg
 
+from projections.registry import ALL, NAMES
 from rcc.audit import verify
 from rcc.bench.projections import generate
-from rcc.projector.registry import ALL, NAMES
 from rcc.projector.replay import replay
 from rcc.projector.wait import wait_for
 from rcc.service import commands as c

@@ -25,12 +25,12 @@ import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
+from projections.registry import ALL, NAMES
 from rcc.audit import verify
-from rcc.projector import checkpoints
+from rcc.follower import checkpoints
+from rcc.follower.batch import follow_batch
 from rcc.projector.model import Projection
-from rcc.projector.registry import ALL, NAMES
 from rcc.projector.replay import replay
-from rcc.projector.runtime import project_batch
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
@@ -187,7 +187,7 @@ async def project_with_crashes(world: World, plan: list[tuple[int, str, int, int
             stored = await checkpoints.load(world.owner, NAMES)
         async with world.pool.acquire() as conn:
             try:
-                await project_batch(conn, projections, limit=size)
+                await follow_batch(conn, projections, limit=size)
             except Boom:
                 assert await dump(world.owner) == before, "a crashed batch left rows behind"
                 assert await checkpoints.load(world.owner, NAMES) == stored

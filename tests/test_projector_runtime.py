@@ -12,11 +12,12 @@ import asyncpg
 import pytest
 
 from projections import queries
-from rcc.projector import checkpoints
+from projections.registry import ALL, NAMES
+from rcc.follower import checkpoints
+from rcc.follower.batch import follow_batch
+from rcc.follower.status import status
 from rcc.projector.model import Projection
-from rcc.projector.registry import ALL, NAMES
-from rcc.projector.runtime import ProjectorWorker, project_batch
-from rcc.projector.status import status
+from rcc.projector.runtime import ProjectorWorker
 from rcc.projector.wait import wait_for
 from rcc.service import commands as c
 from rcc.store.database import create_pool
@@ -89,7 +90,7 @@ async def test_a_handler_error_mid_batch_leaves_rows_and_checkpoints_untouched(
     broken = Projection(jobs.name, jobs.tables, jobs.new_batch, {object: explode}, jobs.flush)
     with pytest.raises(RuntimeError, match="handler failed"):
         async with pool.acquire() as conn:
-            await project_batch(conn, [p if p.name != "jobs" else broken for p in ALL])
+            await follow_batch(conn, [p if p.name != "jobs" else broken for p in ALL])
     assert await dump(owner) == before
     assert await checkpoints.load(owner, NAMES) == stored
     assert await drain(pool) == 2  # the reserve and the job, applied once the fault is gone
@@ -121,23 +122,6 @@ async def test_a_worker_survives_a_failing_batch_and_retries(pool: asyncpg.Pool)
                     break
                 await asyncio.sleep(0.05)
     assert failures == 2 and row.balance_rcc == 7
-
-
-async def test_unknown_event_types_are_skipped_not_fatal(
-    pool: asyncpg.Pool, owner: asyncpg.Connection
-) -> None:
-    user = await register(pool, grant=2)
-    await owner.execute(
-        """SELECT rcc_append_v1(ARRAY['future-1'], ARRAY[0]::bigint[], ARRAY[NULL]::jsonb[],
-                                ARRAY[1], ARRAY['event_from_the_future'], ARRAY['{}'::jsonb],
-                                '{}'::jsonb)"""
-    )
-    await register(pool, grant=3)
-    assert await drain(pool) > 0
-    async with pool.acquire() as conn:
-        found = await status(conn)
-        assert {s.name: s.lag_events for s in found} == dict.fromkeys(NAMES, 0)
-        assert (await queries.user(conn, user)) is not None
 
 
 @dataclass
@@ -222,7 +206,7 @@ async def test_events_behind_a_running_transaction_wait_and_the_holder_is_named(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("rcc.projector.runtime.STALL_WARNING", 0.05)
+    monkeypatch.setattr("rcc.follower.worker.STALL_WARNING", 0.05)
     user = await register(pool, grant=1)
     holder = await asyncpg.connect(db_url)
     tx = holder.transaction()

@@ -1,13 +1,15 @@
-"""The adapter's own tables (schema/0006_adapter.sql): checkpoint, dispatch rows, heartbeat.
+"""The adapter's own tables (schema/0006_adapter.sql): dispatch rows and heartbeat.
 
-`follow_batch` is the adapter's log follower: in one transaction it reads the job
-events after its checkpoint (commit-safe order), folds them into `adapter_jobs` and
-moves the checkpoint, so a crash either keeps a batch whole or not at all.
+`JobFeed` is the adapter as a follower of the log (rcc.follower): each batch folds the
+job events into `adapter_jobs` in the transaction that moves its checkpoint (in
+`follower_checkpoints`, named by `feed_name`), so a crash keeps a batch whole or not
+at all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +25,7 @@ from rcc.domain.events import (
     JobStarted,
     JobSucceeded,
 )
-from rcc.store.event_store import Checkpoint, read_all
+from rcc.follower.decoding import Decoded
 
 OPEN = ("created", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -35,8 +37,7 @@ _STATUS_OF: dict[type, str] = {
     JobFailed: "failed",
     JobCancelled: "cancelled",
 }
-_FOLLOWED: tuple[Any, ...] = (*_STATUS_OF, JobPromptSubmitted)
-_CLASSES: dict[str, type[Any]] = {str(cls.__struct_config__.tag): cls for cls in _FOLLOWED}
+_FOLLOWED = frozenset((*_STATUS_OF, JobPromptSubmitted))
 
 
 @dataclass
@@ -68,49 +69,32 @@ class Change:
     submitted_at: datetime | None = None
 
 
-@dataclass
-class FollowResult:
-    events: int = 0
-    changes: dict[str, Change] = field(default_factory=dict)
-    checkpoint: Checkpoint | None = None
+def feed_name(adapter_name: str) -> str:
+    """The adapter's row in follower_checkpoints (schema/0010 moved it there)."""
+    return f"adapter:{adapter_name}"
 
 
-async def ensure_checkpoint(conn: asyncpg.Connection, name: str) -> None:
-    await conn.execute(
-        "INSERT INTO adapter_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
-    )
+@dataclass(frozen=True)
+class JobFeed:
+    """The adapter's follower of the log: job events into `adapter_jobs`."""
+
+    name: str
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Decoded]) -> None:
+        """Write this batch's job changes (in the batch's transaction)."""
+        await _write(conn, list(changes_of(events).values()))
 
 
-async def follow_batch(conn: asyncpg.Connection, name: str, *, limit: int = 1000) -> FollowResult:
-    """Fold up to `limit` events after the checkpoint into adapter_jobs, in one transaction."""
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            """SELECT tx_id::text::bigint AS tx_id, position FROM adapter_checkpoints
-                WHERE name = $1 FOR UPDATE""",
-            name,
-        )
-        after = Checkpoint(row["tx_id"], row["position"]) if row else Checkpoint()
-        records = await read_all(conn, after, limit)
-        if not records:
-            return FollowResult()
-        changes: dict[str, Change] = {}
-        for record in records:
-            cls = _CLASSES.get(record.type)
-            if cls is None:
-                continue
-            event = msgspec.convert(record.data, cls)
-            change = changes.setdefault(event.job_id, Change(event.job_id))
-            _fold(change, event, record.position, record.recorded_at)
-        await _write(conn, list(changes.values()))
-        last = records[-1].checkpoint
-        await conn.execute(
-            """UPDATE adapter_checkpoints SET tx_id = $2::text::xid8, position = $3,
-                      updated_at = now() WHERE name = $1""",
-            name,
-            str(last.tx_id),
-            last.position,
-        )
-    return FollowResult(len(records), changes, last)
+def changes_of(events: Sequence[Decoded]) -> dict[str, Change]:
+    """Each job's changes in a batch of events (other events are not the adapter's)."""
+    changes: dict[str, Change] = {}
+    for record, event in events:
+        if type(event) not in _FOLLOWED:
+            continue
+        job_id: str = event.job_id  # type: ignore[attr-defined]
+        change = changes.setdefault(job_id, Change(job_id))
+        _fold(change, event, record.position, record.recorded_at)
+    return changes
 
 
 def _fold(change: Change, event: Any, position: int, at: datetime) -> None:

@@ -1,7 +1,9 @@
 """`AdapterWorker`: job events in, ComfyUI runs out, outcomes back as job events.
 
-It follows the log like a projector (its own checkpoint, LISTEN/NOTIFY wake-ups, a
-poll as a safety net), keeping `adapter_jobs` as its durable dispatch queue. One
+It follows the log with the same runtime as the projectors (rcc.follower: its own
+checkpoint, LISTEN/NOTIFY wake-ups, a poll as a safety net, backoff, and a stop before
+an event type this version does not know), keeping `adapter_jobs` as its durable
+dispatch queue. One
 adapter leads at a time (a session advisory lock); a second one waits as a standby
 and takes over when the leader's connection dies, even after `kill -9`.
 
@@ -31,14 +33,13 @@ from comfy_adapter.outputs import OutputStore
 from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
 from comfy_adapter.waits import wait_event
 from rcc.domain.errors import DomainError
-from rcc.projector.runtime import held_back
+from rcc.follower.batch import BatchResult
+from rcc.follower.worker import FollowerWorker
 from rcc.service.bus import execute
 from rcc.service.commands import MarkJob
-from rcc.store.listener import LogListener
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_DELAY = 30.0
 QUEUE_MARK_CONCURRENCY = 8
 
 
@@ -63,8 +64,6 @@ class AdapterWorker:
         self.pool = pool
         self.settings = settings
         self.stop_event = stop_event or asyncio.Event()
-        self.batch_size = batch_size
-        self.feed_poll_s = feed_poll_s
         self.standby_poll_s = standby_poll_s
         self.client_id = client_id_for(settings.name)
         self.pending: OrderedDict[str, store.JobRow] = OrderedDict()
@@ -72,20 +71,29 @@ class AdapterWorker:
         self.leading = asyncio.Event()
         self.caught_up = asyncio.Event()
         self._to_queue: list[store.JobRow] = []
-        self._wake_feed = asyncio.Event()
         self._wake_queue = asyncio.Event()
         self._wake_dispatch = asyncio.Event()
         self._wake_status = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_tasks: dict[str, asyncio.Task[None]] = {}
-        self._listener = LogListener(pool, self._wake_feed.set)
+        # At-least-once towards ComfyUI: a batch replayed after a crash finds its jobs
+        # already in adapter_jobs, and a recorded prompt is asked about, never resubmitted.
+        self.feed = FollowerWorker(
+            pool,
+            [store.JobFeed(store.feed_name(settings.name))],
+            kind="subscriber",
+            label="adapter",
+            batch_size=batch_size,
+            poll_interval=feed_poll_s,
+            stop_event=self.stop_event,
+            on_batch=self._on_batch,
+        )
         self.backends: BackendPool | None = None
         self._ctx: Context | None = None
 
     def stop(self) -> None:
         """Stop dispatching; runs in flight are left to the next start's reconciliation."""
-        self.stop_event.set()
-        self._wake_feed.set()
+        self.feed.stop()
 
     @property
     def stopping(self) -> bool:
@@ -123,14 +131,12 @@ class AdapterWorker:
         ctx = self._ctx = Context(
             self.pool, settings, self.backends, OutputStore(settings.outputs_dir), self.client_id
         )
-        async with self.pool.acquire() as conn:
-            await store.ensure_checkpoint(conn, settings.name)
         self.backends.start()
         try:
-            await self._drain()
+            await self.feed.drain()
             await self._reconcile(ctx)
             self.caught_up.set()
-            self._spawn(self._follow_log())
+            self._spawn(self.feed.run())
             self._spawn(self._queue_jobs())
             self._spawn(self._dispatch(ctx))
             self._spawn(self._heartbeat())
@@ -139,8 +145,7 @@ class AdapterWorker:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        self.stop_event.set()  # loops end even if a cancellation went astray
-        self._wake_feed.set()
+        self.feed.stop()  # loops end even if a cancellation went astray
         for task in [*self._tasks, *self._run_tasks.values()]:
             task.cancel()
         for task in [*self._tasks, *self._run_tasks.values()]:
@@ -151,7 +156,6 @@ class AdapterWorker:
         self.runs.clear()
         if self.backends is not None:
             await self.backends.close()
-        await self._listener.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -176,16 +180,8 @@ class AdapterWorker:
 
     # --- following the log -----------------------------------------------------------------
 
-    async def _drain(self) -> bool:
-        """Apply batches until caught up; True if committed events are still held back."""
-        while not self.stopping:
-            async with self.pool.acquire() as conn:
-                result = await store.follow_batch(conn, self.settings.name, limit=self.batch_size)
-            self._apply(result.changes)
-            if result.events < self.batch_size:
-                break
-        async with self.pool.acquire() as conn:
-            return await held_back(conn)
+    def _on_batch(self, result: BatchResult) -> None:
+        self._apply(store.changes_of(result.decoded))
 
     def _apply(self, changes: dict[str, store.Change]) -> None:
         """React to a committed batch: new jobs to queue, ended jobs to stop."""
@@ -207,26 +203,6 @@ class AdapterWorker:
         run = self.runs.get(job_id)
         if run is not None:
             run.end_elsewhere(status)
-
-    async def _follow_log(self) -> None:
-        errors = 0
-        delay = 0.002
-        while not self.stopping:
-            await self._listener.ensure()
-            try:
-                waiting = await self._drain()
-                errors = 0
-            except Exception as error:
-                errors += 1
-                log.exception("adapter feed failed (attempt %s): %s", errors, error)
-                await self._sleep(self._wake_feed, min(MAX_ERROR_DELAY, 0.1 * 2**errors))
-                continue
-            if waiting:
-                await self._sleep(self._wake_feed, delay)
-                delay = min(delay * 2, 0.05)
-            else:
-                delay = 0.002
-                await self._sleep(self._wake_feed, self.feed_poll_s)
 
     async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
         if self.stopping:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from rcc.projector.status import status as projection_status
+from rcc.follower.status import status as follower_status
 
 
 async def ledger_metrics(conn: asyncpg.Connection) -> bytes:
@@ -43,7 +43,7 @@ async def ledger_metrics(conn: asyncpg.Connection) -> bytes:
         ["projection"],
         registry=registry,
     )
-    for row in await projection_status(conn):
+    for row in await follower_status(conn, "projection"):
         lag_events.labels(row.name).set(row.lag_events)
         lag_seconds.labels(row.name).set(row.lag_seconds)
     return generate_latest(registry)

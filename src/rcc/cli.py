@@ -22,6 +22,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from comfy_adapter.service import running_adapter
     from portal.app import create_app
     from portal.observability import configure_logging
+    from projections.registry import ALL
     from rcc.bootstrap import database_url, migrate_database
     from rcc.projector.service import running_projector
     from rcc.service.scheduler import running_scheduler
@@ -40,7 +41,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     # The read models and the ComfyUI adapter, kept running in-process.
     # and the scheduler of the annual plans' monthly grants.
-    async with running_projector(settings), running_adapter(settings), running_scheduler(settings):
+    async with (
+        running_projector(settings, ALL),
+        running_adapter(settings),
+        running_scheduler(settings),
+    ):
         await serve_until_stopped(uvicorn.Server(config))
     return 0
 
@@ -176,8 +181,8 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _projector(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.registry import UnknownProjection, select
     from rcc.bootstrap import open_pool
-    from rcc.projector.registry import UnknownProjection, select
     from rcc.projector.runtime import ProjectorWorker
     from rcc.signals import stop_event_on_signals
 
@@ -204,10 +209,10 @@ async def _projector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.registry import UnknownProjection, select
     from rcc.bootstrap import database_url, migrate_database
     from rcc.projector.progress import ProgressBar
-    from rcc.projector.registry import UnknownProjection, select
-    from rcc.projector.replay import ReplayBusy, replay
+    from rcc.projector.replay import ReplayBlocked, ReplayBusy, replay
     from rcc.store.database import connect_owner
 
     try:
@@ -221,8 +226,8 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     bar = ProgressBar("replay")
     try:
         result = await replay(conn, projections, batch_size=args.batch_size, progress=bar)
-    except ReplayBusy as busy:
-        print(f"error: {busy}", file=sys.stderr)
+    except (ReplayBusy, ReplayBlocked) as refused:
+        print(f"error: {refused}", file=sys.stderr)
         return 1
     finally:
         await conn.close()
@@ -242,7 +247,7 @@ async def _health(args: argparse.Namespace, settings: Settings) -> int:
     import asyncpg
 
     from rcc.bootstrap import database_url
-    from rcc.projector.status import status
+    from rcc.follower.status import status
 
     try:
         conn = await asyncpg.connect(database_url(settings), timeout=10)
@@ -251,7 +256,7 @@ async def _health(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     try:
         if args.part == "projector":
-            age = max((s.lag_seconds for s in await status(conn)), default=0.0)
+            age = max((s.lag_seconds for s in await status(conn, "projection")), default=0.0)
             what = "oldest unprojected event"
         else:
             found = await conn.fetchval(
@@ -273,7 +278,7 @@ async def _projections_status(args: argparse.Namespace, settings: Settings) -> i
     import msgspec
 
     from rcc.bootstrap import open_pool
-    from rcc.projector.status import status
+    from rcc.follower.status import status
 
     pool = await open_pool(settings, max_size=2)
     try:
@@ -284,11 +289,14 @@ async def _projections_status(args: argparse.Namespace, settings: Settings) -> i
     if args.json:
         print(msgspec.json.encode(found).decode())
         return 0
-    print(f"{'projection':<12} {'tx_id':>10} {'position':>10} {'lag events':>11} {'lag s':>8}")
+    print(
+        f"{'follower':<16} {'kind':<10} {'tx_id':>10} {'position':>10} "
+        f"{'lag events':>11} {'lag s':>8}  state"
+    )
     for s in found:
         print(
-            f"{s.name:<12} {s.checkpoint.tx_id:>10} {s.checkpoint.position:>10} "
-            f"{s.lag_events:>11} {s.lag_seconds:>8.2f}"
+            f"{s.name:<16} {s.kind:<10} {s.checkpoint.tx_id:>10} {s.checkpoint.position:>10} "
+            f"{s.lag_events:>11} {s.lag_seconds:>8.2f}  {s.blocked or 'following'}"
         )
     return 0
 
@@ -428,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     projections = sub.add_parser("projections", help="read models").add_subparsers(
         dest="action", required=True
     )
-    proj_status = projections.add_parser("status", help="checkpoint and lag of each projection")
+    proj_status = projections.add_parser(
+        "status", help="checkpoint, lag and blocked state of each follower of the log"
+    )
     proj_status.add_argument("--json", action="store_true")
     proj_status.set_defaults(run=_projections_status)
     health = sub.add_parser("health", help="a worker's health, for container healthchecks")

@@ -1,4 +1,4 @@
-"""GET /healthz (liveness), GET /readyz (database, migrations, projector lag) and
+"""GET /healthz (liveness), GET /readyz (database, migrations, followers of the log) and
 GET /metrics (Prometheus)."""
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from portal.ledger_metrics import ledger_metrics
-from rcc.projector.status import status as projection_status
+from rcc.follower.status import status as follower_status
 from rcc.store.migrations import pending
 
 READY_LAG_S = 30.0
 NOT_READY = {
     503: ResponseSpec(
         data_container=dict[str, object],
-        description="Not ready: migrating, database unavailable or projections lagging",
+        description="Not ready: migrating, database unavailable, projections lagging or a "
+        "follower of the log blocked on an event type its version does not know",
         generate_examples=False,
     )
 }
@@ -31,8 +32,9 @@ def healthz() -> dict[str, str]:
 
 @get("/readyz", tags=["ops"], responses=NOT_READY)
 async def readyz(state: State) -> Response[dict[str, object]]:
-    """Ready when the database answers, every migration is applied and the projections
-    are less than 30 s behind the log."""
+    """Ready when the database answers, every migration is applied, the projections
+    are less than 30 s behind the log and no follower (projection or adapter) stands
+    blocked before an event type its version does not know (it needs an upgrade)."""
     pool: asyncpg.Pool = state.pool
     try:
         async with pool.acquire() as conn:
@@ -41,11 +43,16 @@ async def readyz(state: State) -> Response[dict[str, object]]:
                 return Response(
                     {"status": "migrating", "pending_migrations": missing}, status_code=503
                 )
-            lags = await projection_status(conn)
+            followers = await follower_status(conn)
     except (OSError, asyncpg.PostgresError) as error:
         return Response({"status": "unavailable", "database": str(error)}, status_code=503)
-    lag_s = max((row.lag_seconds for row in lags), default=0.0)
+    lags = [row.lag_seconds for row in followers if row.kind == "projection"]
+    lag_s = max(lags, default=0.0)
     body: dict[str, object] = {"status": "ready", "projection_lag_s": round(lag_s, 3)}
+    blocked = {row.name: row.blocked for row in followers if row.blocked is not None}
+    if blocked:
+        body.update(status="blocked", blocked=blocked)
+        return Response(body, status_code=503)
     if lag_s > READY_LAG_S:
         body["status"] = "lagging"
         return Response(body, status_code=503)

@@ -44,6 +44,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from projections.registry import ALL
 from rcc.audit import AuditReport, verify
 from rcc.bench.ledger import (
     _DATABASE_NAME,
@@ -63,7 +64,6 @@ from rcc.bench.ledger import (
 from rcc.bench.table import aligned, machine_line, server_line
 from rcc.bootstrap import database_url
 from rcc.config import Settings
-from rcc.projector.registry import ALL
 from rcc.projector.wait import wait_for
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob

@@ -38,11 +38,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from projections import queries
+from projections.registry import ALL
 from rcc.bootstrap import database_url, migrate_database
 from rcc.config import Settings
-from rcc.projector.checkpoints import PROJECTED_CHANNEL
+from rcc.follower.checkpoints import PROJECTED_CHANNEL
 from rcc.projector.progress import ProgressBar
-from rcc.projector.registry import ALL
 from rcc.projector.replay import replay
 from rcc.service import commands as c
 from rcc.service.bus import execute

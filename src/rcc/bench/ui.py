@@ -30,11 +30,11 @@ import asyncpg
 import httpx
 import msgspec
 
+from projections.registry import ALL
 from rcc.bench.projections import generate_users
 from rcc.bootstrap import database_url, migrate_database
 from rcc.config import Settings
 from rcc.projector.progress import ProgressBar
-from rcc.projector.registry import ALL
 from rcc.projector.replay import replay
 from rcc.service import commands as c
 from rcc.service.bus import execute

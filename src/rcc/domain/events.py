@@ -7,8 +7,9 @@ class rename never changes stored data, and new fields only ever with defaults.
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -497,15 +498,35 @@ class UnknownEventType(ValueError):
     """A stored tag this version does not know (written by a newer version)."""
 
 
-def decode_event(type_: str, data: bytes | str | dict[str, object]) -> AnyEvent:
-    """Rebuild an event from its stored type and data.
+# Old events decode forever. When a shape has to change in a way defaults cannot cover,
+# the new shape gets a new tag and the old tag an upcaster here: a pure function from
+# the stored data of the old tag to (newer tag, its data). Upcasters chain (v1 -> v2 ->
+# v3) and run before decoding, so handlers only ever see current classes. None so far.
+Upcaster = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
+UPCASTERS: dict[str, Upcaster] = {}
+_MAX_UPCASTS = 32  # a cycle among upcasters is a bug; fail loudly instead of looping
+
+
+def upcast(type_: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The stored (type, data) brought to the current shape by the registered upcasters."""
+    for _ in range(_MAX_UPCASTS):
+        upcaster = UPCASTERS.get(type_)
+        if upcaster is None:
+            return type_, data
+        type_, data = upcaster(data)
+    raise ValueError(f"upcasters for {type_!r} loop (more than {_MAX_UPCASTS} steps)")
+
+
+def decode_event(type_: str, data: bytes | str | dict[str, Any]) -> AnyEvent:
+    """Rebuild an event from its stored type and data (upcast first when it is old).
 
     Stored events are decoded leniently: fields a newer writer added are ignored.
     """
+    fields = msgspec.json.decode(data) if isinstance(data, (bytes, str)) else data
+    type_, fields = upcast(type_, fields)
     cls = EVENT_CLASSES.get(type_)
     if cls is None:
         raise UnknownEventType(f"unknown event type {type_!r}")
-    fields = msgspec.json.decode(data) if isinstance(data, (bytes, str)) else data
     event: AnyEvent = msgspec.convert(fields, cls)  # type: ignore[assignment]
     return event
 

@@ -1,9 +1,11 @@
-"""The projector runtime: follows the log and keeps the read models of `projections/`.
+"""The projector: keeps the read models of `projections/` current.
 
-- `model`: what a projection is (name, tables, handlers, flush);
-- `checkpoints`: per-projection checkpoints and the lock that lets one process apply
-  a projection at a time;
-- `runtime`: one batch in one transaction, and the worker that loops over batches;
+- `model`: what a projection is (name, tables, handlers, flush) — a follower of the log;
+- `runtime`: `ProjectorWorker`, the follower runtime (rcc.follower) run for projections;
 - `replay`: rebuilding read models beside the live ones and swapping them in;
-- `status` and `wait`: lag for operators, read-your-writes for the portal.
+- `wait`: read-your-writes for the portal;
+- `service`: the projector inside `rcc serve`.
+
+The projections themselves are handed in by the composition root (rcc/cli.py); this
+package never imports them.
 """

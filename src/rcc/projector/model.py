@@ -7,12 +7,13 @@ thousands of events at a handful of round trips, which is what makes replay fast
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 
+from rcc.follower.decoding import Decoded
 from rcc.store.event_store import RecordedEvent
 
 B = TypeVar("B")
@@ -28,6 +29,7 @@ class Projection(Generic[B]):
     `tables` lists every table the projection writes (helper tables included), so
     `rcc replay` can rebuild exactly those. `handlers` maps an event class to its
     handler; a handler registered for a base class (e.g. LedgerEvent) sees every subclass.
+    It is a follower of the log (rcc.follower): the runtime calls `apply` with each batch.
     """
 
     name: str
@@ -43,3 +45,18 @@ class Projection(Generic[B]):
             found = next((self.handlers[k] for k in event_type.__mro__ if k in self.handlers), None)
             self._resolved[event_type] = found
         return self._resolved[event_type]
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Decoded]) -> None:
+        """Fold these events into a new batch and flush it (no I/O if none concerns us).
+
+        An event this projection has no handler for is passed over: it is known to the
+        decoder, just not this read model's business."""
+        batch = self.new_batch()
+        handled = False
+        for record, event in events:
+            handler = self.handler_for(type(event))
+            if handler is not None:
+                handler(batch, event, record)
+                handled = True
+        if handled:
+            await self.flush(conn, batch)

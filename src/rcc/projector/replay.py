@@ -22,8 +22,9 @@ from typing import Any
 
 import asyncpg
 
-from rcc.projector import checkpoints
-from rcc.projector.apply import apply_events, decode
+from rcc.follower import checkpoints
+from rcc.follower.batch import apply_batch
+from rcc.follower.decoding import decode_known
 from rcc.projector.model import Projection
 from rcc.store.event_store import Checkpoint, read_all
 
@@ -38,6 +39,11 @@ Progress = Callable[[int, int], None]  # (events applied, events in the log when
 
 class ReplayBusy(RuntimeError):
     """Another replay holds the replay lock."""
+
+
+class ReplayBlocked(RuntimeError):
+    """The log holds an event type this version does not know: a replay by it would
+    leave that event out, so it stops instead (the message says where)."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,11 @@ async def _catch_up(
     while True:
         async with conn.transaction():
             records = await read_all(conn, at, batch_size)
-            if records:
-                await apply_events(conn, [(p, at) for p in projections], decode(records))
+            decoded, blocked = decode_known(records)
+            if blocked is not None:
+                raise ReplayBlocked(str(blocked))
+            if decoded:
+                await apply_batch(conn, [(p, at) for p in projections], decoded)
         if not records:
             return applied, at
         at = records[-1].checkpoint

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from rcc.background import running
 from rcc.config import Settings
-from rcc.projector.registry import ALL
+from rcc.projector.model import Projection
 from rcc.projector.runtime import ProjectorWorker
 
 
 @contextlib.asynccontextmanager
-async def running_projector(settings: Settings) -> AsyncIterator[ProjectorWorker]:
-    """Every projection kept current in the background for the life of the block; on
+async def running_projector(
+    settings: Settings, projections: Sequence[Projection[Any]]
+) -> AsyncIterator[ProjectorWorker]:
+    """These projections kept current in the background for the life of the block; on
     exit the current batch finishes, then the task and the pool are closed."""
     async with running(
-        settings, lambda pool: ProjectorWorker(pool, ALL), pool_size=3, name="rcc-projector"
+        settings,
+        lambda pool: ProjectorWorker(pool, projections),
+        pool_size=3,
+        name="rcc-projector",
     ) as worker:
         yield worker

@@ -1,4 +1,7 @@
-"""Every projection, in the order a batch applies them."""
+"""Every projection, in the order a batch applies them.
+
+The composition root (rcc/cli.py, the benches, the tests) takes them from here and
+hands them to the projector runtime; the core never imports the read models."""
 
 from __future__ import annotations
 
