@@ -290,13 +290,13 @@ async def _projections_status(args: argparse.Namespace, settings: Settings) -> i
         print(msgspec.json.encode(found).decode())
         return 0
     print(
-        f"{'follower':<16} {'kind':<10} {'tx_id':>10} {'position':>10} "
-        f"{'lag events':>11} {'lag s':>8}  state"
+        f"{'follower':<22} {'tx_id':>10} {'position':>10} {'lag events':>11} {'lag s':>8}"
+        f"  {'kind':<10}  state"
     )
     for s in found:
         print(
-            f"{s.name:<16} {s.kind:<10} {s.checkpoint.tx_id:>10} {s.checkpoint.position:>10} "
-            f"{s.lag_events:>11} {s.lag_seconds:>8.2f}  {s.blocked or 'following'}"
+            f"{s.name:<22} {s.checkpoint.tx_id:>10} {s.checkpoint.position:>10} "
+            f"{s.lag_events:>11} {s.lag_seconds:>8.2f}  {s.kind:<10}  {s.blocked or 'following'}"
         )
     return 0
 
