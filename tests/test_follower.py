@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,9 +22,12 @@ from rcc.follower.batch import follow_batch
 from rcc.follower.status import status
 from rcc.projector.replay import ReplayBlocked, replay
 from rcc.projector.runtime import ProjectorWorker
+from rcc.store.database import connect_owner
 from rcc.store.event_store import StreamWrite, append
+from rcc.store.migrations import SCHEMA_DIR, migrate
 from tests.newer_version import ORG_OPENED, OrgOpened, write_newer_event
 from tests.projection_helpers import differences, drain, dump, register, settle
+from tests.serve_helpers import create_database, drop_database
 
 
 @contextlib.asynccontextmanager
@@ -143,3 +148,36 @@ async def test_an_upcaster_brings_an_old_shape_to_the_current_one_before_decodin
     projected = await dump(owner)
     await replay(owner, ALL)
     assert await dump(owner) == projected
+
+
+async def test_0010_moves_the_adapter_checkpoint_over_as_it_stands(
+    server_url: str, tmp_path: Path
+) -> None:
+    before_0010 = tmp_path / "schema"
+    before_0010.mkdir()
+    for path in SCHEMA_DIR.glob("*.sql"):
+        if int(path.name[:4]) < 10:
+            shutil.copy(path, before_0010 / path.name)
+    url = await create_database(server_url, "template0")
+    conn = await connect_owner(url)
+    try:
+        await migrate(conn, before_0010)
+        await conn.execute(
+            """INSERT INTO adapter_checkpoints (name, tx_id, position)
+               VALUES ('comfy_adapter', '4321', 99)"""
+        )
+        await conn.execute("UPDATE projection_checkpoints SET position = 7 WHERE name = 'jobs'")
+        assert 10 in await migrate(conn)
+        rows = await conn.fetch(
+            """SELECT name, kind, tx_id::text::bigint AS tx_id, position
+                 FROM follower_checkpoints ORDER BY name"""
+        )
+        moved = {r["name"]: (r["kind"], r["tx_id"], r["position"]) for r in rows}
+        assert moved.pop("adapter:comfy_adapter") == ("subscriber", 4321, 99)
+        assert moved == {n: ("projection", 0, 7 if n == "jobs" else 0) for n in NAMES}
+        assert await conn.fetchval("SELECT to_regclass('adapter_checkpoints')") is None
+        view = await conn.fetch("SELECT name FROM projection_checkpoints ORDER BY name")
+        assert [r["name"] for r in view] == sorted(NAMES)
+    finally:
+        await conn.close()
+        await drop_database(server_url, url)

@@ -41,6 +41,17 @@ def start(env: dict[str, str], log: Path, *argv: str, newer: bool = False) -> Rc
     return process
 
 
+def health(env: dict[str, str], part: str) -> subprocess.CompletedProcess[str]:
+    """`rcc health <part>`, the containers' healthcheck."""
+    return subprocess.run(
+        [sys.executable, "-m", "rcc.cli", "health", part],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     return rcc_env(db_url, tmp_path / "data")
@@ -114,6 +125,8 @@ async def test_an_old_projector_stops_at_a_newer_event_and_the_upgrade_resumes(
         code, body = get_json(f"{portal.base}/readyz")
         assert code == 503 and body["status"] == "blocked"
         assert body["blocked"] == dict.fromkeys(NAMES, line)
+        checked = health(env, "projector")
+        assert checked.returncode == 1 and line in checked.stdout
         assert old.alive(), "blocked is a state to report, not a crash"
     finally:
         old.kill9()
@@ -172,6 +185,8 @@ async def test_an_old_adapter_stops_at_a_newer_event_and_the_upgrade_resumes(
         assert any(ADAPTER in row and line in row for row in shown.splitlines())
         code, body = get_json(f"{portal.base}/readyz")
         assert code == 503 and body["blocked"][ADAPTER] == line
+        checked = health(env, "adapter")
+        assert checked.returncode == 1 and line in checked.stdout
     finally:
         old.kill9()
 

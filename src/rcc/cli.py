@@ -243,10 +243,11 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 async def _health(args: argparse.Namespace, settings: Settings) -> int:
     """A worker's health from what it leaves in the database (for container healthchecks):
     projector, every projection within --max-age seconds of the log; adapter, a heartbeat
-    younger than --max-age seconds."""
+    younger than --max-age seconds; neither blocked on an event type it does not know."""
     import asyncpg
 
     from rcc.bootstrap import database_url
+    from rcc.follower.checkpoints import Kind
     from rcc.follower.status import status
 
     try:
@@ -255,8 +256,14 @@ async def _health(args: argparse.Namespace, settings: Settings) -> int:
         print(f"unhealthy: database: {error}")
         return 1
     try:
+        kind: Kind = "projection" if args.part == "projector" else "subscriber"
+        followers = await status(conn, kind)
+        blocked = [f"{s.name}: {s.blocked}" for s in followers if s.blocked]
+        if blocked:
+            print(f"unhealthy: {'; '.join(blocked)}")
+            return 1
         if args.part == "projector":
-            age = max((s.lag_seconds for s in await status(conn, "projection")), default=0.0)
+            age = max((s.lag_seconds for s in followers), default=0.0)
             what = "oldest unprojected event"
         else:
             found = await conn.fetchval(

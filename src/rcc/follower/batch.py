@@ -19,7 +19,7 @@ import asyncpg
 
 from rcc.follower import checkpoints
 from rcc.follower.decoding import Blocked, Decoded, decode_known
-from rcc.store.event_store import Checkpoint, RecordedEvent, read_all
+from rcc.store.event_store import Checkpoint, read_all
 
 
 class Follower(Protocol):
@@ -41,10 +41,6 @@ class BatchResult:
     decoded: list[Decoded] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
     blocked: Blocked | None = None
-
-    @property
-    def records(self) -> list[RecordedEvent]:
-        return [record for record, _ in self.decoded]
 
     @property
     def events(self) -> int:

@@ -26,4 +26,3 @@ class ProjectorWorker(FollowerWorker):
         self, pool: asyncpg.Pool, projections: Sequence[Projection[Any]], **options: Any
     ) -> None:
         super().__init__(pool, projections, kind="projection", label="projector", **options)
-        self.projections = list(projections)
