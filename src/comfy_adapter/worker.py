@@ -3,9 +3,9 @@
 It follows the log with the same runtime as the projectors (rcc.follower: its own
 checkpoint, LISTEN/NOTIFY wake-ups, a poll as a safety net, backoff, and a stop before
 an event type this version does not know), keeping `adapter_jobs` as its durable
-dispatch queue. One
-adapter leads at a time (a session advisory lock); a second one waits as a standby
-and takes over when the leader's connection dies, even after `kill -9`.
+dispatch queue. One adapter leads at a time (a session advisory lock); a second one
+waits as a standby and takes over when the leader's connection dies, even after
+`kill -9`.
 
 On start it catches up with the log, then reconciles: every open job with a recorded
 prompt is asked about on its backend (never submitted twice), every cancelled one
