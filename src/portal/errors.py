@@ -124,12 +124,28 @@ DATABASE_GONE = (
 def handle_database_gone(
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[dict[str, Any]]:
-    """503 with Retry-After while PostgreSQL is away: the command did not commit (a
-    retry with the same Idempotency-Key is safe); the pool reconnects by itself."""
+    """503 with Retry-After while PostgreSQL is away. Any command of the request did not
+    commit: a lost COMMIT reply is checked before it gets here (OutcomeUnknown below when
+    the check cannot tell). The pool reconnects by itself."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return handle_unexpected(request, exc)
     log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
     body = error_body("database_unavailable", "the database is not reachable; retry shortly")
+    return Response(body, status_code=503, headers={"Retry-After": "1"})
+
+
+def handle_outcome_unknown(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
+    """503 outcome_unknown: COMMIT was sent, its reply was lost, and the database could not
+    be asked in time whether it took effect. Only the same Idempotency-Key makes a retry
+    safe: it replays the first answer if the command did commit."""
+    log.warning("command outcome unknown: %s", exc)
+    detail = (
+        "the database connection was lost while the command was committing, so it may or "
+        "may not have taken effect; retry with the same Idempotency-Key"
+    )
+    body = error_body("outcome_unknown", detail)
     return Response(body, status_code=503, headers={"Retry-After": "1"})
 
 
