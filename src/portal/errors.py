@@ -124,13 +124,21 @@ DATABASE_GONE = (
 def handle_database_gone(
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[dict[str, Any]]:
-    """503 with Retry-After while PostgreSQL is away. Any command of the request did not
-    commit: a lost COMMIT reply is checked before it gets here (OutcomeUnknown below when
-    the check cannot tell). The pool reconnects by itself."""
+    """503 with Retry-After while PostgreSQL is away; the pool reconnects by itself.
+
+    A command whose COMMIT reply was lost does not get here: whether it committed is
+    checked first (OutcomeUnknown below when that cannot be told). So POST /jobs, which
+    answers from its command alone, answers this only when nothing committed. A route
+    that reads after its command (a cancel, an admin PATCH) can meet the outage on that
+    read after committing: hence "retry", never "nothing happened" — with the same
+    Idempotency-Key a retry is safe either way."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return handle_unexpected(request, exc)
     log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-    body = error_body("database_unavailable", "the database is not reachable; retry shortly")
+    body = error_body(
+        "database_unavailable",
+        "the database is not reachable; retry shortly with the same Idempotency-Key",
+    )
     return Response(body, status_code=503, headers={"Retry-After": "1"})
 
 

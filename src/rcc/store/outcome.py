@@ -84,6 +84,10 @@ async def committed(
             if time.monotonic() + pause >= deadline:
                 log.warning("outcome of command %s unknown: %s", command_id, error)
                 raise OutcomeUnknown(command_id) from error
+        except Exception as error:
+            # Whatever else went wrong, nothing is known: never report "not committed".
+            log.exception("checking the outcome of command %s failed", command_id)
+            raise OutcomeUnknown(command_id) from error
         await asyncio.sleep(pause)
         pause = min(pause * 2, _LONGEST_PAUSE_S)
 

@@ -5,6 +5,7 @@ reply is lost)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -94,7 +95,7 @@ class UnitOfWork:
         try:
             await self._conn.execute("BEGIN")
         except BaseException:  # a cancelled caller must not keep the connection
-            await self._pool.release(self._conn)
+            await self._release()
             raise
         self._open = True
         return self
@@ -112,9 +113,24 @@ class UnitOfWork:
         except Exception:
             # The connection is gone or broken: the server rolls back when it closes,
             # and the error that brought us here is the one worth raising.
-            self._conn.terminate()
+            self._discard()
         finally:
+            await self._release()
+
+    def _discard(self) -> None:
+        """Close the connection at once. A connection that was cut has already been taken
+        back by the pool (asyncpg then refuses every call on it): nothing left to close."""
+        with contextlib.suppress(asyncpg.InterfaceError):
+            self._conn.terminate()
+
+    async def _release(self) -> None:
+        """Give the connection back. Its reset can fail on a connection cut right after
+        the COMMIT's reply; asyncpg then discards it, and that failure must not read as
+        a failed command (the caller would answer an error, or run it again)."""
+        try:
             await self._pool.release(self._conn)
+        except Exception as error:
+            log.info("connection discarded on release: %s: %s", type(error).__name__, error)
 
     async def serialise(self, *keys: str) -> dict[str, Remembered]:
         """Wait for every other transaction holding one of these idempotency keys, then
@@ -238,7 +254,7 @@ class UnitOfWork:
             self._open = False
             # Never back to the pool half-way through a COMMIT; closing the socket also
             # makes the server end the transaction if it is still open.
-            self._conn.terminate()
+            self._discard()
             if isinstance(error, asyncio.CancelledError) or not isinstance(error, Exception):
                 raise
             if not await committed(self._pool, self.command_ids[0]):
