@@ -10,11 +10,11 @@ query that ends with COMMIT. The control port takes one command per line and ans
 one JSON line:
 
 - `chaos P EVERY_S`: from now on each COMMIT is cut with probability P, in one of three
-  ways chosen at random: `before` (the COMMIT is dropped, both sides closed: it cannot
-  have committed), `during` (the COMMIT is forwarded and the server's reply dropped:
-  it committed, the client cannot know) and `after` (the reply is relayed, then the
-  connection cut). Besides, every connection is cut at random instants, on average
-  every EVERY_S seconds (0: never).
+  ways chosen at random (half of them `during`): `before` (the COMMIT is dropped, both
+  sides closed: it cannot have committed), `during` (the COMMIT is forwarded and the
+  server's reply dropped: it committed, the client cannot know) and `after` (the reply
+  is relayed, then the connection cut). Besides, every connection is cut at random
+  instants, on average every EVERY_S seconds (0: never).
 - `calm`: no more cuts.   - `cut`: cut every connection now.   - `stats`: the counts.
 """
 
@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 
 # Untyped messages a client may send first (RFC: protocol codes of the startup phase).
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST = 80877103, 80877104, 80877102
-CUT_WAYS = ("before", "during", "after")
+# How a COMMIT is cut, and how often each way: "during" (committed, reply lost) is the
+# case that matters most, so it gets half.
+CUT_WAYS = ("before", "during", "during", "after")
 
 
 def is_commit(kind: bytes, body: bytes) -> bool:
