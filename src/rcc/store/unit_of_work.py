@@ -229,10 +229,12 @@ class UnitOfWork:
 
     async def commit(self, remember: list[Remember] | None = None) -> list[Appended]:
         """Append every staged write, store each idempotency key with its answer (and
-        where the events landed), then commit.
+        where the events landed), then commit with the command ids.
 
-        Raises KeyTaken if a concurrent command committed one of the keys first; the
-        transaction is then rolled back on exit and nothing of this one remains.
+        Raises KeyTaken if a concurrent command committed one of the keys first (only a
+        writer that did not `serialise` on its key can get there first); the transaction
+        is then rolled back on exit and nothing of this one remains. A lost COMMIT reply
+        is resolved before returning: see `_commit`.
         """
         writes = [w for w in self._writes.values() if w.events]
         # A command that changes nothing (say, making an admin an admin) appends nothing.
