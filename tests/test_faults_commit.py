@@ -241,6 +241,7 @@ class Clients:
                 await asyncio.sleep(0.05)
                 continue
             job = rng.choice(fresh)
+            self.seen.cancels[job] = UNKNOWN  # claimed at once: no other canceller takes it
             if rng.random() < 0.5:
                 key = self.seen.keyed_cancels[job] = str(uuid.uuid4())
                 while await self.cancel(http, job, key) != ACKED:  # the same key again
@@ -274,6 +275,7 @@ async def load(clients: Clients) -> AsyncIterator[None]:
         loops: list[Callable[..., Awaitable[None]]] = [
             *[clients.keyed_creator] * KEYED_CREATORS,
             *[clients.unkeyed_creator] * UNKEYED_CREATORS,
+            clients.canceller,
             clients.canceller,
             clients.adjuster,
         ]
