@@ -55,7 +55,7 @@ def _metadata(request: Request[Any, Any, Any], who: Identity) -> dict[str, Any]:
     }
 
 
-@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429))
+@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429, 503))
 async def create_job(
     data: JSONBody[CreateJobBody],
     state: State,
@@ -164,7 +164,11 @@ async def job_output(
     return File(path=found, filename=name, content_disposition_type="inline")
 
 
-@post("/jobs/{job_id:str}/cancel", status_code=200, responses=errors(400, *SIGNED_IN, 404, 409))
+@post(
+    "/jobs/{job_id:str}/cancel",
+    status_code=200,
+    responses=errors(400, *SIGNED_IN, 404, 409, 503),
+)
 async def cancel_job(
     job_id: FromPath[str],
     state: State,

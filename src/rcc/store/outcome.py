@@ -81,14 +81,15 @@ async def committed(
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.01)):
                 return await _check_once(pool, command_id)
         except DATABASE_AWAY as error:
-            if time.monotonic() + pause >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 log.warning("outcome of command %s unknown: %s", command_id, error)
                 raise OutcomeUnknown(command_id) from error
         except Exception as error:
             # Whatever else went wrong, nothing is known: never report "not committed".
             log.exception("checking the outcome of command %s failed", command_id)
             raise OutcomeUnknown(command_id) from error
-        await asyncio.sleep(pause)
+        await asyncio.sleep(min(pause, left))  # the last try comes at the deadline
         pause = min(pause * 2, _LONGEST_PAUSE_S)
 
 
