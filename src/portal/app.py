@@ -20,6 +20,7 @@ from portal.errors import (
     handle_bad_value,
     handle_database_gone,
     handle_http,
+    handle_outcome_unknown,
     handle_unexpected,
 )
 from portal.observability import request_id_middleware
@@ -28,6 +29,7 @@ from projections.paging import BadCursor
 from rcc import __version__
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
+from rcc.store.outcome import OutcomeUnknown
 
 
 def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar:
@@ -71,6 +73,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             BadCursor: handle_bad_cursor,
             asyncpg.DataError: handle_bad_value,  # what the database cannot hold: a 400
             **dict.fromkeys(DATABASE_GONE, handle_database_gone),  # an outage: a 503
+            OutcomeUnknown: handle_outcome_unknown,  # a lost COMMIT reply, unresolved: a 503
             Exception: handle_unexpected,
         },
         openapi_config=OpenAPIConfig(

@@ -124,12 +124,36 @@ DATABASE_GONE = (
 def handle_database_gone(
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[dict[str, Any]]:
-    """503 with Retry-After while PostgreSQL is away: the command did not commit (a
-    retry with the same Idempotency-Key is safe); the pool reconnects by itself."""
+    """503 with Retry-After while PostgreSQL is away; the pool reconnects by itself.
+
+    A command whose COMMIT reply was lost does not get here: whether it committed is
+    checked first (OutcomeUnknown below when that cannot be told). So POST /jobs, which
+    answers from its command alone, answers this only when nothing committed. A route
+    that reads after its command (a cancel, an admin PATCH) can meet the outage on that
+    read after committing: hence "retry", never "nothing happened" — with the same
+    Idempotency-Key a retry is safe either way."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return handle_unexpected(request, exc)
     log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-    body = error_body("database_unavailable", "the database is not reachable; retry shortly")
+    body = error_body(
+        "database_unavailable",
+        "the database is not reachable; retry shortly with the same Idempotency-Key",
+    )
+    return Response(body, status_code=503, headers={"Retry-After": "1"})
+
+
+def handle_outcome_unknown(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
+    """503 outcome_unknown: COMMIT was sent, its reply was lost, and the database could not
+    be asked in time whether it took effect. Only the same Idempotency-Key makes a retry
+    safe: it replays the first answer if the command did commit."""
+    log.warning("command outcome unknown: %s", exc)
+    detail = (
+        "the database connection was lost while the command was committing, so it may or "
+        "may not have taken effect; retry with the same Idempotency-Key"
+    )
+    body = error_body("outcome_unknown", detail)
     return Response(body, status_code=503, headers={"Retry-After": "1"})
 
 

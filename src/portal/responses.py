@@ -33,7 +33,10 @@ _WHY = {
     422: "A rule is broken (the code says which)",
     429: "Rate limited, or too many unfinished jobs",
     502: "An upstream service answered badly",
-    503: "A dependency is not configured or not reachable",
+    503: (
+        "A dependency is not configured or not reachable; for a command, `outcome_unknown`"
+        " when its commit could not be confirmed (retry with the same Idempotency-Key)"
+    ),
 }
 
 SIGNED_IN = (401, 403)  # the guards' answers

@@ -55,7 +55,7 @@ def _metadata(request: Request[Any, Any, Any], who: Identity) -> dict[str, Any]:
     }
 
 
-@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429))
+@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429, 503))
 async def create_job(
     data: JSONBody[CreateJobBody],
     state: State,
@@ -164,17 +164,32 @@ async def job_output(
     return File(path=found, filename=name, content_disposition_type="inline")
 
 
-@post("/jobs/{job_id:str}/cancel", status_code=200, responses=errors(400, *SIGNED_IN, 404, 409))
+@post(
+    "/jobs/{job_id:str}/cancel",
+    status_code=200,
+    responses=errors(400, *SIGNED_IN, 404, 409, 503),
+)
 async def cancel_job(
-    job_id: FromPath[str], state: State, request: Request[Any, Any, Any]
+    job_id: FromPath[str],
+    state: State,
+    request: Request[Any, Any, Any],
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(name="Idempotency-Key", required=False, max_length=MAX_KEY_LENGTH),
+    ] = None,
 ) -> Response[JobView]:
-    """Cancel a job that has not ended; its whole reserve is released."""
+    """Cancel a job that has not ended; its whole reserve is released. Repeating an
+    Idempotency-Key answers like the first cancel (200), not 409."""
     who = await me(request)
     await _own_job(state, who, job_id)
+    assert who.user_id is not None
+    # The same key space as POST /jobs: one key names one request, whatever its route.
+    key = f"jobs:{who.user_id}:{idempotency_key}" if idempotency_key else None
     done = await execute(
         state.pool,
         MarkJob(job_id=job_id, status="cancelled", actor=who.email or who.user_id),
         metadata=_metadata(request, who),
+        idempotency_key=key,
     )
     if isinstance(done, DomainError):
         return domain_response(done)  # type: ignore[return-value]

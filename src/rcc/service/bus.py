@@ -51,11 +51,15 @@ async def execute(
 ) -> Done | DomainError:
     """Run a command in one transaction: its events and its key commit together or not at all.
 
-    A repeated key with the same command returns the first answer (`replayed=True`)
-    and appends nothing, also when both arrive at once; a key reused for a different
-    command is refused. A refused command writes nothing, the key included. Job
-    creations on one wallet that arrive together share a transaction (see coalesce.py);
-    each still gets its own answer only after that transaction committed.
+    A keyed command waits for any other command under its key to finish before it
+    decides. A repeated key with the same command then returns the first answer
+    (`replayed=True`) and appends nothing, also when both arrive at once; a key reused
+    for a different command is refused. A refused command writes nothing, the key
+    included, so a later command under that key decides afresh, as if the refused one
+    had never come (docs/TRUST.md says why). Job creations that arrive together share
+    a transaction (see coalesce.py); each still gets its own answer only after that
+    transaction committed. If COMMIT's reply is lost, the answer waits until it is known
+    whether it committed (rcc.store.outcome): the real answer, or OutcomeUnknown.
     """
     if isinstance(cmd, CreateJob):
         return await coalescer_for(pool).submit(cmd, metadata, idempotency_key)
@@ -75,7 +79,7 @@ async def execute_alone(
     try:
         async with UnitOfWork(pool, metadata) as uow:
             if idempotency_key:
-                remembered = await uow.recall(idempotency_key)
+                remembered = await uow.serialise(idempotency_key)
                 if idempotency_key in remembered:
                     return replay(remembered[idempotency_key], print_)
             outcome = await handler(cmd, uow)

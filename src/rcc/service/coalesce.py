@@ -9,10 +9,20 @@ command on its own in arrival order against the state the previous ones left (a 
 balance refuses that command only), appends everything at once and commits once.
 
 Nothing waits on purpose: a command runs at once when a runner is free. Every caller
-is answered only after the transaction that holds its events committed. If a group's
-transaction fails as a whole (an idempotency key won elsewhere, a conflict, a lost
-connection) each command is retried alone, so the outcome is always what running them
-one by one would give.
+is answered only after the transaction that holds its events committed.
+
+Idempotency keys: the group first takes the advisory lock of every key it carries, in
+ascending lock order, before it locks any wallet (UnitOfWork.serialise). A single
+command does the same with its one key. Every transaction thus takes key locks before
+row locks and key locks in one global order, so no wait cycle can form between groups,
+single commands and other processes; a twin of a command running elsewhere makes the
+whole group wait for it, and the group then replays the first answer.
+
+Failures: a group re-runs its commands alone only when its transaction certainly did not
+commit: an error raised before COMMIT was sent (a conflict, a key won elsewhere, a lost
+connection), or a lost COMMIT reply that rcc.store.outcome proved did not commit. When
+that check cannot tell, every caller of the group gets OutcomeUnknown (503
+outcome_unknown): running the commands again could charge twice.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from rcc.domain.errors import DomainError, IdempotencyKeyReused, NotFound
 from rcc.domain.events import user_stream
 from rcc.service.commands import CreateJob
 from rcc.service.handlers import Done, accepted, admit, fingerprint, stage_admission
+from rcc.store.event_store import Appended
+from rcc.store.outcome import OutcomeUnknown, new_command_id
 from rcc.store.unit_of_work import Remember, UnitOfWork
 
 MAX_GROUP = 128
@@ -85,23 +97,27 @@ class Coalescer:
             self._runners -= 1
 
     async def _answer(self, group: list[_Ask]) -> None:
-        """Answer every caller of the group: together if possible, else one by one."""
-        outcomes: list[Outcome] | None = None
-        if len(group) > 1:
-            try:
-                outcomes = await self._run_group(group)
-            except asyncio.CancelledError:
-                for ask in group:
-                    ask.answer.cancel()
-                raise
-            except Exception:
-                outcomes = None
-        if outcomes is not None:
-            for ask, outcome in zip(group, outcomes, strict=True):
-                ask.answer.set_result(outcome)
+        """Answer every caller of the group: together if possible, else one by one if
+        the group certainly did not commit."""
+        if len(group) == 1:
+            await self._run_alone(group[0])
             return
-        for ask in group:
-            await self._run_alone(ask)
+        try:
+            outcomes = await self._run_group(group)
+        except asyncio.CancelledError:
+            for ask in group:
+                ask.answer.cancel()
+            raise
+        except _RolledBack:
+            for ask in group:
+                await self._run_alone(ask)
+            return
+        except Exception as error:  # OutcomeUnknown, or a failure after the commit
+            for ask in group:
+                ask.answer.set_exception(error)
+            return
+        for ask, outcome in zip(group, outcomes, strict=True):
+            ask.answer.set_result(outcome)
 
     async def _run_alone(self, ask: _Ask) -> None:
         from rcc.service.bus import execute_alone
@@ -120,11 +136,34 @@ class Coalescer:
 
     async def _run_group(self, group: list[_Ask]) -> list[Outcome]:
         """Decide every command of the group in order, in one transaction, and commit."""
-        from rcc.service.bus import done, replay
+        from rcc.service.bus import done
 
-        async with UnitOfWork(self.pool) as uow:
+        try:
+            decided, appended = await self._decide_and_commit(group)
+        except OutcomeUnknown:
+            raise
+        except Exception as error:
+            # Raised before COMMIT was sent, or after a lost reply proven not to have
+            # committed: nothing of this transaction remains.
+            raise _RolledBack from error
+        answers: list[Outcome] = []
+        for outcome in decided:
+            if isinstance(outcome, _Twin):
+                answers.append(outcome.answer(answers, group))
+            elif isinstance(outcome, (Done, DomainError)):
+                answers.append(outcome)
+            else:
+                answers.append(done(outcome, appended))
+        return answers
+
+    async def _decide_and_commit(self, group: list[_Ask]) -> tuple[list[Any], list[Appended]]:
+        """The group's transaction: each command's decision, and where the events landed."""
+        from rcc.service.bus import replay
+
+        ids = [new_command_id() for _ in group]
+        async with UnitOfWork(self.pool, command_ids=ids) as uow:
             asked = [a.key for a in group if a.key]
-            remembered = await uow.recall(*asked) if asked else {}
+            remembered = await uow.serialise(*asked) if asked else {}
             people = await _lock_wallets(uow, sorted({a.cmd.user_id for a in group}))
             decided: list[Any] = []
             first_by_key: dict[str, int] = {}
@@ -150,15 +189,11 @@ class Coalescer:
                         first_by_key[ask.key] = index
                         keys.append(Remember(ask.key, ask.print, result))
             appended = await uow.commit(keys)
-        answers: list[Outcome] = []
-        for outcome in decided:
-            if isinstance(outcome, _Twin):
-                answers.append(outcome.answer(answers, group))
-            elif isinstance(outcome, (Done, DomainError)):
-                answers.append(outcome)
-            else:
-                answers.append(done(outcome, appended))
-        return answers
+        return decided, appended
+
+
+class _RolledBack(Exception):
+    """A group's transaction that certainly did not commit (its commands may run alone)."""
 
 
 @dataclass

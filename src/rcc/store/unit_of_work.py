@@ -1,7 +1,14 @@
-"""One transaction: lock stream heads, stage events, remember idempotency keys, commit."""
+"""One transaction: serialise on idempotency keys, lock stream heads, stage events,
+remember keys, record the command ids and commit (checking the outcome if COMMIT's
+reply is lost)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -11,6 +18,13 @@ import msgspec
 from rcc.domain.events import Event
 from rcc.store.event_store import Appended, StreamWrite, append
 from rcc.store.notify import events_committed
+from rcc.store.outcome import committed, new_command_id, record_and_commit
+
+log = logging.getLogger(__name__)
+
+# The first int4 of the two-int4 advisory lock form: a key space of its own, apart
+# from the bigint locks of the projector, the adapter and the migrator.
+KEY_LOCK_SPACE = 0x52434331  # "RCC1"
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -46,15 +60,31 @@ class KeyTaken(Exception):
         self.remembered = remembered
 
 
-class UnitOfWork:
-    """A transaction on one pooled connection; leaving without commit() rolls back."""
+def key_lock(key: str) -> int:
+    """The advisory lock id of an idempotency key (a collision only serialises two keys)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
 
-    def __init__(self, pool: asyncpg.Pool, metadata: dict[str, Any] | None = None) -> None:
+
+class UnitOfWork:
+    """A transaction on one pooled connection; leaving without commit() rolls back.
+
+    The transaction is begun and ended with plain BEGIN / COMMIT statements (not
+    asyncpg's Transaction) so that the COMMIT can carry the command ids in the same
+    round trip. `command_ids` are the ids of the commands it carries (one, unless a
+    batch shares the transaction)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metadata: dict[str, Any] | None = None,
+        command_ids: list[uuid.UUID] | None = None,
+    ) -> None:
         self._pool = pool
         self.metadata = metadata or {}
+        self.command_ids = command_ids or [new_command_id()]
         self._writes: dict[str, StreamWrite] = {}
         self._conn: Any = None
-        self._tx: Any = None
+        self._open = False
 
     @property
     def conn(self) -> asyncpg.Connection:
@@ -62,12 +92,12 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._pool.acquire()
-        self._tx = self._conn.transaction()
         try:
-            await self._tx.start()
+            await self._conn.execute("BEGIN")
         except BaseException:  # a cancelled caller must not keep the connection
-            await self._pool.release(self._conn)
+            await self._release()
             raise
+        self._open = True
         return self
 
     async def __aexit__(
@@ -77,10 +107,48 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._tx is not None:
-                await self._tx.rollback()
+            if self._open:
+                self._open = False
+                await self._conn.execute("ROLLBACK")
+        except Exception:
+            # The connection is gone or broken: the server rolls back when it closes,
+            # and the error that brought us here is the one worth raising.
+            self._discard()
         finally:
+            await self._release()
+
+    def _discard(self) -> None:
+        """Close the connection at once. A connection that was cut has already been taken
+        back by the pool (asyncpg then refuses every call on it): nothing left to close."""
+        with contextlib.suppress(asyncpg.InterfaceError):
+            self._conn.terminate()
+
+    async def _release(self) -> None:
+        """Give the connection back. Its reset can fail on a connection cut right after
+        the COMMIT's reply; asyncpg then discards it, and that failure must not read as
+        a failed command (the caller would answer an error, or run it again)."""
+        try:
             await self._pool.release(self._conn)
+        except Exception as error:
+            log.info("connection discarded on release: %s: %s", type(error).__name__, error)
+
+    async def serialise(self, *keys: str) -> dict[str, Remembered]:
+        """Wait for every other transaction holding one of these idempotency keys, then
+        return the keys' stored answers.
+
+        Called first in the transaction, before any row lock: a second arrival under a
+        key waits here until the first has committed or rolled back, and then sees its
+        answer. The locks are taken in one fixed order (ascending lock id) and never
+        while holding a row lock, so key locks cannot take part in a deadlock."""
+        locks = sorted({key_lock(key) for key in keys})
+        # unnest yields the ids in array order; the locks are taken row by row in it.
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock($1::int4, id) FROM unnest($2::int4[]) AS id",
+            KEY_LOCK_SPACE,
+            locks,
+        )
+        # A statement of its own: its snapshot is taken after the waits above.
+        return await self.recall(*keys)
 
     async def lock(self, *stream_ids: str) -> dict[str, Head]:
         """Lock the heads of existing streams (in id order) and return them.
@@ -161,21 +229,44 @@ class UnitOfWork:
 
     async def commit(self, remember: list[Remember] | None = None) -> list[Appended]:
         """Append every staged write, store each idempotency key with its answer (and
-        where the events landed), then commit.
+        where the events landed), then commit with the command ids.
 
-        Raises KeyTaken if a concurrent command committed one of the keys first; the
-        transaction is then rolled back on exit and nothing of this one remains.
+        Raises KeyTaken if a concurrent command committed one of the keys first (only a
+        writer that did not `serialise` on its key can get there first); the transaction
+        is then rolled back on exit and nothing of this one remains. A lost COMMIT reply
+        is resolved before returning: see `_commit`.
         """
         writes = [w for w in self._writes.values() if w.events]
         # A command that changes nothing (say, making an admin an admin) appends nothing.
         appended = await append(self._conn, writes) if writes else []
         if remember:
             await self._store_keys(remember, appended[-1] if appended else None)
-        await self._tx.commit()
-        self._tx = None
+        await self._commit()
         if appended:
             events_committed(self._pool)
         return appended
+
+    async def _commit(self) -> None:
+        """COMMIT with the command ids. If its reply is lost, find out whether it took
+        effect: return if it did, re-raise the error if it certainly did not, raise
+        OutcomeUnknown if that cannot be found out in time."""
+        try:
+            await self._conn.execute(record_and_commit(self.command_ids))
+        except BaseException as error:
+            self._open = False
+            # Never back to the pool half-way through a COMMIT; closing the socket also
+            # makes the server end the transaction if it is still open.
+            self._discard()
+            if isinstance(error, asyncio.CancelledError) or not isinstance(error, Exception):
+                raise
+            if not await committed(self._pool, self.command_ids[0]):
+                raise
+            log.warning(
+                "COMMIT of command %s answered %s, yet it committed",
+                self.command_ids[0],
+                type(error).__name__,
+            )
+        self._open = False
 
     async def _store_keys(self, remember: list[Remember], last: Appended | None) -> None:
         where = {
