@@ -39,7 +39,7 @@ import httpx
 import pytest
 
 from rcc.audit import verify
-from rcc.projector.registry import ALL
+from projections.registry import ALL
 from rcc.projector.replay import replay
 from rcc.projector.wait import wait_for
 from rcc.service.tokens import create_token
