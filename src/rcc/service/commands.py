@@ -23,6 +23,17 @@ class SetAdmin(Command, frozen=True, kw_only=True):
     actor: str
 
 
+class PatchUser(Command, frozen=True, kw_only=True):
+    """An admin's change to a user: an adjustment (with its note) and/or the admin flag,
+    decided and committed together so a retry or a failure never leaves half of it."""
+
+    user_id: str
+    actor: str
+    rcc_delta: int | None = None
+    note: str = ""
+    is_admin: bool | None = None
+
+
 class GrantCredits(Command, frozen=True, kw_only=True):
     """A grant from money or policy: kind is topup, subscription or signup."""
 

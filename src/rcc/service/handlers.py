@@ -43,6 +43,7 @@ from rcc.domain.events import (
     wallet_stream,
 )
 from rcc.service import commands as c
+from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.store.event_store import Checkpoint
@@ -373,6 +374,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
+    c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
     c.GrantCredits: grant_credits,
     c.AdjustCredits: adjust_credits,
     c.ClawBack: claw_back,
