@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from rcc.domain.events import ExecutionLogLine
+from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +65,7 @@ class CreateJob(Command, frozen=True, kw_only=True):
     metadata: dict[str, object] = {}
     job_id: str | None = None  # chosen by the caller for tests; generated otherwise
     max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
+    max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # RCC_MAX_WORKFLOW_BYTES
 
 
 class RecordSignIn(Command, frozen=True, kw_only=True):

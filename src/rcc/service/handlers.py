@@ -231,6 +231,7 @@ def admit(
         workflow=cmd.workflow,
         metadata=cmd.metadata,
         max_open_jobs=cmd.max_open_jobs,
+        max_workflow_bytes=cmd.max_workflow_bytes,
     )
 
 
@@ -251,6 +252,8 @@ def stage_admission(
     uow.stage(
         job_stream(created.job_id), 0, [created], jobs.evolve(jobs.JobState(), created), metadata
     )
+    if admitted.workflow is not None:
+        uow.keep_workflow(admitted.workflow)
 
 
 def accepted(admitted: Admitted) -> JobAccepted:

@@ -9,8 +9,10 @@ import asyncpg
 import msgspec
 
 from rcc.domain.events import Event
+from rcc.domain.workflow import WorkflowBlob
 from rcc.store.event_store import Appended, StreamWrite, append
 from rcc.store.notify import events_committed
+from rcc.store.workflows import store_workflows
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -53,6 +55,7 @@ class UnitOfWork:
         self._pool = pool
         self.metadata = metadata or {}
         self._writes: dict[str, StreamWrite] = {}
+        self._workflows: list[WorkflowBlob] = []
         self._conn: Any = None
         self._tx: Any = None
 
@@ -151,6 +154,10 @@ class UnitOfWork:
             metadata=own,
         )
 
+    def keep_workflow(self, blob: WorkflowBlob) -> None:
+        """Store this workflow body (if absent) with the events that name its digest."""
+        self._workflows.append(blob)
+
     async def recall(self, *keys: str) -> dict[str, Remembered]:
         """The stored answers of these idempotency keys (those that have one)."""
         rows = await self._conn.fetch(
@@ -167,6 +174,8 @@ class UnitOfWork:
         transaction is then rolled back on exit and nothing of this one remains.
         """
         writes = [w for w in self._writes.values() if w.events]
+        if self._workflows:
+            await store_workflows(self._conn, self._workflows)
         # A command that changes nothing (say, making an admin an admin) appends nothing.
         appended = await append(self._conn, writes) if writes else []
         if remember:
