@@ -20,12 +20,15 @@ ALTER TABLE streams ADD CONSTRAINT streams_wallet_balance_not_negative
 -- immutable log at will. The event keeps the sha256 digest (covered by the event's
 -- hash, so the link from event to body is tamper-evident) and the body lives here,
 -- keyed by that digest and inserted if absent in the transaction that appends the
--- event. A body can never change under its digest: the service may add and read, not
--- update or delete, and a trigger refuses those to everyone else too.
+-- event. The body is kept as the exact canonical JSON bytes the digest was taken of
+-- (not jsonb, which would re-format it), so the table proves its own addressing: the
+-- CHECK refuses a body that is not what its digest names. A body can never change
+-- under its digest: the service may add and read, not update or delete, and a trigger
+-- refuses those to everyone else too.
 CREATE TABLE workflow_blobs (
-    digest      bytea       PRIMARY KEY CHECK (octet_length(digest) = 32),
-    body        jsonb       NOT NULL,
-    bytes       integer     NOT NULL CHECK (bytes >= 0),
+    digest      bytea       PRIMARY KEY CHECK (digest = sha256(body)),
+    body        bytea       NOT NULL,
+    bytes       integer     GENERATED ALWAYS AS (octet_length(body)) STORED,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 

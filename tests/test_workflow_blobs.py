@@ -52,12 +52,12 @@ async def test_identical_workflows_are_stored_once_and_named_by_digest(
     reordered = {k: SUCCESS[k] for k in reversed(list(SUCCESS))}
     first = await create_job(pool, user, SUCCESS)
     second = await create_job(pool, user, reordered)
-    blobs = await owner.fetch("SELECT digest, body::text AS body, bytes FROM workflow_blobs")
+    blobs = await owner.fetch("SELECT digest, body, bytes FROM workflow_blobs")
     assert len(blobs) == 1
     canonical = msgspec.json.encode(SUCCESS, order="sorted")
     assert bytes(blobs[0]["digest"]) == hashlib.sha256(canonical).digest()
     assert blobs[0]["bytes"] == len(canonical)
-    assert msgspec.json.decode(blobs[0]["body"]) == SUCCESS
+    assert bytes(blobs[0]["body"]) == canonical
     for job in (first, second):
         data = await _created(owner, job)
         assert data["workflow"] == {} and data["workflow_digest"] == bytes(blobs[0]["digest"]).hex()
@@ -105,14 +105,19 @@ async def test_blobs_are_add_only(pool: asyncpg.Pool, owner: asyncpg.Connection)
     await create_job(pool, user, SUCCESS)
     async with pool.acquire() as conn:  # the service role
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("UPDATE workflow_blobs SET body = '{}'")
+            await conn.execute("UPDATE workflow_blobs SET body = '\\x7b7d'")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("DELETE FROM workflow_blobs")
     # Not even a superuser: the trigger refuses (SQLSTATE RC003).
-    for change in ("UPDATE workflow_blobs SET body = '{}'", "DELETE FROM workflow_blobs"):
+    for change in ("UPDATE workflow_blobs SET body = '\\x7b7d'", "DELETE FROM workflow_blobs"):
         with pytest.raises(asyncpg.PostgresError, match="immutable") as refused:
             await owner.execute(change)
         assert refused.value.sqlstate == "RC003"
+    # A body is stored only under its own digest: a forged pair is refused.
+    with pytest.raises(asyncpg.CheckViolationError):
+        await owner.execute(
+            "INSERT INTO workflow_blobs (digest, body) VALUES (sha256('\\x7b7d'), '\\x5b5d')"
+        )
 
 
 async def _old_shape_job(pool: asyncpg.Pool, user_id: str, workflow: dict[str, Any]) -> str:

@@ -22,20 +22,18 @@ async def store_workflows(conn: asyncpg.Connection, blobs: list[WorkflowBlob]) -
     skipped if it committed."""
     unique = sorted({b.digest: b for b in blobs}.values(), key=lambda b: b.digest)
     await conn.execute(
-        """INSERT INTO workflow_blobs (digest, body, bytes)
-           SELECT d, b::jsonb, n FROM unnest($1::bytea[], $2::text[], $3::int[]) AS t(d, b, n)
+        """INSERT INTO workflow_blobs (digest, body)
+           SELECT * FROM unnest($1::bytea[], $2::bytea[])
            ON CONFLICT (digest) DO NOTHING""",
         [b.digest for b in unique],
-        [b.body.decode() for b in unique],
-        [len(b.body) for b in unique],
+        [b.body for b in unique],
     )
 
 
 async def load_workflows(conn: asyncpg.Connection, digests: list[str]) -> dict[str, Any]:
     """The bodies of these digests (hex), by digest; unknown digests are left out."""
     rows = await conn.fetch(
-        "SELECT encode(digest, 'hex') AS digest, body::text AS body FROM workflow_blobs"
-        " WHERE digest = ANY($1::bytea[])",
+        "SELECT digest, body FROM workflow_blobs WHERE digest = ANY($1::bytea[])",
         [bytes.fromhex(d) for d in set(digests)],
     )
-    return {r["digest"]: msgspec.json.decode(r["body"]) for r in rows}
+    return {bytes(r["digest"]).hex(): msgspec.json.decode(r["body"]) for r in rows}
