@@ -22,12 +22,15 @@ ALTER TABLE streams ADD CONSTRAINT streams_wallet_balance_not_negative
 -- keyed by that digest and inserted if absent in the transaction that appends the
 -- event. The body is kept as the exact canonical JSON bytes the digest was taken of
 -- (not jsonb, which would re-format it), so the table proves its own addressing: the
--- CHECK refuses a body that is not what its digest names. A body can never change
--- under its digest: the service may add and read, not update or delete, and a trigger
--- refuses those to everyone else too.
+-- CHECK refuses a body that is not what its digest names. The body must also be JSON
+-- that jsonb can hold (no \u0000, valid UTF-8), as the embedded workflow had to be:
+-- the adapter copies it into a jsonb column, and a body it cannot copy would wedge it.
+-- A body can never change under its digest: the service may add and read, not update
+-- or delete, and a trigger refuses those to everyone else too.
 CREATE TABLE workflow_blobs (
     digest      bytea       PRIMARY KEY CHECK (digest = sha256(body)),
-    body        bytea       NOT NULL,
+    body        bytea       NOT NULL
+        CONSTRAINT workflow_blobs_body_is_json CHECK (convert_from(body, 'UTF8')::jsonb IS NOT NULL),
     bytes       integer     GENERATED ALWAYS AS (octet_length(body)) STORED,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
