@@ -26,6 +26,7 @@ from rcc.domain.events import (
     JobSucceeded,
 )
 from rcc.follower.decoding import Decoded
+from rcc.store.workflows import load_workflows
 
 OPEN = ("created", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -54,6 +55,7 @@ class JobRow:
     client_id: str | None = None
     submitted_at: datetime | None = None
     cleaned_up: bool = False
+    workflow_digest: str = ""  # the stored body's name, when the event did not embed it
 
 
 @dataclass
@@ -105,6 +107,7 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             job_type=event.job_type,
             workflow=dict(event.workflow),
             status="created",
+            workflow_digest=event.workflow_digest,
         )
     if isinstance(event, JobPromptSubmitted):
         change.backend, change.prompt_id, change.client_id = (
@@ -127,8 +130,18 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             row.workflow = None
 
 
+async def _fill_workflows(conn: asyncpg.Connection, rows: list[JobRow]) -> None:
+    """Give open jobs created by digest their stored workflow body (old events embed it)."""
+    named = [r for r in rows if r.workflow == {} and r.workflow_digest]
+    if named:
+        bodies = await load_workflows(conn, [r.workflow_digest for r in named])
+        for row in named:
+            row.workflow = bodies.get(row.workflow_digest, {})
+
+
 async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
     new = [c.row for c in changes if c.row is not None]
+    await _fill_workflows(conn, new)
     if new:
         await conn.execute(
             """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,

@@ -26,6 +26,7 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
     domain.IdempotencyKeyReused: 409,
     domain.Invalid: 422,
     domain.TooManyJobs: 429,
+    domain.PayloadTooLarge: 413,
 }
 
 _CODES = {

@@ -29,7 +29,7 @@ _WHY = {
     403: "Not allowed: wrong role, or a cookie session without its CSRF header",
     404: "Not found (someone else's is not found either)",
     409: "Conflict with the current state (illegal transition, reused Idempotency-Key)",
-    413: "Request body too large",
+    413: "Request body too large, or a stored payload (a workflow) over its limit",
     422: "A rule is broken (the code says which)",
     429: "Rate limited, or too many unfinished jobs",
     502: "An upstream service answered badly",

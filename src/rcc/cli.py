@@ -381,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument(
         "--burst", type=int, default=200, help="concurrent reserves on one wallet; all must finish"
     )
+    ledger.add_argument(
+        "--workflow-bytes",
+        type=int,
+        default=0,
+        help="each job carries a workflow of about this many bytes (hashed, stored once)",
+    )
     ledger.set_defaults(run=_bench("ledger"))
     bench_http = bench.add_parser("http", help="POST /jobs over HTTP vs the direct call")
     bench_http.add_argument("--clients", type=int, nargs="+", default=[64, 256])

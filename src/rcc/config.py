@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from rcc.domain.catalog import DEFAULT_CATALOG, Catalog, CatalogError, parse_catalog
+from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 from rcc.ops_settings import (
     ComfyuiContainerSettings,
     ModelStoreSettings,
@@ -39,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gitlab_client_secret: str = ""
     rate_limits: RateLimits = RateLimits()
     max_body_bytes: int = 1_000_000
+    max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # stored per job, as canonical JSON
     read_wait_s: float = 2.0  # how long a read waits for projections to catch up
     low_balance_rcc: int = 5  # pages offer to buy credits below this balance
     stripe_secret_key: str = ""
@@ -124,6 +126,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             model_install_per_min=_int(env, "RCC_RATE_MODEL_INSTALL_PER_MIN", 10),
         ),
         max_body_bytes=_int(env, "RCC_MAX_BODY_BYTES", 1_000_000),
+        max_workflow_bytes=_int(env, "RCC_MAX_WORKFLOW_BYTES", DEFAULT_MAX_WORKFLOW_BYTES),
         low_balance_rcc=_int(env, "RCC_LOW_BALANCE_RCC", 5),
         stripe_secret_key=env.get("STRIPE_SECRET_KEY", "").strip(),
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", "").strip(),

@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 from litestar import Request, Response, Router, get, patch
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from portal.errors import ApiError, domain_response
@@ -27,10 +27,10 @@ from projections.views import Dashboard, JobView, LogEntry, Page, PaymentView, U
 from rcc.domain.errors import DomainError
 from rcc.projector.wait import wait_for
 from rcc.service.bus import execute
-from rcc.service.commands import AdjustCredits, SetAdmin
-from rcc.store.event_store import Checkpoint
+from rcc.service.commands import PatchUser
 
 CSV_MAX_ROWS = 100_000
+MAX_KEY_LENGTH = 200  # as for POST /jobs
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 READ = errors(400, *SIGNED_IN)
 
@@ -83,10 +83,15 @@ async def patch_user(
     data: JSONBody[AdminUserPatch],
     state: State,
     request: Request[Any, Any, Any],
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(name="Idempotency-Key", required=False, max_length=MAX_KEY_LENGTH),
+    ] = None,
 ) -> Response[UserView]:
     """Adjust a user's RCC (MANUAL_ADJUST, a reason required) and/or toggle admin.
 
-    The adjustment runs first; if it is refused nothing else changes."""
+    Both in one transaction: if either is refused nothing changes. Repeating an
+    Idempotency-Key applies the change once and answers the user as it is now."""
     who = await identity_of(request)
     assert who is not None
     if data.rcc_delta is None and data.is_admin is None:
@@ -95,34 +100,26 @@ async def patch_user(
         raise ApiError(422, "reason_required", "a reason is required for any rcc_delta")
     actor = who.email or f"token:{who.role}"
     metadata = {"actor": actor, "client_ip": client_ip(request), "via": who.via}
-    last = Checkpoint()
-    if data.rcc_delta is not None:
-        done = await execute(
-            state.pool,
-            AdjustCredits(
-                user_id=user_id, amount=data.rcc_delta, actor=actor, note=data.reason or ""
-            ),
-            metadata=metadata,
-        )
-        if isinstance(done, DomainError):
-            return domain_response(done)  # type: ignore[return-value]
-        last = done.checkpoint
-    if data.is_admin is not None:
-        done = await execute(
-            state.pool,
-            SetAdmin(user_id=user_id, is_admin=data.is_admin, actor=actor),
-            metadata=metadata,
-        )
-        if isinstance(done, DomainError):
-            return domain_response(done)  # type: ignore[return-value]
-        last = max(last, done.checkpoint)
-    await wait_for(state.pool, last, ["users"], state.settings.read_wait_s)
+    command = PatchUser(
+        user_id=user_id,
+        actor=actor,
+        rcc_delta=data.rcc_delta,
+        note=data.reason or "",
+        is_admin=data.is_admin,
+    )
+    # Scoped to the admin who sent it, like a user's key is scoped to the user.
+    key = f"admin-users:{actor}:{idempotency_key}" if idempotency_key else None
+    done = await execute(state.pool, command, metadata=metadata, idempotency_key=key)
+    if isinstance(done, DomainError):
+        return domain_response(done)  # type: ignore[return-value]
+    await wait_for(state.pool, done.checkpoint, ["users"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
         view = await queries.user(conn, user_id)
     if view is None:
         raise ApiError(404, "not_found", "no such user")
-    return Response(view, status_code=200)
+    headers = {"Idempotent-Replayed": "true"} if done.replayed else {}
+    return Response(view, status_code=200, headers=headers)
 
 
 @get("/jobs", responses=READ)

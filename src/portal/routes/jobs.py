@@ -77,6 +77,7 @@ async def create_job(
         job_type=data.type,
         workflow=data.workflow,
         max_open_jobs=None if who.is_admin else settings.max_running_jobs_per_user,
+        max_workflow_bytes=settings.max_workflow_bytes,
     )
     key = f"jobs:{who.user_id}:{idempotency_key}" if idempotency_key else None
     done = await execute(state.pool, command, metadata=_metadata(request, who), idempotency_key=key)

@@ -162,11 +162,23 @@ class Run:
 # --- the two ledgers ---------------------------------------------------------------
 
 
-def event_sourced_op(pool: asyncpg.Pool, user_ids: Sequence[str]) -> Op:
+def bench_workflow(size: int) -> dict[str, object]:
+    """A one-node prompt of about `size` bytes of JSON (none for 0): every job sends the
+    same one, so it is hashed on every call and stored once."""
+    if size <= 0:
+        return {}
+    return {"1": {"class_type": "EmptyImage", "inputs": {"text": "x" * size}}}
+
+
+def event_sourced_op(
+    pool: asyncpg.Pool, user_ids: Sequence[str], workflow: dict[str, object]
+) -> Op:
     """A create-job command through the real bus: reserve the cost and create the job."""
 
     async def op(rng: random.Random) -> str | None:
-        cmd = CreateJob(user_id=rng.choice(user_ids), job_type=rng.choice(JOB_TYPES))
+        cmd = CreateJob(
+            user_id=rng.choice(user_ids), job_type=rng.choice(JOB_TYPES), workflow=workflow
+        )
         outcome = await execute(pool, cmd)
         return None if isinstance(outcome, Done) else f"{type(outcome).__name__}: {outcome}"
 
@@ -307,6 +319,7 @@ class Plan:
     seconds: float
     wallets: int
     pool_cap: int  # connections the server can give the pool
+    workflow_bytes: int = 0  # --workflow-bytes: the size of every job's workflow
     acknowledged: int = 0  # reserves the bus answered Done to, warm-ups included
     load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
 
@@ -329,15 +342,24 @@ async def run_clients(url: str, wallets: Wallets, clients: int, plan: Plan) -> l
     size = plan.pool_size(clients)
     pool = await create_pool(url, min_size=size, max_size=size)
     many = f"{plan.wallets} wallets"
+    workflow = bench_workflow(plan.workflow_bytes)
     try:
         return [
             await measure(baseline_op(pool, wallets.rows), "baseline", many, clients, plan),
             await measure(
-                event_sourced_op(pool, wallets.users), "event-sourced", many, clients, plan
+                event_sourced_op(pool, wallets.users, workflow),
+                "event-sourced",
+                many,
+                clients,
+                plan,
             ),
             await measure(baseline_op(pool, [wallets.hot_row]), "baseline", HOT, clients, plan),
             await measure(
-                event_sourced_op(pool, [wallets.hot_user]), "event-sourced", HOT, clients, plan
+                event_sourced_op(pool, [wallets.hot_user], workflow),
+                "event-sourced",
+                HOT,
+                clients,
+                plan,
             ),
         ]
     finally:
@@ -369,7 +391,7 @@ async def hot_burst(url: str, user_id: str, count: int, plan: Plan) -> Burst:
     size = max(1, min(count, plan.pool_cap))
     log(f"burst: {count} simultaneous reserves on the hot wallet over {size} connections")
     pool = await create_pool(url, min_size=size, max_size=size)
-    op = event_sourced_op(pool, [user_id])
+    op = event_sourced_op(pool, [user_id], bench_workflow(plan.workflow_bytes))
     tally = Tally()
     try:
         started = time.perf_counter()
@@ -479,7 +501,8 @@ def format_header(info: ServerInfo, args: argparse.Namespace, plan: Plan) -> lis
         + f", max_connections={info.max_connections}",
         f"database: {args.database} (fresh), {plan.wallets} wallets + 1 hot wallet per side, "
         f"{plan.seconds:g} s per phase after a {WARMUP_SECONDS:g} s warm-up, "
-        f"pool of {spare} connections as {APP_ROLE}",
+        f"pool of {spare} connections as {APP_ROLE}, "
+        f"workflow of {plan.workflow_bytes} bytes per job (--workflow-bytes)",
     ]
 
 
@@ -565,7 +588,10 @@ async def run_ledger_bench(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await owner.close()
     plan = Plan(
-        seconds=args.seconds, wallets=args.wallets, pool_cap=max(2, info.free_connections - 4)
+        seconds=args.seconds,
+        wallets=args.wallets,
+        pool_cap=max(2, info.free_connections - 4),
+        workflow_bytes=args.workflow_bytes,
     )
     wallets = await set_up(url, args.wallets)
     runs: list[Run] = []

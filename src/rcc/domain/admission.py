@@ -13,12 +13,14 @@ from rcc.domain.errors import DomainError, Invalid
 from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
 from rcc.domain.user import UserState
+from rcc.domain.workflow import WorkflowBlob, too_large, workflow_blob
 
 
 class Admitted(msgspec.Struct, frozen=True, kw_only=True):
     charge: list[Event]  # for the wallet stream: the reserve, or the admin's bypass line
     created: JobCreated  # for the new job stream
     wallet_after: wallets.WalletState
+    workflow: WorkflowBlob | None = None  # to store once, by digest, with the events
 
 
 def admit_job(
@@ -30,9 +32,14 @@ def admit_job(
     workflow: dict[str, object],
     metadata: dict[str, object],
     max_open_jobs: int | None,
+    max_workflow_bytes: int,
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
-    type is unknown, too many jobs are open, or the balance cannot cover it."""
+    workflow is too large, the type is unknown, too many jobs are open, or the balance
+    cannot cover it. The job's event keeps the workflow's digest, not its body."""
+    blob = workflow_blob(workflow) if workflow else None
+    if blob is not None and (refused_size := too_large(blob, max_workflow_bytes)):
+        return refused_size
     cost = job_cost(job_type)
     if cost is None:
         return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
@@ -51,7 +58,9 @@ def admit_job(
         job_type=job_type,
         cost_rcc=cost,
         bypass=user.is_admin,
-        workflow=workflow,
         metadata=metadata,
+        workflow_digest=blob.hex if blob else "",
     )
-    return Admitted(charge=charge, created=created, wallet_after=wallets.fold(charge, wallet))
+    return Admitted(
+        charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob
+    )

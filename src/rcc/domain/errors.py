@@ -37,6 +37,14 @@ class Conflict(DomainError, frozen=True, kw_only=True, tag="conflict"):
     pass
 
 
+class PayloadTooLarge(DomainError, frozen=True, kw_only=True, tag="payload_too_large"):
+    """A free-form payload bigger than what one event may carry: the log is immutable,
+    so nobody may grow it at will."""
+
+    limit_bytes: int
+    size_bytes: int
+
+
 class IdempotencyKeyReused(DomainError, frozen=True, kw_only=True, tag="idempotency_key_reused"):
     """The key was first used for a different command: refusing beats guessing."""
 

@@ -177,8 +177,11 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     job_type: str
     cost_rcc: int
     bypass: bool = False  # an admin's job: nothing reserved, nothing to release
+    # Events written before workflows were stored once embed the workflow here; newer
+    # ones leave it empty and name the body in `workflow_blobs` by its sha256 (hex).
     workflow: dict[str, object] = {}
     metadata: dict[str, object] = {}
+    workflow_digest: str = ""
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):

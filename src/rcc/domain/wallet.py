@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from rcc.domain.errors import InsufficientCredits, Invalid, NotFound, TooManyJobs
+from rcc.domain.errors import (
+    DomainError,
+    InsufficientCredits,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    TooManyJobs,
+)
 from rcc.domain.events import (
     AdminBypassed,
     CreditsAdjusted,
@@ -20,6 +27,9 @@ from rcc.domain.events import (
 # The largest balance a wallet may hold: far beyond any real use, inside PostgreSQL's
 # bigint (the projections' balance columns) and JavaScript's exact integers (2**53).
 MAX_BALANCE_RCC = 10**15
+# An adjustment's reason is stored in its event forever: bounded like every free-form
+# payload (the admin page allows 500 characters; 4 bytes each at most in UTF-8).
+MAX_NOTE_BYTES = 2000
 
 
 class WalletState(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,12 +107,18 @@ def grant_amount_error(amount: int) -> Invalid | None:
     return None
 
 
-def adjust(state: WalletState, amount: int, actor: str, note: str) -> list[Event] | Invalid:
+def adjust(state: WalletState, amount: int, actor: str, note: str) -> list[Event] | DomainError:
     """MANUAL_ADJUST: signed, with a reason, never taking the balance below zero."""
     if amount == 0:
         return Invalid(detail="rcc_delta must not be zero")
     if not note.strip():
         return Invalid(detail="a reason is required for any adjustment")
+    if len(encoded := note.encode()) > MAX_NOTE_BYTES:
+        return PayloadTooLarge(
+            detail=f"the reason is {len(encoded)} bytes; at most {MAX_NOTE_BYTES} are stored",
+            limit_bytes=MAX_NOTE_BYTES,
+            size_bytes=len(encoded),
+        )
     if state.balance + amount < 0:
         return Invalid(
             detail=f"an adjustment of {amount} would take the balance ({state.balance}) below zero"

@@ -5,10 +5,46 @@ ComfyUI's POST /prompt expects. Limits keep hostile bodies cheap to refuse."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import msgspec
+
+from rcc.domain.errors import PayloadTooLarge
 
 MAX_NODES = 500
 MAX_DEPTH = 12
+# RCC_MAX_WORKFLOW_BYTES: the largest workflow a job may store (its canonical JSON).
+DEFAULT_MAX_WORKFLOW_BYTES = 256 * 1024
+
+
+class WorkflowBlob(msgspec.Struct, frozen=True):
+    """A workflow as stored once: its canonical JSON and that JSON's sha256."""
+
+    digest: bytes
+    body: bytes
+
+    @property
+    def hex(self) -> str:
+        return self.digest.hex()
+
+
+def workflow_blob(workflow: dict[str, Any]) -> WorkflowBlob:
+    """The canonical form (sorted keys, no spaces), so equal workflows share one digest."""
+    body = msgspec.json.encode(workflow, order="sorted")
+    return WorkflowBlob(hashlib.sha256(body).digest(), body)
+
+
+def too_large(blob: WorkflowBlob, limit: int) -> PayloadTooLarge | None:
+    """Refuse a workflow whose canonical JSON is over `limit` bytes."""
+    if len(blob.body) <= limit:
+        return None
+    return PayloadTooLarge(
+        detail=f"the workflow is {len(blob.body)} bytes as JSON; at most {limit} bytes"
+        " (RCC_MAX_WORKFLOW_BYTES) are stored per job",
+        limit_bytes=limit,
+        size_bytes=len(blob.body),
+    )
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from rcc.domain.events import ExecutionLogLine
+from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,6 +22,17 @@ class SetAdmin(Command, frozen=True, kw_only=True):
     user_id: str
     is_admin: bool
     actor: str
+
+
+class PatchUser(Command, frozen=True, kw_only=True):
+    """An admin's change to a user: an adjustment (with its note) and/or the admin flag,
+    decided and committed together so a retry or a failure never leaves half of it."""
+
+    user_id: str
+    actor: str
+    rcc_delta: int | None = None
+    note: str = ""
+    is_admin: bool | None = None
 
 
 class GrantCredits(Command, frozen=True, kw_only=True):
@@ -53,6 +65,7 @@ class CreateJob(Command, frozen=True, kw_only=True):
     metadata: dict[str, object] = {}
     job_id: str | None = None  # chosen by the caller for tests; generated otherwise
     max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
+    max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # RCC_MAX_WORKFLOW_BYTES
 
 
 class RecordSignIn(Command, frozen=True, kw_only=True):

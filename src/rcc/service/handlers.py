@@ -43,6 +43,7 @@ from rcc.domain.events import (
     wallet_stream,
 )
 from rcc.service import commands as c
+from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.store.event_store import Checkpoint
@@ -230,6 +231,7 @@ def admit(
         workflow=cmd.workflow,
         metadata=cmd.metadata,
         max_open_jobs=cmd.max_open_jobs,
+        max_workflow_bytes=cmd.max_workflow_bytes,
     )
 
 
@@ -250,6 +252,8 @@ def stage_admission(
     uow.stage(
         job_stream(created.job_id), 0, [created], jobs.evolve(jobs.JobState(), created), metadata
     )
+    if admitted.workflow is not None:
+        uow.keep_workflow(admitted.workflow)
 
 
 def accepted(admitted: Admitted) -> JobAccepted:
@@ -373,6 +377,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
+    c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
     c.GrantCredits: grant_credits,
     c.AdjustCredits: adjust_credits,
     c.ClawBack: claw_back,

@@ -16,9 +16,11 @@ import asyncpg
 import msgspec
 
 from rcc.domain.events import Event
+from rcc.domain.workflow import WorkflowBlob
 from rcc.store.event_store import Appended, StreamWrite, append
 from rcc.store.notify import events_committed
 from rcc.store.outcome import committed, new_command_id, record_and_commit
+from rcc.store.workflows import store_workflows
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class UnitOfWork:
         self.metadata = metadata or {}
         self.command_ids = command_ids or [new_command_id()]
         self._writes: dict[str, StreamWrite] = {}
+        self._workflows: list[WorkflowBlob] = []
         self._conn: Any = None
         self._open = False
 
@@ -219,6 +222,10 @@ class UnitOfWork:
             metadata=own,
         )
 
+    def keep_workflow(self, blob: WorkflowBlob) -> None:
+        """Store this workflow body (if absent) with the events that name its digest."""
+        self._workflows.append(blob)
+
     async def recall(self, *keys: str) -> dict[str, Remembered]:
         """The stored answers of these idempotency keys (those that have one)."""
         rows = await self._conn.fetch(
@@ -237,6 +244,8 @@ class UnitOfWork:
         is resolved before returning: see `_commit`.
         """
         writes = [w for w in self._writes.values() if w.events]
+        if self._workflows:
+            await store_workflows(self._conn, self._workflows)
         # A command that changes nothing (say, making an admin an admin) appends nothing.
         appended = await append(self._conn, writes) if writes else []
         if remember:
