@@ -38,8 +38,8 @@ import asyncpg
 import httpx
 import pytest
 
-from rcc.audit import verify
 from projections.registry import ALL
+from rcc.audit import verify
 from rcc.projector.replay import replay
 from rcc.projector.wait import wait_for
 from rcc.service.tokens import create_token
