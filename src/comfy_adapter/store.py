@@ -130,7 +130,7 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             row.workflow = None
 
 
-async def _fill_workflows(conn: asyncpg.Connection, rows: list[JobRow]) -> None:
+async def fill_workflows(conn: asyncpg.Connection, rows: list[JobRow]) -> None:
     """Give open jobs created by digest their stored workflow body (old events embed it)."""
     named = [r for r in rows if r.workflow == {} and r.workflow_digest]
     if named:
@@ -141,7 +141,7 @@ async def _fill_workflows(conn: asyncpg.Connection, rows: list[JobRow]) -> None:
 
 async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
     new = [c.row for c in changes if c.row is not None]
-    await _fill_workflows(conn, new)
+    await fill_workflows(conn, new)
     if new:
         await conn.execute(
             """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,
