@@ -20,7 +20,7 @@ from portal.routes.auth import _limit
 from portal.routes.jobs import me
 from portal.schemas import Strict
 from rcc.adapters.stripe_api import CheckoutSession
-from rcc.adapters.stripe_events import NotAnEvent, parse_event
+from rcc.adapters.stripe_events import NotAnEvent, parse_event, version_problem
 from rcc.config import Settings
 from rcc.domain.catalog import Catalog
 from rcc.domain.prices import JOB_PRICES_RCC
@@ -193,6 +193,11 @@ async def stripe_webhook(
         event = parse_event(raw)
     except NotAnEvent as error:
         raise ApiError(400, "invalid_event", f"not a Stripe event: {error}") from None
+    if problem := version_problem(event.api_version):
+        # Misread shapes move money wrongly; refused, Stripe retries for three days,
+        # and `rcc stripe reconcile` applies the events once the endpoint is set right.
+        log.warning("stripe event %s refused: %s", event.id, problem)
+        raise ApiError(400, "unsupported_api_version", problem)
     try:
         applied = await apply_event(state.pool, event, settings.catalog, via="webhook")
     except NotApplied as error:

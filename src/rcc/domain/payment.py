@@ -22,6 +22,7 @@ import msgspec
 
 from rcc.domain.events import (
     Event,
+    PaymentAliased,
     PaymentDisputed,
     PaymentFact,
     PaymentFailed,
@@ -97,6 +98,7 @@ class PaymentState(msgspec.Struct, frozen=True, kw_only=True):
     disputed_amount: int = 0
     credits_reclaimed: int = 0  # clawed back plus shortfall
     stopped: bool = False  # no further plan months
+    alias_of: str | None = None  # this key names another payment (PaymentAliased)
 
 
 class SubscriptionState(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +161,8 @@ def evolve_payment(state: PaymentState, event: Event) -> PaymentState:
                 credits_reclaimed=state.credits_reclaimed + event.credits,
                 stopped=state.stopped or event.months_stopped > 0,
             )
+        case PaymentAliased():
+            return replace(state, alias_of=event.payment_key)
     return state
 
 
