@@ -154,3 +154,46 @@ async def test_reconcile_leaves_events_of_other_versions_out(pool: asyncpg.Pool)
     assert len(report.failed) == 1 and bad["id"] in report.failed[0]
     assert any("FAILED" in line and "2099-01-01" in line for line in said)
     assert await received(pool, bad["id"]) == []
+
+
+async def _cancelled_annual_plan(http: httpx.AsyncClient, *, cancel: bool) -> tuple[str, str]:
+    """A paid annual plan (month 1 granted), cancelled at once when `cancel`: (user, pi)."""
+    user = (await sign_up(http)).user_id
+    sub, pi = sp.new_id("sub"), sp.new_id("pi")
+    price_id, amount = STARTER["year"]
+    start = ago(3600)
+    body = sp.invoice(
+        user_id=user, plan="starter", interval="year", price_id=price_id, amount=amount,
+        period_start=start, period_end=start + 365 * 86400, subscription=sub, payment_intent=pi,
+    )  # fmt: skip
+    assert (await delivered(http, sp.event("invoice.paid", body)))["outcome"] == "granted"
+    if cancel:
+        deleted = sp.subscription(subscription_id=sub, user_id=user, plan="starter",
+                                  price_id=price_id, ended_at=ago(60))  # fmt: skip
+        ended = await delivered(http, sp.event("customer.subscription.deleted", deleted))
+        assert ended["outcome"] == "ended", ended
+    return user, pi
+
+
+@pytest.mark.parametrize(
+    ("cancel", "refunded", "left"),
+    [
+        (True, 11_000, STARTER_PER_MONTH),  # the 11 cancelled months, refunded pro rata
+        (True, 12_000, 0),  # everything: the granted month too
+        (False, 11_000, 0),  # a live plan: the granted month is within what was refunded
+    ],
+)
+async def test_a_refund_of_a_cancelled_plan_takes_back_only_what_was_not_cancelled(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, cancel: bool, refunded: int, left: int
+) -> None:
+    """Once, a pro-rata refund after a cancellation took back the month already granted
+    as well: the cancellation had already taken away the 11 months it paid for."""
+    user, pi = await _cancelled_annual_plan(http, cancel=cancel)
+    assert await balance(pool, user) == STARTER_PER_MONTH
+    refund = sp.event(
+        "charge.refunded", sp.charge(payment_intent=pi, amount=12_000, amount_refunded=refunded)
+    )
+    assert (await delivered(http, refund))["outcome"] == "refunded"
+    assert await balance(pool, user) == left
+    # A live plan's later months still come (a partial refund is taken from them too).
+    assert await _open_months(pool, pi) == (0 if cancel else 11)

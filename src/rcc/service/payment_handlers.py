@@ -171,7 +171,7 @@ def _grant(w: _Writes, key: str, event: Event) -> None:
 def _reclaim(w: _Writes, key: str) -> None:
     """Take back what a reversed payment owes now (REFUND_CLAWBACK, never below zero)."""
     payment = w.payment(key)
-    due = payments.reclaim_due(payment)
+    due = payments.reclaim_due(payment, plan_ended=_plan_ended(w, payment))
     if due is None:
         return
     clawed = shortfall = 0
@@ -186,6 +186,14 @@ def _reclaim(w: _Writes, key: str) -> None:
     w.shortfall += shortfall
     if due.months_stopped:
         w.stopped.append(key)
+
+
+def _plan_ended(w: _Writes, payment: PaymentState) -> bool:
+    """Whether the payment's subscription has ended (its stream is locked by the caller)."""
+    sub_id = payment.subscription_id
+    if not sub_id or subscription_stream(sub_id) not in w.heads:
+        return False
+    return w.subscription(sub_id).ended_at is not None
 
 
 def _settle(w: _Writes, paid: PaymentSucceeded) -> None:
@@ -383,8 +391,16 @@ async def _payment_named(uow: UnitOfWork, cmd: pc.ReverseCharge) -> str:
 async def reverse_charge(cmd: pc.ReverseCharge, uow: UnitOfWork) -> StripeOutcome | DomainError:
     """A refund or a dispute: recorded; the credits the payment bought are reclaimed."""
     key = await _payment_named(uow, cmd)
-    known = (await uow.peek(payment_stream(key))).as_state(PaymentState).wallet_id
-    w = await _Writes.lock(uow, [payment_stream(key), wallet_stream(known) if known else None])
+    peeked = (await uow.peek(payment_stream(key))).as_state(PaymentState)
+    known, sub_id = peeked.wallet_id, peeked.subscription_id
+    w = await _Writes.lock(
+        uow,
+        [
+            payment_stream(key),
+            wallet_stream(known) if known else None,
+            subscription_stream(sub_id) if sub_id else None,  # has the plan ended?
+        ],
+    )
     payment = w.payment(key)
     if payment.wallet_id != known:
         return Conflict(detail="the payment changed meanwhile; try again")
