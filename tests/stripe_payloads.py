@@ -252,7 +252,8 @@ def invoice(
 def invoice_payment(
     *, invoice_id: str, payment_intent: str, amount: int, currency: str = "usd"
 ) -> dict[str, Any]:
-    """An InvoicePayment (API 2025-03-31 and later), as in `invoice_payment.paid`."""
+    """An InvoicePayment (API 2025-03-31 and later), as in `invoice_payment.paid`: the
+    shape of the example in Stripe's API reference (Invoice Payments, retrieve)."""
     now = int(time.time())
     return {
         "id": new_id("inpay"),
