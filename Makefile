@@ -3,13 +3,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint typecheck bench clean
+.PHONY: serve test setup lint typecheck bench clean
 
 serve: $(STAMP)  ## start the service on the embedded PostgreSQL (./.rcc)
 	$(BIN)/rcc serve
 
-test: $(STAMP) lint typecheck  ## lint, type-check, then the whole suite (real PostgreSQL, started by the tests)
+test: $(STAMP) setup lint typecheck  ## set-up, lint, type-check, then the whole suite (real PostgreSQL, started by the tests)
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+setup:  ## what the suite needs besides the venv: Debian packages (as root), podman, npm
+	bash scripts/setup
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src projections tests
@@ -23,7 +26,7 @@ bench: $(STAMP)  ## the ledger benchmark (figures go in docs/BENCHMARKS.md)
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 

@@ -4,7 +4,9 @@ dashboard reads hourly counters, so no query here grows with the number of event
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -54,7 +56,12 @@ async def job(conn: asyncpg.Connection, job_id: str, user_id: str | None = None)
     """One job; with `user_id`, only if it is that user's (someone else's job is absent)."""
     where = Where().add("id = {0}", job_id).when(user_id, "user_id = {0}")
     row = await conn.fetchrow(f"{_JOB} WHERE {where.sql()}", *where.params)
-    return msgspec.convert(dict(row), JobView) if row else None
+    return job_view(row) if row else None
+
+
+def job_view(row: Mapping[str, Any]) -> JobView:
+    """The one way a job is shown, from a `jobs` row (or the same columns in a dict)."""
+    return msgspec.convert(dict(row), JobView)
 
 
 async def ledger_page(
@@ -115,7 +122,7 @@ async def jobs_page(
         time_column="created_at",
         cursor=cursor,
         limit=limit,
-        build=lambda r: msgspec.convert(dict(r), JobView),
+        build=job_view,
         id_type=str,
     )
 

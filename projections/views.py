@@ -47,6 +47,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     bypass: bool = False
     backend: str | None = None
     prompt_id: str | None = None
+    # Why a created or queued job does not run yet; null once it runs (portal/job_views.py).
+    waiting_reason: str | None = None
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):

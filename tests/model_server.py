@@ -1,6 +1,6 @@
 """A tiny HTTP/1.1 file server for model-install tests: each path is a behaviour
 (a body, a chunked body, a redirect, a connection dropped mid-body, a body that waits
-on a gate), written by hand so a test controls every byte and every close."""
+on a gate, a body that trickles), written by hand so a test controls every byte and every close."""
 
 from __future__ import annotations
 
@@ -70,6 +70,19 @@ def gated(data: bytes, gate: asyncio.Event) -> Behaviour:
         await gate.wait()
         writer.write(data[half:])
         await writer.drain()
+
+    return send
+
+
+def trickle(data: bytes, every_s: float) -> Behaviour:
+    """A byte at a time, `every_s` apart: each inside any read timeout, the whole for ever."""
+
+    async def send(writer: asyncio.StreamWriter) -> None:
+        writer.write(_head("200 OK", {"Content-Length": str(len(data)), "Connection": "close"}))
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(every_s)
 
     return send
 

@@ -249,9 +249,33 @@ def invoice(
     return body
 
 
+def invoice_payment(
+    *, invoice_id: str, payment_intent: str, amount: int, currency: str = "usd"
+) -> dict[str, Any]:
+    """An InvoicePayment (API 2025-03-31 and later), as in `invoice_payment.paid`: the
+    shape of the example in Stripe's API reference (Invoice Payments, retrieve)."""
+    now = int(time.time())
+    return {
+        "id": new_id("inpay"),
+        "object": "invoice_payment",
+        "amount_paid": amount,
+        "amount_requested": amount,
+        "created": now,
+        "currency": currency,
+        "invoice": invoice_id,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+        "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": now},
+    }
+
+
 def charge(
     *, payment_intent: str, amount: int, amount_refunded: int, currency: str = "usd"
 ) -> dict[str, Any]:
+    """A charge in the current shape (no `invoice`: since 2025-03-31 charges do not name
+    one; the classic shape named it, and RCC never read it)."""
     charge_id = new_id("ch")
     return {
         "id": charge_id,

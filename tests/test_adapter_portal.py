@@ -44,7 +44,7 @@ async def test_owner_gets_outputs_and_logs_others_get_404(
         assert created.status_code == 201, created.text
         job = await wait_job(alice_http, created.json()["id"], "succeeded", "failed")
         assert job["status"] == "succeeded" and job["backend"] == comfy.url
-        assert job["duration_ms"] is not None and "waiting_reason" not in job["metadata"]
+        assert job["duration_ms"] is not None and job["waiting_reason"] is None
         [uri] = job["output_uris"]
         image = await alice_http.get(uri)
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
@@ -82,15 +82,15 @@ async def test_queued_job_says_why_it_waits_and_cancel_interrupts(
         )
         job_id = first.json()["id"]
         shown = (await http.get(f"/jobs/{job_id}")).json()
-        assert shown["metadata"]["waiting_reason"].startswith("the ComfyUI adapter is not running")
+        assert shown["waiting_reason"].startswith("the ComfyUI adapter is not running")
         async with running(pool, settings_for(tmp_path, [])):
             reason = "no ComfyUI backend is configured (COMFYUI_URLS is empty)"
             for _ in range(500):
                 shown = (await http.get(f"/jobs/{job_id}")).json()
-                if shown["status"] == "queued" and shown["metadata"]["waiting_reason"] == reason:
+                if shown["status"] == "queued" and shown["waiting_reason"] == reason:
                     break
                 await asyncio.sleep(0.02)
-            assert (shown["status"], shown["metadata"]["waiting_reason"]) == ("queued", reason)
+            assert (shown["status"], shown["waiting_reason"]) == ("queued", reason)
         async with (
             ComfyServer(node_seconds={"ImageBlur": 30}) as comfy,
             running(pool, settings_for(tmp_path, [comfy.url])),

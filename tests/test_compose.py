@@ -36,7 +36,7 @@ def _argv(command: str | list[str]) -> list[str]:
 
 
 def _is_rcc(service: dict[str, Any]) -> bool:
-    return "build" in service or str(service.get("image", "")).startswith("${RCC_IMAGE")
+    return service.get("build") == "." or str(service.get("image", "")).startswith("${RCC_IMAGE")
 
 
 def _one_shot(services: dict[str, dict[str, Any]]) -> set[str]:
@@ -149,6 +149,51 @@ def test_the_image_installs_with_the_pinned_constraints() -> None:
     assert "-c constraints.txt" in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", ".rcc", ".env"} <= set(ignored)
+
+
+def _comfyui_dockerfile() -> str:
+    build = _services()["comfyui"]["build"]
+    context = REPO / (build["context"] if isinstance(build, dict) else build)
+    assert context.is_dir(), f"compose builds comfyui from {context}, which is missing"
+    name = build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+    return (context / name).read_text()
+
+
+def _build_args(dockerfile: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.MULTILINE))
+
+
+def test_compose_builds_the_comfyui_image_it_names() -> None:
+    comfyui = _services()["comfyui"]
+    assert "rcc-comfyui" in comfyui["image"]  # what `build` tags, and what runs
+    dockerfile = _comfyui_dockerfile()
+    assert dockerfile.startswith("#")
+    assert re.search(r'^CMD \["python3", "main.py", "--listen", "0.0.0.0", "--port", "8188"\]$',
+                     dockerfile, re.MULTILINE)  # fmt: skip
+    assert "EXPOSE 8188" in dockerfile
+
+
+def test_the_comfyui_image_pins_every_version() -> None:
+    dockerfile = _comfyui_dockerfile()
+    args = _build_args(dockerfile)
+    # The CUDA base image by an exact tag (never latest), and FROM uses it.
+    base = args["CUDA_IMAGE"]
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z0-9-]*runtime[a-z0-9.-]*", base), base
+    assert re.search(r"^FROM \$\{CUDA_IMAGE\}$", dockerfile, re.MULTILINE)
+    # ComfyUI by release tag, the version the fake image in tests/podman reports too.
+    assert args["COMFYUI_VERSION"] == "0.3.64"
+    assert '--branch "v${COMFYUI_VERSION}"' in dockerfile
+    fake = (REPO / "tests" / "podman" / "setup.sh").read_text()
+    assert f'"comfyui_version": "{args["COMFYUI_VERSION"]}"' in fake
+    for package in ("TORCH", "TORCHVISION", "TORCHAUDIO"):
+        assert re.fullmatch(r"\d+\.\d+\.\d+", args[f"{package}_VERSION"]), package
+        assert f"=={{{package}_VERSION}}" in dockerfile.replace("${", "{"), package
+    assert "pip install -r requirements.txt" in dockerfile
+
+
+def test_the_comfyui_image_runs_as_a_user() -> None:
+    users = re.findall(r"^USER (\S+)$", _comfyui_dockerfile(), re.MULTILINE)
+    assert users and users[-1] not in ("root", "0"), users
 
 
 def test_the_variable_pattern_reads_every_form() -> None:

@@ -1,8 +1,8 @@
 """Model files through the admin API, downloading from a local HTTP server.
 
 The server runs on 127.0.0.1, which is loopback: installs from it only work because
-the tests allowlist that host (RCC_MODEL_HTTP_ALLOWLIST), exactly as an admin would
-allowlist an internal mirror. Everything else about SSRF is checked with that in mind:
+the tests allowlist that host and its port (RCC_MODEL_HTTP_ALLOWLIST), exactly as an
+admin would allowlist an internal mirror. Everything else about SSRF is checked with that in mind:
 a redirect from the allowlisted host to a name that resolves to loopback, or to a
 private address, is refused before any connection is made to it.
 """
@@ -25,8 +25,10 @@ from litestar import Litestar
 from comfy_adapter.downloads import (
     CheckingResolver,
     DownloadPolicy,
+    Failed,
     Refused,
     address_problem,
+    allowlist,
     check_url,
     download,
 )
@@ -40,7 +42,7 @@ from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from rcc.service.ops_commands import RequestModelInstall
 from tests.conftest import portal_client
-from tests.model_server import FileServer, body, chunked, dropped, gated, redirect
+from tests.model_server import FileServer, body, chunked, dropped, gated, redirect, trickle
 from tests.portal_helpers import bearer
 
 CAP = 200_000
@@ -86,8 +88,8 @@ async def make_app(
 
 
 @pytest.fixture
-async def app(make_app: MakeApp) -> Litestar:
-    return await make_app(RCC_MODEL_HTTP_ALLOWLIST="127.0.0.1")
+async def app(make_app: MakeApp, files: FileServer) -> Litestar:
+    return await make_app(RCC_MODEL_HTTP_ALLOWLIST=f"127.0.0.1:{files.port}")
 
 
 @pytest.fixture
@@ -288,7 +290,7 @@ async def test_redirects_to_internal_addresses_are_refused(
         "/to-private.safetensors": ("https://10.20.30.40/target.safetensors", "private address"),
         "/to-metadata.safetensors": (
             "http://169.254.169.254/latest/meta-data/x.safetensors",
-            "plain http is allowed only for allowlisted hosts",
+            "plain http is allowed only for allowlisted hosts and ports",
         ),
         "/to-link-local.safetensors": (
             "https://169.254.169.254/x.safetensors",
@@ -362,7 +364,7 @@ async def test_installs_are_rate_limited_per_ip(make_app: MakeApp, admin: dict[s
 async def test_stopping_the_portal_cancels_downloads_as_failed(
     make_app: MakeApp, files: FileServer, admin: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    app = await make_app(RCC_MODEL_HTTP_ALLOWLIST="127.0.0.1")
+    app = await make_app(RCC_MODEL_HTTP_ALLOWLIST=f"127.0.0.1:{files.port}")
     files.routes["/slow.safetensors"] = gated(GOOD, asyncio.Event())  # never opens
     async with portal_client(app) as http:
         accepted = await install(http, admin, url=files.url("/slow.safetensors"), kind="unet")
@@ -428,14 +430,22 @@ async def test_a_dead_download_does_not_block_its_name(pool: asyncpg.Pool) -> No
         "fc00::1",
         "ff02::1",
         "::ffff:10.0.0.1",
+        "::ffff:127.0.0.1",
+        "::ffff:192.168.1.1",
         "64:ff9b::a00:1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",  # 6to4 through 127.0.0.1
+        "2002:c0a8:101::",  # 6to4 through 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
     ],
 )
 def test_internal_addresses_are_refused(address: str) -> None:
     assert address_problem(address) is not None
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "151.101.1.69", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "151.101.1.69", "2606:4700:4700::1111", "2002:808:808::1"]
+)
 def test_public_addresses_pass(address: str) -> None:
     assert address_problem(address) is None
 
@@ -452,3 +462,138 @@ async def test_the_connection_uses_the_addresses_that_were_checked(tmp_path: Pat
     with pytest.raises(Refused, match="localhost resolves to"):
         await download("https://localhost:9/x.safetensors", tmp_path / "x", policy)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "embedded"),
+    [("2002:7f00:1::1", "127.0.0.1"), ("64:ff9b::7f00:1", "127.0.0.1"),
+     ("::ffff:192.168.1.1", "192.168.1.1")],
+)  # fmt: skip
+async def test_ipv6_addresses_embedding_internal_ones_are_refused_by_the_api(
+    app: Litestar, admin: dict[str, str], address: str, embedded: str
+) -> None:
+    async with portal_client(app) as http:
+        answer = await install(http, admin, url=f"https://[{address}]/m.safetensors", kind="vae")
+    assert answer.status_code == 422, answer.text
+    assert f"embeds {embedded}" in answer.json()["detail"]
+
+
+async def test_the_allowlist_names_a_port_and_no_other(
+    app: Litestar, files: FileServer, admin: dict[str, str]
+) -> None:
+    """127.0.0.1 is allowlisted with the mirror's port only: the same host's other ports
+    (the service's own /metrics, here another local server) stay out of reach, directly
+    and through a redirect from the allowlisted mirror."""
+    service = FileServer()
+    await service.start()
+    try:
+        service.routes["/metrics"] = body(b"rcc_secret_figures 1\n" * 100)
+        elsewhere = service.url("/metrics")
+        files.routes["/to-metrics.safetensors"] = redirect(elsewhere)
+        files.routes["/to-metrics-https.safetensors"] = redirect(
+            service.url("/metrics", scheme="https")
+        )
+        async with portal_client(app) as http:
+            direct = await install(http, admin, url=elsewhere, kind="vae", name="m.safetensors")
+            assert direct.status_code == 422, direct.text
+            assert "allowlisted hosts and ports" in direct.json()["detail"]
+            for path in ("/to-metrics.safetensors", "/to-metrics-https.safetensors"):
+                accepted = await install(http, admin, url=files.url(path), kind="vae")
+                assert accepted.status_code == 202, accepted.text
+            plain = await settled(http, admin, "to-metrics.safetensors")
+            assert plain["status"] == "failed" and "redirect to" in plain["error"], plain
+            assert "allowlisted hosts and ports" in plain["error"], plain
+            tls = await settled(http, admin, "to-metrics-https.safetensors")
+            assert tls["status"] == "failed" and "loopback address" in tls["error"], tls
+        assert service.hits == []
+    finally:
+        await service.close()
+
+
+def test_allowlist_entries_are_host_and_port_pairs() -> None:
+    assert allowlist(["127.0.0.1:8080", "[::1]:9000", "Mirror.LAN"]) == {
+        ("127.0.0.1", 8080), ("::1", 9000), ("mirror.lan", 80), ("mirror.lan", 443),
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="RCC_MODEL_HTTP_ALLOWLIST"):
+        load_settings({"RCC_MODEL_HTTP_ALLOWLIST": "mirror:http"})
+
+
+async def test_redirects_to_other_schemes_fail_cleanly(
+    app: Litestar, files: FileServer, admin: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """file:, ftp: and data: targets are refused like any bad URL, with a sentence, and
+    nothing in the logs carries a traceback (a file: target once raised inside redact)."""
+    targets = {
+        "/to-file.safetensors": ("file:///etc/passwd", "not file:"),
+        "/to-ftp.safetensors": ("ftp://example.com/m.safetensors", "not ftp:"),
+        "/to-data.safetensors": ("data:text/plain,hello", "not data:"),
+    }
+    for path, (target, _) in targets.items():
+        files.routes[path] = redirect(target)
+    caplog.set_level("INFO")
+    async with portal_client(app) as http:
+        for path in targets:
+            accepted = await install(http, admin, url=files.url(path), kind="vae")
+            assert accepted.status_code == 202, accepted.text
+        for path, (_, text) in targets.items():
+            row = await settled(http, admin, path.lstrip("/"))
+            assert row["status"] == "failed", row
+            assert "redirect to" in row["error"] and text in row["error"], row
+            assert "internal error" not in row["error"], row
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert everything_in(models_dir(app)) == []
+
+
+async def test_a_trickling_download_fails_below_the_minimum_rate(
+    files: FileServer, tmp_path: Path
+) -> None:
+    """One byte every 50 ms stays inside every read timeout; the average rate does not."""
+    files.routes["/drip.safetensors"] = trickle(GOOD[:2000], every_s=0.05)
+    policy = DownloadPolicy(
+        http_allowlist=allowlist([f"127.0.0.1:{files.port}"]),
+        max_bytes=CAP,
+        min_rate_bytes_s=1000,
+        rate_grace_s=0.5,
+    )
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Failed, match=r"too slow: .* under the minimum of 1000 bytes/s"):
+        await download(files.url("/drip.safetensors"), tmp_path / "drip", policy)
+    assert asyncio.get_running_loop().time() - started < 5  # not the 100 s it would drip
+
+
+async def test_a_download_past_the_overall_limit_fails(
+    make_app: MakeApp, files: FileServer, admin: dict[str, str]
+) -> None:
+    app = await make_app(
+        RCC_MODEL_HTTP_ALLOWLIST=f"127.0.0.1:{files.port}",
+        RCC_MODEL_MAX_SECONDS="1",
+        RCC_MODEL_MIN_RATE_BYTES_S="0",  # only the overall limit can stop it
+    )
+    files.routes["/stuck.safetensors"] = gated(GOOD, asyncio.Event())  # never opens
+    async with portal_client(app) as http:
+        accepted = await install(http, admin, url=files.url("/stuck.safetensors"), kind="vae")
+        assert accepted.status_code == 202, accepted.text
+        row = await settled(http, admin, "stuck.safetensors")
+    assert row["status"] == "failed" and "longer than 1 s" in row["error"], row
+    assert everything_in(models_dir(app)) == []
+
+
+async def test_a_download_that_would_fill_the_disk_is_refused(
+    make_app: MakeApp, files: FileServer, admin: dict[str, str]
+) -> None:
+    """The margin to keep free is set above the disk's free space, so any file is too
+    big: with a Content-Length before the body is read, without one before it is written."""
+    app = await make_app(
+        RCC_MODEL_HTTP_ALLOWLIST=f"127.0.0.1:{files.port}",
+        RCC_MODEL_DISK_MARGIN_BYTES=str(1 << 60),
+    )
+    files.routes["/sized.safetensors"] = body(GOOD)
+    files.routes["/unsized.safetensors"] = chunked(GOOD)
+    async with portal_client(app) as http:
+        for name in ("sized.safetensors", "unsized.safetensors"):
+            accepted = await install(http, admin, url=files.url(f"/{name}"), kind="vae")
+            assert accepted.status_code == 202, accepted.text
+        for name in ("sized.safetensors", "unsized.safetensors"):
+            row = await settled(http, admin, name)
+            assert row["status"] == "failed" and "not enough free disk" in row["error"], row
+    assert everything_in(models_dir(app)) == []

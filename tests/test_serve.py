@@ -84,6 +84,9 @@ def test_serve_starts_its_own_postgres_and_reuses_it(embedded_env: dict[str, str
         assert get_json(f"{base}/healthz") == (200, {"status": "ok"})
     finally:
         stop(proc)
+    # Every part of `rcc serve` asks for the database URL; the start is logged once.
+    log = (Path(embedded_env["RCC_DATA_DIR"]).parent / f"serve-{port}.log").read_text()
+    assert log.count("embedded PostgreSQL running") == 1, log
     pgdata = Path(embedded_env["RCC_DATA_DIR"]) / "pgdata"
     assert (pgdata / "PG_VERSION").read_text().strip() == "16"
 

@@ -34,6 +34,7 @@ from comfy_adapter.downloads import (
     Failed,
     Progress,
     Refused,
+    allowlist,
     check_host,
     check_url,
     download,
@@ -79,8 +80,11 @@ class ModelInstaller:
         self.pool = pool
         self.root = settings.data_dir / "models"
         self.policy = DownloadPolicy(
-            http_allowlist=frozenset(settings.models.http_allowlist),
+            http_allowlist=allowlist(settings.models.http_allowlist),
             max_bytes=settings.models.max_bytes,
+            max_seconds=settings.models.max_seconds,
+            min_rate_bytes_s=settings.models.min_rate_bytes_s,
+            disk_margin_bytes=settings.models.disk_margin_bytes,
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

@@ -9,11 +9,10 @@ import asyncpg
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
 from portal import pages
+from portal.api_docs import openapi_config, swagger_assets
 from portal.errors import (
     DATABASE_GONE,
     handle_bad_cursor,
@@ -26,7 +25,6 @@ from portal.errors import (
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
-from rcc import __version__
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
 from rcc.store.outcome import OutcomeUnknown
@@ -64,6 +62,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),
+            swagger_assets(),  # /schema's own script and stylesheet: no CDN
         ],
         lifespan=[lifespan, operations.operations_lifespan],  # the pool opens first
         state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
@@ -76,12 +75,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             OutcomeUnknown: handle_outcome_unknown,  # a lost COMMIT reply, unresolved: a 503
             Exception: handle_unexpected,
         },
-        openapi_config=OpenAPIConfig(
-            title="RCC portal API",
-            version=__version__,
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         template_config=pages.template_config(),
         debug=False,

@@ -28,10 +28,10 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.service.scheduler import running_scheduler
     from rcc.signals import serve_until_stopped
 
+    configure_logging()  # first: finding or starting the database is worth a log line
     applied = await migrate_database(database_url(settings))
     if applied:
         print(f"applied migrations {applied}", file=sys.stderr)
-    configure_logging()
     config = uvicorn.Config(
         create_app(settings),
         host=args.host,

@@ -6,10 +6,14 @@ Part of `rcc.config.Settings` (fields `comfyui` and `models`); see .env.example.
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
 import msgspec
 
 DEFAULT_MODEL_MAX_BYTES = 50 << 30  # the largest checkpoints are a few tens of GB
+DEFAULT_MODEL_MAX_SECONDS = 4 * 3600  # 50 GiB at 4 MB/s, with room to spare
+DEFAULT_MODEL_MIN_RATE = 32 << 10  # bytes/s on average: a drip this slow is an attack
+DEFAULT_MODEL_DISK_MARGIN = 1 << 30  # what a download must leave free on its disk
 
 
 class ComfyuiContainerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,11 +40,16 @@ class ComfyuiContainerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelStoreSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Model downloads: https only, except for hosts on `http_allowlist`, which may
-    also be private addresses (an internal mirror); at most `max_bytes` per file."""
+    """Model downloads: https only, except for `host:port` entries of `http_allowlist`
+    (a bare host means its default ports), which may also be private addresses (an
+    internal mirror); at most `max_bytes` per file, within `max_seconds`, never slower
+    than `min_rate_bytes_s` on average, and leaving `disk_margin_bytes` free."""
 
     http_allowlist: tuple[str, ...] = ()
     max_bytes: int = DEFAULT_MODEL_MAX_BYTES
+    max_seconds: int = DEFAULT_MODEL_MAX_SECONDS
+    min_rate_bytes_s: int = DEFAULT_MODEL_MIN_RATE
+    disk_margin_bytes: int = DEFAULT_MODEL_DISK_MARGIN
 
 
 def internal_address_problem(bind: str) -> str | None:
@@ -86,13 +95,31 @@ def load_comfyui_container(env: dict[str, str]) -> ComfyuiContainerSettings:
     )
 
 
+def _allowlist_entry_problem(entry: str) -> str | None:
+    """Why an RCC_MODEL_HTTP_ALLOWLIST entry is not `host`, `host:port` or `[v6]:port`."""
+    try:
+        parts = urlsplit(f"//{entry}")
+        port = parts.port
+    except ValueError as error:
+        return f"{entry!r}: {error}"
+    if not parts.hostname or parts.path or parts.username or (port is not None and port < 1):
+        return f"{entry!r} is not host or host:port"
+    return None
+
+
 def load_model_store(env: dict[str, str]) -> ModelStoreSettings:
     hosts = tuple(
         host.strip().lower()
         for host in env.get("RCC_MODEL_HTTP_ALLOWLIST", "").split(",")
         if host.strip()
     )
+    for host in hosts:
+        if problem := _allowlist_entry_problem(host):
+            raise SystemExit(f"RCC_MODEL_HTTP_ALLOWLIST: {problem}")
     return ModelStoreSettings(
         http_allowlist=hosts,
         max_bytes=_int(env, "RCC_MODEL_MAX_BYTES", DEFAULT_MODEL_MAX_BYTES, least=1),
+        max_seconds=_int(env, "RCC_MODEL_MAX_SECONDS", DEFAULT_MODEL_MAX_SECONDS, least=1),
+        min_rate_bytes_s=_int(env, "RCC_MODEL_MIN_RATE_BYTES_S", DEFAULT_MODEL_MIN_RATE),
+        disk_margin_bytes=_int(env, "RCC_MODEL_DISK_MARGIN_BYTES", DEFAULT_MODEL_DISK_MARGIN),
     )

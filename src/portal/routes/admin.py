@@ -20,6 +20,7 @@ from litestar.response import Stream
 
 from portal.errors import ApiError, domain_response
 from portal.identity import admin_or_service_reader, client_ip, identity_of
+from portal.job_views import page_with_waiting_reasons
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import AdminUserPatch, JobStatus, JobType
 from projections import queries
@@ -136,7 +137,7 @@ async def jobs(
     """Everyone's jobs newest first; filter by user, status, type and [since, until)."""
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        return await queries.jobs_page(
+        found = await queries.jobs_page(
             conn,
             user_id=user_id,
             status=status,
@@ -146,6 +147,7 @@ async def jobs(
             cursor=cursor,
             limit=limit,
         )
+    return await page_with_waiting_reasons(pool, found)
 
 
 @get("/payments", responses=READ)

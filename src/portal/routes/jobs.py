@@ -3,11 +3,9 @@ GET /jobs/{id}/logs (also for admins) and the outputs, GET /outputs/{id}/{name}.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
-import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -17,7 +15,6 @@ from litestar.response import File
 
 from comfy_adapter.logs import JobLog, job_log
 from comfy_adapter.outputs import OutputStore
-from comfy_adapter.status import waiting_reason
 from portal.consistency import caught_up
 from portal.errors import ApiError, domain_response
 from portal.identity import (
@@ -27,6 +24,7 @@ from portal.identity import (
     require_identity,
     signed_in_user,
 )
+from portal.job_views import created_job_view, page_with_waiting_reasons, with_waiting_reason
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import CreateJobBody, JobStatus, JobType
 from projections import queries
@@ -83,20 +81,10 @@ async def create_job(
     done = await execute(state.pool, command, metadata=_metadata(request, who), idempotency_key=key)
     if isinstance(done, DomainError):
         return domain_response(done)  # type: ignore[return-value]
-    view = JobView(
-        id=str(done.result["job_id"]),
-        user_id=who.user_id,
-        type=data.type,
-        cost_rcc=int(done.result["cost_rcc"]),
-        status="created",
-        duration_ms=None,
-        output_uris=[],
-        error=None,
-        metadata={"bypass": bool(done.result["bypass"])},
-        created_at=done.recorded_at or datetime.now(UTC),
-        started_at=None,
-        ended_at=None,
+    view = created_job_view(
+        done.result, user_id=who.user_id, job_type=data.type, created_at=done.recorded_at
     )
+    view = await with_waiting_reason(state.pool, view)
     headers = {"Idempotent-Replayed": "true"} if done.replayed else {}
     return Response(view, status_code=201, headers=headers)
 
@@ -116,9 +104,10 @@ async def list_jobs(
     await caught_up(state.pool, who.user_id, ["jobs"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        return await queries.jobs_page(
+        found = await queries.jobs_page(
             conn, user_id=who.user_id, status=status, type=type, cursor=cursor, limit=limit
         )
+    return await page_with_waiting_reasons(pool, found)
 
 
 async def _own_job(state: State, who: Identity, job_id: str) -> JobView:
@@ -130,21 +119,15 @@ async def _own_job(state: State, who: Identity, job_id: str) -> JobView:
     # Someone else's job is indistinguishable from no job at all.
     if job is None:
         raise ApiError(404, "not_found", "no such job")
-    return job
+    return await with_waiting_reason(pool, job)
 
 
 @get("/jobs/{job_id:str}", responses=errors(400, *SIGNED_IN, 404))
 async def get_job(job_id: FromPath[str], state: State, request: Request[Any, Any, Any]) -> JobView:
     """One of your jobs (someone else's is a 404). While it is created or queued,
-    `metadata.waiting_reason` says why it does not run yet (no ComfyUI backend
-    configured, none reachable, all busy, or no adapter running)."""
-    job = await _own_job(state, await me(request), job_id)
-    if job.status in ("created", "queued"):
-        pool: asyncpg.Pool = state.pool
-        async with pool.acquire() as conn:
-            reason = await waiting_reason(conn)
-        job = msgspec.structs.replace(job, metadata={**job.metadata, "waiting_reason": reason})
-    return job
+    `waiting_reason` says why it does not run yet (no ComfyUI backend configured, none
+    reachable, all busy, or no adapter running), as in every other view of a job."""
+    return await _own_job(state, await me(request), job_id)
 
 
 @get("/outputs/{job_id:str}/{name:str}", responses=errors(400, *SIGNED_IN, 404))

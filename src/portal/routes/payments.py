@@ -20,9 +20,10 @@ from portal.routes.auth import _limit
 from portal.routes.jobs import me
 from portal.schemas import Strict
 from rcc.adapters.stripe_api import CheckoutSession
-from rcc.adapters.stripe_events import NotAnEvent, parse_event
+from rcc.adapters.stripe_events import NotAnEvent, parse_event, version_problem
 from rcc.config import Settings
 from rcc.domain.catalog import Catalog
+from rcc.domain.prices import JOB_PRICES_RCC
 from rcc.service.checkout import open_checkout, subscription_params, topup_params
 from rcc.service.stripe_inbox import NotApplied, apply_event
 
@@ -53,9 +54,15 @@ class PlanView(msgspec.Struct, frozen=True, kw_only=True):
     year: PlanPriceView  # paid once a year, credited monthly
 
 
+class JobPriceView(msgspec.Struct, frozen=True, kw_only=True):
+    type: str  # the `type` of POST /jobs
+    rcc: int  # reserved when the job is created, released if it fails
+
+
 class CatalogView(msgspec.Struct, frozen=True, kw_only=True):
     packs: list[PackView]
     plans: list[PlanView]
+    job_prices: list[JobPriceView]  # what credits buy, from the one price table
 
 
 class TopupCheckout(Strict, frozen=True, kw_only=True):
@@ -84,12 +91,13 @@ def catalog_view(catalog: Catalog) -> CatalogView:
             )
             for p in catalog.plans
         ],
+        job_prices=[JobPriceView(type=t, rcc=rcc) for t, rcc in JOB_PRICES_RCC.items()],
     )
 
 
 @get("/catalog")
 async def get_catalog(state: State) -> CatalogView:
-    """The packs and plans on sale (public)."""
+    """The packs and plans on sale and what each job type costs (public)."""
     settings: Settings = state.settings
     return catalog_view(settings.catalog)
 
@@ -185,6 +193,11 @@ async def stripe_webhook(
         event = parse_event(raw)
     except NotAnEvent as error:
         raise ApiError(400, "invalid_event", f"not a Stripe event: {error}") from None
+    if problem := version_problem(event.api_version):
+        # Misread shapes move money wrongly; refused, Stripe retries for three days,
+        # and `rcc stripe reconcile` applies the events once the endpoint is set right.
+        log.warning("stripe event %s refused: %s", event.id, problem)
+        raise ApiError(400, "unsupported_api_version", problem)
     try:
         applied = await apply_event(state.pool, event, settings.catalog, via="webhook")
     except NotApplied as error:

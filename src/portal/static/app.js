@@ -338,7 +338,7 @@
         const waiting = $("[data-waiting]");
         if (waiting) {
           waiting.hidden = job.body.status === "running";
-          const reason = job.body.metadata && job.body.metadata.waiting_reason;
+          const reason = job.body.waiting_reason;
           if (reason) $("[data-waiting-text]").textContent = reason;
         }
         $("[data-duration]", section).dataset.started = job.body.started_at || "";

@@ -4,7 +4,10 @@ Only the event's id, type, creation time and data object are read: redeliveries 
 in delivery details (`pending_webhooks`, `request`), never in those. Objects are read
 defensively, accepting both the classic shapes (`invoice.subscription`,
 `invoice.payment_intent`, `line.price`) and the newer ones (`invoice.parent.
-subscription_details`, `invoice.payments`, `line.pricing.price_details`).
+subscription_details`, `invoice.payments`, `line.pricing.price_details`, and
+`invoice_payment.paid`, which alone ties an invoice to its PaymentIntent and charge).
+The event's `api_version` says which shapes it carries: `version_problem` refuses the
+versions RCC was not built for.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import stripe
 
 from rcc.domain.catalog import MONTHS, Catalog
 from rcc.domain.payment import Offer, PaymentFacts
@@ -30,7 +34,29 @@ class StripeEvent(msgspec.Struct, kw_only=True):
     id: str
     type: str
     created: int = 0
+    api_version: str | None = None
     data: StripeEventData
+
+
+# The API versions whose shapes this module reads, by their date: from the classic
+# 2024-06-20 up to the version the pinned SDK speaks (see docs/PAYMENTS.md). Events
+# rendered in a newer version may have moved fields again; older ones predate shapes
+# we rely on. Set the webhook endpoint's version to SDK_API_VERSION.
+OLDEST_API_VERSION = "2024-06-20"
+SDK_API_VERSION = stripe.api_version
+
+
+def version_problem(api_version: str | None) -> str | None:
+    """Why events of this API version are not read here, or None when they are."""
+    newest = SDK_API_VERSION.split(".", 1)[0]
+    date = (api_version or "").split(".", 1)[0]
+    if OLDEST_API_VERSION <= date <= newest and len(date) == len("YYYY-MM-DD"):
+        return None
+    return (
+        f"events of API version {api_version!r} are not read here; set the webhook "
+        f"endpoint to API version {SDK_API_VERSION} (versions {OLDEST_API_VERSION} to "
+        f"{newest} are read)"
+    )
 
 
 class NotAnEvent(ValueError):
@@ -95,6 +121,8 @@ def command_for(event: StripeEvent, catalog: Catalog) -> pc.StripeCommand:
             return _checkout(event.type, obj, catalog, base)
         case "invoice.paid" | "invoice.payment_failed":
             return _invoice(event.type, obj, catalog, base)
+        case "invoice_payment.paid":
+            return _invoice_payment(obj, base)
         case "charge.refunded":
             return pc.ReverseCharge(
                 kind="refund",
@@ -123,6 +151,22 @@ def command_for(event: StripeEvent, catalog: Catalog) -> pc.StripeCommand:
                 subscription_id=_id(obj) or "", ended_at=_int(ended, event.created), **base
             )
     return pc.NoteStripeEvent(detail=f"{event.type} is not one RCC acts on", **base)
+
+
+def _invoice_payment(paid: Obj, base: dict[str, Any]) -> pc.StripeCommand:
+    """An InvoicePayment: `payment` is a PaymentIntent, a charge (or out of band)."""
+    invoice_id = _id(paid.get("invoice"))
+    payment = _obj(paid.get("payment"))
+    aliases = [
+        found
+        for found in (_id(payment.get("payment_intent")), _id(payment.get("charge")))
+        if found and found != invoice_id
+    ]
+    if not invoice_id or not aliases:
+        return pc.NoteStripeEvent(detail="an invoice payment without a Stripe payment", **base)
+    return pc.LinkInvoicePayment(
+        invoice_id=invoice_id, aliases=aliases, invoice_payment_id=_id(paid) or "", **base
+    )
 
 
 def _checkout(kind: str, session: Obj, catalog: Catalog, base: dict[str, Any]) -> pc.StripeCommand:

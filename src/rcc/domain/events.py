@@ -351,6 +351,17 @@ class PaymentDisputed(PaymentReversal, frozen=True, kw_only=True, tag="payment_d
     dispute_id: str = ""
 
 
+class PaymentAliased(Event, frozen=True, kw_only=True, tag="payment_aliased"):
+    """Stripe's current API pays an invoice through an InvoicePayment: the invoice no
+    longer names its PaymentIntent, nor the charge its invoice. `invoice_payment.paid`
+    names both, and this event (on the stream `payment-<alias>`) says that refunds and
+    disputes naming `alias` (a PaymentIntent or charge id) concern `payment_key`."""
+
+    alias: str
+    payment_key: str
+    invoice_payment_id: str = ""
+
+
 class PaymentReclaimed(Event, frozen=True, kw_only=True, tag="payment_reclaimed"):
     """Credits a reversed payment bought were taken back (REFUND_CLAWBACK on the wallet).
 
@@ -470,6 +481,7 @@ AnyEvent = (
     | PaymentRefunded
     | PaymentDisputed
     | PaymentReclaimed
+    | PaymentAliased
     | SubscriptionLinked
     | SubscriptionPaymentHeld
     | SubscriptionEnded

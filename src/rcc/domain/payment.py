@@ -22,6 +22,7 @@ import msgspec
 
 from rcc.domain.events import (
     Event,
+    PaymentAliased,
     PaymentDisputed,
     PaymentFact,
     PaymentFailed,
@@ -97,6 +98,7 @@ class PaymentState(msgspec.Struct, frozen=True, kw_only=True):
     disputed_amount: int = 0
     credits_reclaimed: int = 0  # clawed back plus shortfall
     stopped: bool = False  # no further plan months
+    alias_of: str | None = None  # this key names another payment (PaymentAliased)
 
 
 class SubscriptionState(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +161,8 @@ def evolve_payment(state: PaymentState, event: Event) -> PaymentState:
                 credits_reclaimed=state.credits_reclaimed + event.credits,
                 stopped=state.stopped or event.months_stopped > 0,
             )
+        case PaymentAliased():
+            return replace(state, alias_of=event.payment_key)
     return state
 
 
@@ -313,8 +317,12 @@ class Reclaim(msgspec.Struct, frozen=True, kw_only=True):
     months_stopped: int  # plan months that will not be granted
 
 
-def reclaim_due(payment: PaymentState) -> Reclaim | None:
-    """What a reversed payment owes back now (see the module's clawback policy)."""
+def reclaim_due(payment: PaymentState, *, plan_ended: bool = False) -> Reclaim | None:
+    """What a reversed payment owes back now (see the module's clawback policy).
+
+    `plan_ended`: the subscription was cancelled, so its months not granted by now never
+    will be. A refund (pro rata, typically) pays for those first: it takes back only what
+    it paid for that was granted, not the months the cancellation already took away."""
     if not payment.paid:
         return None  # nothing was granted; the reversal is applied when it is paid
     reversed_ = payment.refunded_amount + payment.disputed_amount
@@ -326,7 +334,7 @@ def reclaim_due(payment: PaymentState) -> Reclaim | None:
     if full and payment.kind == "subscription" and not payment.stopped:
         settled = len(payment.granted_months) + len(payment.skipped_months)
         stop = max(0, payment.months - settled)
-    if full:
+    if full or (plan_ended and payment.kind == "subscription"):
         # Months that will never be granted were given back already.
         target -= payment.credits - payment.credits_granted
     owed = min(payment.credits_granted, max(0, target)) - payment.credits_reclaimed

@@ -47,6 +47,15 @@ class ReverseCharge(StripeCommand, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class LinkInvoicePayment(StripeCommand, frozen=True, kw_only=True):
+    """invoice_payment.paid (API 2025-03-31 and later): the invoice's payment key (its id)
+    is what later refunds and disputes naming `aliases` (PaymentIntent, charge) concern."""
+
+    invoice_id: str
+    aliases: list[str]
+    invoice_payment_id: str = ""
+
+
 class EndSubscription(StripeCommand, frozen=True, kw_only=True):
     """customer.subscription.deleted: no month due after `ended_at` is granted."""
 

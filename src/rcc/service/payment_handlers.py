@@ -20,6 +20,7 @@ from rcc.domain.errors import Conflict, DomainError, NotFound
 from rcc.domain.events import (
     CreditsClawedBack,
     Event,
+    PaymentAliased,
     PaymentDisputed,
     PaymentFailed,
     PaymentHeld,
@@ -170,7 +171,7 @@ def _grant(w: _Writes, key: str, event: Event) -> None:
 def _reclaim(w: _Writes, key: str) -> None:
     """Take back what a reversed payment owes now (REFUND_CLAWBACK, never below zero)."""
     payment = w.payment(key)
-    due = payments.reclaim_due(payment)
+    due = payments.reclaim_due(payment, plan_ended=_plan_ended(w, payment))
     if due is None:
         return
     clawed = shortfall = 0
@@ -185,6 +186,14 @@ def _reclaim(w: _Writes, key: str) -> None:
     w.shortfall += shortfall
     if due.months_stopped:
         w.stopped.append(key)
+
+
+def _plan_ended(w: _Writes, payment: PaymentState) -> bool:
+    """Whether the payment's subscription has ended (its stream is locked by the caller)."""
+    sub_id = payment.subscription_id
+    if not sub_id or subscription_stream(sub_id) not in w.heads:
+        return False
+    return w.subscription(sub_id).ended_at is not None
 
 
 def _settle(w: _Writes, paid: PaymentSucceeded) -> None:
@@ -345,11 +354,53 @@ async def link_subscription(
     return w.outcome(outcome, detail)
 
 
+async def link_invoice_payment(
+    cmd: pc.LinkInvoicePayment, uow: UnitOfWork
+) -> StripeOutcome | DomainError:
+    """An invoice paid through an InvoicePayment (current API): its PaymentIntent and
+    charge become aliases of the invoice's payment, so refunds and disputes, which name
+    only those, reach it. A key that is a payment of its own is left alone."""
+    key = cmd.invoice_id
+    w = await _Writes.lock(uow, [payment_stream(key), *map(payment_stream, cmd.aliases)])
+    linked: list[str] = []
+    for alias in cmd.aliases:
+        state = w.payment(alias)
+        if state.alias_of is None and not state.status and not state.refunded_amount:
+            aliased = PaymentAliased(
+                alias=alias, payment_key=key, invoice_payment_id=cmd.invoice_payment_id
+            )
+            w.add_payment(alias, [aliased])
+            linked.append(alias)
+    outcome = "linked" if linked else "ignored"
+    detail = f"{', '.join(linked) or 'nothing new'} linked to invoice {key}"
+    w.stage(payment_stream(key), _received(cmd, outcome, detail))
+    return w.outcome(outcome, detail, key)
+
+
+async def _payment_named(uow: UnitOfWork, cmd: pc.ReverseCharge) -> str:
+    """The key of the payment a refund or dispute concerns: its PaymentIntent's, or the
+    invoice's that PaymentIntent (or charge) was linked to by invoice_payment.paid."""
+    for named in (cmd.payment_key, cmd.charge_id):
+        if named:
+            state = (await uow.peek(payment_stream(named))).as_state(PaymentState)
+            if state.alias_of:
+                return state.alias_of
+    return cmd.payment_key
+
+
 async def reverse_charge(cmd: pc.ReverseCharge, uow: UnitOfWork) -> StripeOutcome | DomainError:
     """A refund or a dispute: recorded; the credits the payment bought are reclaimed."""
-    key = cmd.payment_key
-    known = (await uow.peek(payment_stream(key))).as_state(PaymentState).wallet_id
-    w = await _Writes.lock(uow, [payment_stream(key), wallet_stream(known) if known else None])
+    key = await _payment_named(uow, cmd)
+    peeked = (await uow.peek(payment_stream(key))).as_state(PaymentState)
+    known, sub_id = peeked.wallet_id, peeked.subscription_id
+    w = await _Writes.lock(
+        uow,
+        [
+            payment_stream(key),
+            wallet_stream(known) if known else None,
+            subscription_stream(sub_id) if sub_id else None,  # has the plan ended?
+        ],
+    )
     payment = w.payment(key)
     if payment.wallet_id != known:
         return Conflict(detail="the payment changed meanwhile; try again")
@@ -463,6 +514,7 @@ PAYMENT_HANDLERS: dict[type[Command], Any] = {
     pc.RecordPayment: record_payment,
     pc.LinkSubscription: link_subscription,
     pc.ReverseCharge: reverse_charge,
+    pc.LinkInvoicePayment: link_invoice_payment,
     pc.EndSubscription: end_subscription,
     pc.NoteStripeEvent: note_stripe_event,
     pc.GrantScheduledMonth: grant_scheduled_month,

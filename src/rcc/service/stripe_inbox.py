@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from rcc.adapters.stripe_events import StripeEvent, command_for, parse_event
+from rcc.adapters.stripe_events import StripeEvent, command_for, parse_event, version_problem
 from rcc.domain.catalog import Catalog
 from rcc.domain.errors import Conflict, DomainError, IdempotencyKeyReused
 from rcc.service.bus import execute
@@ -130,6 +130,10 @@ async def reconcile(
     for event in events:
         if idempotency_key(event.id) in known:
             report.already += 1
+            continue
+        if problem := version_problem(event.api_version):
+            report.failed.append(f"{event.id}: {problem}")
+            say(f"FAILED  {event.id} {event.type}: {problem}")
             continue
         try:
             applied = await apply_event(pool, event, catalog, via="reconcile")

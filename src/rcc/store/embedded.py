@@ -9,6 +9,9 @@ import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# Data directories already announced by this process: `rcc serve` asks for the URL once
+# per part (migrations, portal, projector, adapter, scheduler), and one line is enough.
+_announced: set[Path] = set()
 
 
 def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> str:
@@ -30,5 +33,7 @@ def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         server = pgserver.get_server(pgdata, cleanup_mode=mode)  # type: ignore[attr-defined]
     url: str = server.get_uri()
-    log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
+    if pgdata.resolve() not in _announced:
+        _announced.add(pgdata.resolve())
+        log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
     return url
