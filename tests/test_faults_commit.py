@@ -316,8 +316,13 @@ async def check(owner: asyncpg.Connection, seen: Seen) -> dict[str, int]:
     """Every effect against what its client saw; the audit; the read models."""
     created = await effects(
         owner,
-        """SELECT data->'workflow'->'1'->'inputs'->>'marker' FROM events
-            WHERE type = 'job_created'""",
+        # New jobs keep their workflow by digest (workflow_blobs); old ones embed it.
+        """SELECT coalesce(convert_from(b.body, 'UTF8')::jsonb,
+                           e.data->'workflow')->'1'->'inputs'->>'marker'
+             FROM events e
+             LEFT JOIN workflow_blobs b
+               ON b.digest = decode(nullif(e.data->>'workflow_digest', ''), 'hex')
+            WHERE e.type = 'job_created'""",
     )
     cancelled = await effects(
         owner,
