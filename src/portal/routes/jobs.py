@@ -3,6 +3,7 @@ GET /jobs/{id}/logs (also for admins) and the outputs, GET /outputs/{id}/{name}.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import asyncpg
@@ -16,7 +17,7 @@ from litestar.response import File
 from comfy_adapter.logs import JobLog, job_log
 from comfy_adapter.outputs import OutputStore
 from portal.consistency import caught_up
-from portal.errors import ApiError, domain_response
+from portal.errors import DATABASE_GONE, ApiError, domain_response
 from portal.identity import (
     Identity,
     client_ip,
@@ -84,7 +85,10 @@ async def create_job(
     view = created_job_view(
         done.result, user_id=who.user_id, job_type=data.type, created_at=done.recorded_at
     )
-    view = await with_waiting_reason(state.pool, view)
+    with contextlib.suppress(*DATABASE_GONE):
+        # The job has committed: an outage on this read after it must not turn the
+        # answer into a 503, which would tell the client nothing happened.
+        view = await with_waiting_reason(state.pool, view)
     headers = {"Idempotent-Replayed": "true"} if done.replayed else {}
     return Response(view, status_code=201, headers=headers)
 
