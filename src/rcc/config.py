@@ -22,6 +22,7 @@ class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
 
     login_per_min: int = 10
     register_per_min: int = 5
+    register_per_hour: int = 20  # tells taken addresses apart: kept scarce (SECURITY.md)
     webhook_per_min: int = 600
     model_install_per_min: int = 10
 
@@ -120,6 +121,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limits=RateLimits(
             login_per_min=_int(env, "RCC_RATE_LOGIN_PER_MIN", 10),
             register_per_min=_int(env, "RCC_RATE_REGISTER_PER_MIN", 5),
+            register_per_hour=_int(env, "RCC_RATE_REGISTER_PER_HOUR", 20),
             webhook_per_min=_int(env, "RCC_RATE_WEBHOOK_PER_MIN", 600),
             model_install_per_min=_int(env, "RCC_RATE_MODEL_INSTALL_PER_MIN", 10),
         ),
