@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -40,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gitlab_client_secret: str = ""
     rate_limits: RateLimits = RateLimits()
     max_body_bytes: int = 1_000_000
+    max_header_bytes: int = 32 * 1024  # request line + headers; more is a 431
+    header_timeout_s: int = 10  # to send a request's headers; slower is a 408 and a close
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For counts
     read_wait_s: float = 2.0  # how long a read waits for projections to catch up
     low_balance_rcc: int = 5  # pages offer to buy credits below this balance
     stripe_secret_key: str = ""
@@ -69,6 +73,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:
+    """RCC_TRUSTED_PROXIES: comma-separated addresses or CIDR networks (default none)."""
+    entries = [e.strip() for e in env.get("RCC_TRUSTED_PROXIES", "").split(",") if e.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SystemExit(
+                f"RCC_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+            ) from None
+    return tuple(entries)
 
 
 def _session_secret(env: dict[str, str], data_dir: Path) -> str:
@@ -126,6 +143,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             model_install_per_min=_int(env, "RCC_RATE_MODEL_INSTALL_PER_MIN", 10),
         ),
         max_body_bytes=_int(env, "RCC_MAX_BODY_BYTES", 1_000_000),
+        max_header_bytes=_int(env, "RCC_MAX_HEADER_BYTES", 32 * 1024),
+        header_timeout_s=_int(env, "RCC_HEADER_TIMEOUT_S", 10),
+        trusted_proxies=_trusted_proxies(env),
         low_balance_rcc=_int(env, "RCC_LOW_BALANCE_RCC", 5),
         stripe_secret_key=env.get("STRIPE_SECRET_KEY", "").strip(),
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", "").strip(),
