@@ -26,15 +26,15 @@ from rcc.service.commands import RegisterUser
 
 
 async def _limit(
-    state: State, request: Request[Any, Any, Any], what: str, per_min: int, window_s: int = 60
+    state: State, request: Request[Any, Any, Any], what: str, hits: int, window_s: int = 60
 ) -> None:
-    """429 once this address has made `per_min` attempts of `what` in the window."""
+    """429 once this address has made more than `hits` attempts of `what` in the window."""
     pool: asyncpg.Pool = state.pool
     # Windows other than a minute get buckets of their own: the rows are keyed by
     # (bucket, window start), and an hour starts on a minute too.
     bucket = what if window_s == 60 else f"{what}/{window_s}s"
     async with pool.acquire() as conn:
-        wait = await hit(conn, f"{bucket}:{client_ip(request)}", Limit(per_min, window_s))
+        wait = await hit(conn, f"{bucket}:{client_ip(request)}", Limit(hits, window_s))
     if wait is not None:
         raise ApiError(
             429,
