@@ -191,6 +191,7 @@ async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
         "RCC_PUBLIC_URL": base,
         "RCC_LOW_BALANCE_RCC": "5",
         "RCC_RATE_REGISTER_PER_MIN": "1000",
+        "RCC_RATE_REGISTER_PER_HOUR": "1000",
         "RCC_RATE_LOGIN_PER_MIN": "1000",
         "STRIPE_SECRET_KEY": "sk_test_rcc_ui",
         "STRIPE_WEBHOOK_SECRET": sp.WEBHOOK_SECRET,

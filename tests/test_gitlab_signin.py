@@ -1,8 +1,8 @@
 """GitLab admin sign-in, end to end against a real OpenID Connect provider.
 
 tests/oidc/server.mjs runs npm's `oidc-provider` on 127.0.0.1 with GitLab's paths. The
-portal talks to it over real HTTP (authorize, token with PKCE, JWKS, userinfo,
-/api/v4/user); nothing is patched. The test plays the browser: it follows the portal's
+portal talks to it over real HTTP (authorize, token with PKCE, JWKS, userinfo); nothing
+is patched. The test plays the browser: it follows the portal's
 redirect to the provider, signs an account in (or denies consent) through the server's
 small JSON interaction endpoints, and brings the provider's redirect back to the
 portal's callback."""
@@ -105,10 +105,8 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
 
 
 @pytest.fixture
-async def portal(
-    provider: Provider, pool: asyncpg.Pool, db_url: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The portal (ASGI, in the test's loop) configured for the provider as its GitLab."""
+def gitlab_app(provider: Provider, pool: asyncpg.Pool, db_url: str, tmp_path: Path) -> Any:
+    """The portal app configured for the provider as its GitLab."""
     settings = load_settings(
         {
             "DATABASE_URL": db_url,
@@ -121,9 +119,19 @@ async def portal(
             "GITLAB_CLIENT_SECRET": CLIENT_SECRET,
         }
     )
-    app = create_app(settings, pool=pool)
+    return create_app(settings, pool=pool)
+
+
+def browser(app: Any) -> httpx.AsyncClient:
+    """A browser of the portal (ASGI, in the test's loop): a cookie jar of its own."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as http:
+    return httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL)
+
+
+@pytest.fixture
+async def portal(gitlab_app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """One browser of the portal."""
+    async with browser(gitlab_app) as http:
         yield http
 
 
@@ -213,11 +221,17 @@ async def test_authorize_redirects_to_gitlab_with_state_nonce_and_pkce(
     assert query["client_id"] == CLIENT_ID
     assert query["redirect_uri"] == f"{PUBLIC_URL}/auth/gitlab/callback"
     assert query["code_challenge_method"] == "S256"
-    assert set(query["scope"].split()) >= {"openid", "email"}
+    assert set(query["scope"].split()) == {"openid", "email"}  # never read_user or api
     pending = await owner.fetchrow("SELECT * FROM oauth_states WHERE state = $1", query["state"])
     assert pending is not None and pending["used_at"] is None
     assert pending["nonce"] == query["nonce"]
     assert query["code_challenge"] != pending["verifier"]  # S256 sends the hash, not the secret
+    # The pending sign-in belongs to this browser: a short-lived httpOnly cookie for the
+    # sign-in paths only, whose value is not the state (the state is its HMAC).
+    cookie = start.headers["set-cookie"]
+    assert cookie.startswith("rcc_gitlab_signin=")
+    assert all(part in cookie for part in ("HttpOnly", "Path=/auth/gitlab", "Max-Age=600"))
+    assert query["state"] not in cookie
 
 
 async def test_allowlisted_admin_is_admitted(
@@ -248,11 +262,40 @@ async def test_domain_allowlist_links_the_existing_user(
     assert (await portal.get("/me")).json()["id"] == registered.json()["id"]
 
 
-async def test_address_only_in_api_v4_user_is_read_from_there(
+async def test_account_without_an_address_is_a_clear_refusal(
     portal: httpx.AsyncClient, owner: asyncpg.Connection
 ) -> None:
     callback = await gitlab_round_trip(portal, "5")  # its userinfo carries no email
-    await assert_admitted(portal, callback, "quiet@admins.example.com")
+    refused = await portal.get(callback)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "email_unknown"
+    assert "primary, verified email" in refused.json()["detail"]
+    assert "rcc_session" not in refused.cookies
+    assert await admin_flag(owner, "quiet@admins.example.com") is None
+    [attempt] = await sign_ins(owner)
+    assert (attempt["outcome"], attempt["ip"]) == ("refused", "127.0.0.1")
+    assert "address" in attempt["reason"]
+
+
+async def test_callback_completed_in_another_browser_is_refused(
+    portal: httpx.AsyncClient, gitlab_app: Any, owner: asyncpg.Connection
+) -> None:
+    """Login CSRF (RFC 9700 §4.7): an attacker starts a sign-in in their own browser and
+    gets the victim's browser to open the callback URL. The victim's browser lacks the
+    cookie of that sign-in, so the portal refuses it and the state stays unspent."""
+    callback = await gitlab_round_trip(portal, "1")  # started in `portal`'s cookie jar
+    async with browser(gitlab_app) as victim:
+        forced = await victim.get(callback)
+        assert forced.status_code == 400, forced.text
+        assert forced.json()["error"] == "invalid_state"
+        assert "rcc_session" not in forced.cookies
+        assert (await victim.get("/me")).status_code == 401
+        # Even a victim who began a sign-in of their own cannot be handed this one.
+        assert (await victim.get("/auth/gitlab")).status_code == 302
+        assert (await victim.get(callback)).status_code == 400
+    assert await gitlab_sessions(owner) == 0
+    assert [a["outcome"] for a in await sign_ins(owner)] == ["failed", "failed"]
+    await assert_admitted(portal, callback, "boss@example.com")  # its own browser still can
 
 
 async def test_other_user_is_refused(portal: httpx.AsyncClient, owner: asyncpg.Connection) -> None:
@@ -344,8 +387,11 @@ async def test_replayed_code_fails_and_changes_nothing(
     portal: httpx.AsyncClient, owner: asyncpg.Connection
 ) -> None:
     callback = await gitlab_round_trip(portal, "1")
+    browser_cookie = portal.cookies["rcc_gitlab_signin"]
     await assert_admitted(portal, callback, "boss@example.com")
+    assert "rcc_gitlab_signin" not in portal.cookies  # used up with the sign-in
     portal.cookies.clear()
+    portal.cookies.set("rcc_gitlab_signin", browser_cookie)  # as if it were kept
     changes = "SELECT count(*) FROM events WHERE type <> 'sign_in_attempted'"
     changes_before = await owner.fetchval(changes)
 

@@ -40,7 +40,8 @@ async def test_job_reserve_read_your_writes_and_402(
         "cost_rcc": 5,
     }
     assert len((await client.get("/jobs")).json()["items"]) == 1, "nothing was created"
-    metrics = (await client.get("/metrics")).text.splitlines()
+    ops = await bearer(pool, "service")
+    metrics = (await client.get("/metrics", headers=ops)).text.splitlines()
     assert 'rcc_jobs{status="created"} 1.0' in metrics
     assert 'rcc_credits{kind="granted"} 6.0' in metrics
     assert 'rcc_credits{kind="consumed"} 5.0' in metrics
@@ -226,13 +227,13 @@ async def test_admin_adjusts_and_grants_admin_service_token_only_reads(
     assert me["balance_rcc"] == 5 and me["is_admin"] is True
 
 
-async def test_schema_health_and_metrics(client: httpx.AsyncClient) -> None:
+async def test_schema_health_and_metrics(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     assert "/jobs" in schema["paths"] and "/admin/users/{user_id}" in schema["paths"]
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=await bearer(pool, "admin"))).text
     assert "rcc_requests_total" in metrics
     assert 'rcc_projection_lag_events{projection="balances"}' in metrics
     assert 'rcc_credits{kind="granted"}' in metrics

@@ -81,7 +81,7 @@ async def test_wrong_password_is_401_and_logged(
 async def test_logout_ends_the_session(client: httpx.AsyncClient) -> None:
     member = await sign_up(client)
     cookie = client.cookies.get("rcc_session")
-    assert (await client.post("/auth/logout")).status_code == 204
+    assert (await client.post("/auth/logout", headers=member.headers)).status_code == 204
     client.cookies.set("rcc_session", cookie or "")
     assert (await client.get("/me")).status_code == 401
     assert member.user_id

@@ -149,6 +149,7 @@ def portal(
                 # Rate limits out of the way, so the examples reach the code behind them.
                 RCC_RATE_LOGIN_PER_MIN="1000000",
                 RCC_RATE_REGISTER_PER_MIN="1000000",
+                RCC_RATE_REGISTER_PER_HOUR="1000000",
                 RCC_RATE_WEBHOOK_PER_MIN="1000000",
                 RCC_RATE_MODEL_INSTALL_PER_MIN="1000000",
             )

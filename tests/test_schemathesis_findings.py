@@ -81,12 +81,12 @@ async def test_an_adjustment_cannot_push_a_balance_past_what_the_read_models_hol
 
 
 async def test_metrics_and_logout_are_documented_as_they_answer(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     document = (await client.get("/schema/openapi.json")).json()
     metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
-    answer = await client.get("/metrics")
+    answer = await client.get("/metrics", headers=await bearer(pool, "service"))
     assert answer.headers["content-type"].startswith("text/plain")
     logout = document["paths"]["/auth/logout"]["post"]["responses"]["204"]
     assert "content" not in logout

@@ -22,6 +22,8 @@ from portal.errors import (
     handle_outcome_unknown,
     handle_unexpected,
 )
+from portal.forwarded import parse_networks, trusted_proxies_middleware
+from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
@@ -66,7 +68,12 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
         ],
         lifespan=[lifespan, operations.operations_lifespan],  # the pool opens first
         state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
-        middleware=[request_id_middleware, prometheus.middleware],
+        middleware=[
+            trusted_proxies_middleware(parse_networks(settings.trusted_proxies)),  # first
+            request_id_middleware,
+            prometheus.middleware,
+        ],
+        before_request=json_bodies_only,  # JSON routes take JSON only, decoded strictly
         exception_handlers={
             HTTPException: handle_http,
             BadCursor: handle_bad_cursor,

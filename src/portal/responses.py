@@ -30,6 +30,7 @@ _WHY = {
     404: "Not found (someone else's is not found either)",
     409: "Conflict with the current state (illegal transition, reused Idempotency-Key)",
     413: "Request body too large, or a stored payload (a workflow) over its limit",
+    415: "A JSON body sent without Content-Type: application/json",
     422: "A rule is broken (the code says which)",
     429: "Rate limited, or too many unfinished jobs",
     502: "An upstream service answered badly",
@@ -40,7 +41,7 @@ _WHY = {
 }
 
 SIGNED_IN = (401, 403)  # the guards' answers
-BODY = (400, 413)  # a JSON body that does not decode, or is too large
+BODY = (400, 413, 415)  # a JSON body that does not decode, is too large, or is not JSON
 
 
 def errors(*codes: int) -> dict[int, ResponseSpec]:

@@ -21,6 +21,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from comfy_adapter.service import running_adapter
     from portal.app import create_app
+    from portal.http_server import server_config
     from portal.observability import configure_logging
     from projections.registry import ALL
     from rcc.bootstrap import database_url, migrate_database
@@ -32,13 +33,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     applied = await migrate_database(database_url(settings))
     if applied:
         print(f"applied migrations {applied}", file=sys.stderr)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,  # our JSON lines on the root logger
-        access_log=False,  # the portal writes its own access line, with the request id
-    )
+    config = server_config(create_app(settings), settings, args.host, args.port)
     # The read models and the ComfyUI adapter, kept running in-process.
     # and the scheduler of the annual plans' monthly grants.
     async with (
@@ -58,18 +53,13 @@ async def _portal(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from portal.app import create_app
+    from portal.http_server import server_config
     from portal.observability import configure_logging
     from rcc.service.scheduler import running_scheduler
     from rcc.signals import serve_until_stopped
 
     configure_logging()
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-    )
+    config = server_config(create_app(settings), settings, args.host, args.port)
     async with running_scheduler(settings):
         await serve_until_stopped(uvicorn.Server(config))
     return 0

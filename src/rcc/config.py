@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -23,6 +24,7 @@ class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
 
     login_per_min: int = 10
     register_per_min: int = 5
+    register_per_hour: int = 20  # tells taken addresses apart: kept scarce (SECURITY.md)
     webhook_per_min: int = 600
     model_install_per_min: int = 10
 
@@ -41,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limits: RateLimits = RateLimits()
     max_body_bytes: int = 1_000_000
     max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # stored per job, as canonical JSON
+    max_header_bytes: int = 32 * 1024  # request line + headers; more is a 431
+    header_timeout_s: int = 10  # to send a request's headers; slower is a 408 and a close
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For counts
     read_wait_s: float = 2.0  # how long a read waits for projections to catch up
     low_balance_rcc: int = 5  # pages offer to buy credits below this balance
     stripe_secret_key: str = ""
@@ -70,6 +75,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:
+    """RCC_TRUSTED_PROXIES: comma-separated addresses or CIDR networks (default none)."""
+    entries = [e.strip() for e in env.get("RCC_TRUSTED_PROXIES", "").split(",") if e.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SystemExit(
+                f"RCC_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+            ) from None
+    return tuple(entries)
 
 
 def _session_secret(env: dict[str, str], data_dir: Path) -> str:
@@ -122,11 +140,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limits=RateLimits(
             login_per_min=_int(env, "RCC_RATE_LOGIN_PER_MIN", 10),
             register_per_min=_int(env, "RCC_RATE_REGISTER_PER_MIN", 5),
+            register_per_hour=_int(env, "RCC_RATE_REGISTER_PER_HOUR", 20),
             webhook_per_min=_int(env, "RCC_RATE_WEBHOOK_PER_MIN", 600),
             model_install_per_min=_int(env, "RCC_RATE_MODEL_INSTALL_PER_MIN", 10),
         ),
         max_body_bytes=_int(env, "RCC_MAX_BODY_BYTES", 1_000_000),
         max_workflow_bytes=_int(env, "RCC_MAX_WORKFLOW_BYTES", DEFAULT_MAX_WORKFLOW_BYTES),
+        max_header_bytes=_int(env, "RCC_MAX_HEADER_BYTES", 32 * 1024),
+        header_timeout_s=_int(env, "RCC_HEADER_TIMEOUT_S", 10),
+        trusted_proxies=_trusted_proxies(env),
         low_balance_rcc=_int(env, "RCC_LOW_BALANCE_RCC", 5),
         stripe_secret_key=env.get("STRIPE_SECRET_KEY", "").strip(),
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", "").strip(),

@@ -1,6 +1,6 @@
 // A real OpenID Connect provider (npm's certified `oidc-provider`) dressed up as GitLab,
 // for tests/test_gitlab_signin.py. It serves GitLab's paths (/oauth/authorize,
-// /oauth/token, /oauth/userinfo, /oauth/discovery/keys and a small /api/v4/user), so the
+// /oauth/token, /oauth/userinfo and /oauth/discovery/keys), so the
 // portal talks to it exactly as it talks to gitlab.com or a self-hosted GitLab.
 //
 // Only the sign-in page is replaced: instead of an HTML form, the test drives the
@@ -37,7 +37,8 @@ const ACCOUNTS = {
   2: { username: 'ops', name: 'Ops Admin', email: 'ops@admins.example.com', verified: true },
   3: { username: 'plain', name: 'Plain User', email: 'plain@example.org', verified: true },
   4: { username: 'mallory', name: 'Unverified', email: 'mallory@admins.example.com', verified: false },
-  // This one's userinfo carries no email; only /api/v4/user tells it (confirmed).
+  // This one's userinfo carries no email (GitLab would tell it only through /api/v4/user,
+  // with the read_user scope the portal does not ask for).
   5: { username: 'quiet', name: 'Quiet Admin', email: 'quiet@admins.example.com', verified: true, hideEmail: true },
 };
 
@@ -49,20 +50,6 @@ function userinfoClaims(sub) {
     claims.email_verified = account.verified;
   }
   return claims;
-}
-
-// What GitLab's GET /api/v4/user answers (a subset of its fields).
-function gitlabUser(sub) {
-  const account = ACCOUNTS[sub];
-  return {
-    id: Number(sub),
-    username: account.username,
-    name: account.name,
-    state: 'active',
-    email: account.email,
-    confirmed_at: account.verified ? '2024-01-01T00:00:00.000Z' : null,
-    web_url: `${issuer}/${account.username}`,
-  };
 }
 
 const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
@@ -153,25 +140,11 @@ async function deny(ctx) {
   );
 }
 
-// GET /api/v4/user with `Authorization: Bearer <access token>`, as GitLab answers it.
-async function apiUser(ctx) {
-  const [scheme, value] = (ctx.get('authorization') || '').split(' ');
-  const token = scheme?.toLowerCase() === 'bearer' && value
-    ? await provider.AccessToken.find(value)
-    : undefined;
-  if (!token || !(token.accountId in ACCOUNTS)) {
-    json(ctx, 401, { message: '401 Unauthorized' });
-    return;
-  }
-  json(ctx, 200, gitlabUser(token.accountId));
-}
-
 provider.use(async (ctx, next) => {
   const match = ctx.path.match(/^\/interaction\/([^/]+)(?:\/(login|deny))?$/);
   if (match && ctx.method === 'GET' && !match[2]) return showInteraction(ctx);
   if (match && ctx.method === 'POST' && match[2] === 'login') return login(ctx);
   if (match && ctx.method === 'POST' && match[2] === 'deny') return deny(ctx);
-  if (ctx.path === '/api/v4/user' && ctx.method === 'GET') return apiUser(ctx);
   return next();
 });
 

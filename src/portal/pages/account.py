@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from litestar import Request, Response, get
 from litestar.params import QueryParameter
@@ -14,8 +15,16 @@ from rcc.config import Settings
 
 
 def safe_next(target: str | None, default: str = "/app/run") -> str:
-    """Only a path on this site: never `//elsewhere` or `https://elsewhere`."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this site: never `//elsewhere` or `https://elsewhere`.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as `/`, so `/%09/evil`
+    is `//evil` to them: a target with any control character, space or backslash is
+    refused outright rather than cleaned."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    if any(c <= " " or c in "\\\x7f" for c in target):
+        return default
+    if urlsplit(target).netloc or urlsplit(target).scheme:
         return default
     return target
 

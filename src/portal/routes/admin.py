@@ -241,10 +241,16 @@ async def logs_csv(
     )
 
 
+# A spreadsheet runs a cell starting with one of these as a formula; anyone can put one
+# in the log (the email of a failed sign-in), so such cells get OWASP's leading quote.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _csv_line(cells: list[str]) -> str:

@@ -11,7 +11,8 @@ from litestar.datastructures import Cookie, State
 from litestar.params import JSONBody
 
 from portal.errors import ApiError, domain_response
-from portal.identity import client_ip
+from portal.identity import client_ip, identity_of, require_identity
+from portal.origin import same_origin
 from portal.passwords import hash_password, password_problem, verify_password
 from portal.ratelimit import Limit, hit
 from portal.responses import BODY, errors, no_content
@@ -24,10 +25,16 @@ from rcc.service.bus import execute
 from rcc.service.commands import RegisterUser
 
 
-async def _limit(state: State, request: Request[Any, Any, Any], what: str, per_min: int) -> None:
+async def _limit(
+    state: State, request: Request[Any, Any, Any], what: str, hits: int, window_s: int = 60
+) -> None:
+    """429 once this address has made more than `hits` attempts of `what` in the window."""
     pool: asyncpg.Pool = state.pool
+    # Windows other than a minute get buckets of their own: the rows are keyed by
+    # (bucket, window start), and an hour starts on a minute too.
+    bucket = what if window_s == 60 else f"{what}/{window_s}s"
     async with pool.acquire() as conn:
-        wait = await hit(conn, f"{what}:{client_ip(request)}", Limit(per_min, 60))
+        wait = await hit(conn, f"{bucket}:{client_ip(request)}", Limit(hits, window_s))
     if wait is not None:
         raise ApiError(
             429,
@@ -70,13 +77,24 @@ async def start_session(
     return Response(body, status_code=200, cookies=[session_cookie(settings, secret)])
 
 
-@post("/auth/register", status_code=201, tags=["auth"], responses=errors(*BODY, 409, 422, 429))
+@post(
+    "/auth/register",
+    status_code=201,
+    tags=["auth"],
+    guards=[same_origin],
+    responses=errors(*BODY, 403, 409, 422, 429),
+)
 async def register(
     data: JSONBody[Credentials], state: State, request: Request[Any, Any, Any]
 ) -> Response[SignedIn]:
-    """Create a password account (with the sign-up grant, if any) and sign in."""
+    """Create a password account (with the sign-up grant, if any) and sign in.
+
+    A taken address is a 409: registration signs in at once, so it cannot pretend to
+    succeed. What keeps it from being an address oracle is the hourly limit per client
+    address on top of the per-minute one (docs/SECURITY.md, finding 11)."""
     settings: Settings = state.settings
     await _limit(state, request, "register", settings.rate_limits.register_per_min)
+    await _limit(state, request, "register", settings.rate_limits.register_per_hour, 3600)
     if problem := password_problem(data.password):
         raise ApiError(422, "weak_password", problem)
     done = await execute(
@@ -99,7 +117,13 @@ async def register(
     return response
 
 
-@post("/auth/login", status_code=200, tags=["auth"], responses=errors(*BODY, 401, 429))
+@post(
+    "/auth/login",
+    status_code=200,
+    tags=["auth"],
+    guards=[same_origin],
+    responses=errors(*BODY, 401, 403, 429),
+)
 async def login(
     data: JSONBody[Credentials], state: State, request: Request[Any, Any, Any]
 ) -> Response[SignedIn]:
@@ -128,10 +152,13 @@ async def login(
     "/auth/logout",
     status_code=204,
     tags=["auth"],
-    responses=no_content("Signed out; the session cookie is cleared"),
+    responses={**no_content("Signed out; the session cookie is cleared"), **errors(403)},
 )
 async def logout(state: State, request: Request[Any, Any, Any]) -> Response[None]:
-    """End the cookie session (harmless without one)."""
+    """End the cookie session (harmless without one). A live session must send its CSRF
+    header, like every unsafe request: another site must not sign our users out."""
+    if await identity_of(request) is not None:
+        await require_identity(request)  # the CSRF check of cookie sessions
     cookie = request.cookies.get(COOKIE)
     if cookie:
         pool: asyncpg.Pool = state.pool

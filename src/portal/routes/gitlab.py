@@ -2,17 +2,23 @@
 
 The authorization code flow with PKCE (S256), state and nonce, against `GITLAB_URL`
 (gitlab.com or a self-hosted GitLab: only the base URL differs). A pending sign-in
-lives in `oauth_states`, usable once and for ten minutes. The ID token is checked
-(signature, issuer, audience, nonce); the address comes from /oauth/userinfo, or from
-/api/v4/user when userinfo carries none, and only a verified address on
-RCC_ADMIN_ALLOWLIST is admitted. Every attempt, admitted or not, becomes a
-SignInAttempted event (the operations log) with the client ip and the reason.
+lives in `oauth_states`, usable once and for ten minutes, and belongs to the browser
+that started it: its state is an HMAC of a secret kept in a short-lived httpOnly
+cookie (RFC 9700 §4.7), so a callback URL completed in another browser is refused.
+The ID token is checked (signature, issuer, audience, nonce); the address comes from
+/oauth/userinfo (scope `email`: GitLab puts the primary address there) and only a
+verified address on RCC_ADMIN_ALLOWLIST is admitted; no address is a refusal. (We
+never call /api/v4/user: it needs the `read_user` scope, far more than sign-in needs.)
+Every attempt, admitted or not, becomes a SignInAttempted event (the operations log)
+with the client ip and the reason.
 
 On success the browser is sent to `/` with a fresh session cookie (303); every other
 outcome is a JSON error. No token, code or secret is ever logged or recorded."""
 
 from __future__ import annotations
 
+import base64
+import hmac
 import warnings
 from typing import Annotated, Any
 
@@ -25,7 +31,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from litestar import Request, get
-from litestar.datastructures import State
+from litestar.datastructures import Cookie, State
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Redirect
 
@@ -51,6 +57,7 @@ with warnings.catch_warnings():
 
 SCOPE = "openid email"  # the least GitLab needs to tell us who signs in
 PENDING_MINUTES = 10
+BROWSER_COOKIE = "rcc_gitlab_signin"  # binds a pending sign-in to the browser that began it
 HTTP_TIMEOUT_S = 10.0
 METHOD = "gitlab"
 
@@ -87,14 +94,6 @@ class UserInfo(msgspec.Struct, frozen=True, kw_only=True):
     email_verified: bool = False
 
 
-class ApiUser(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of GitLab's /api/v4/user we use (confirmed_at is null until verified)."""
-
-    id: int
-    email: str | None = None
-    confirmed_at: str | None = None
-
-
 def _redirect_uri(settings: Settings) -> str:
     return f"{settings.public_url}/auth/gitlab/callback"
 
@@ -111,6 +110,35 @@ def _oauth_client(settings: Settings) -> AsyncOAuth2Client:
     )
 
 
+def _state_for(settings: Settings, browser_secret: str) -> str:
+    """The OAuth state of the sign-in this browser secret began (keyed HMAC, so the state
+    in a URL says nothing about the cookie, and no one can pair one with another)."""
+    mac = hmac.new(
+        settings.session_secret.encode(), b"gitlab-state:" + browser_secret.encode(), "sha256"
+    )
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+
+
+def _browser_cookie(settings: Settings, value: str, max_age: int) -> Cookie:
+    # SameSite=Lax: GitLab sends the browser back with a top-level GET, which carries it.
+    return Cookie(
+        key=BROWSER_COOKIE,
+        value=value,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        max_age=max_age,
+        path="/auth/gitlab",
+    )
+
+
+def _check_browser(settings: Settings, request: Request[Any, Any, Any], state: str | None) -> None:
+    """Refuse a callback this browser did not start (before the pending sign-in is spent)."""
+    secret = request.cookies.get(BROWSER_COOKIE, "")
+    if not secret or not state or not hmac.compare_digest(_state_for(settings, secret), state):
+        raise SignInStopped(400, "invalid_state", "this browser did not start that sign-in (state)")
+
+
 def _pool(state: State) -> asyncpg.Pool:
     pool: asyncpg.Pool = state.pool
     return pool
@@ -123,8 +151,11 @@ async def authorize(state: State, request: Request[Any, Any, Any]) -> Redirect:
     await _limit(state, request, "gitlab sign-in", settings.rate_limits.login_per_min)
     if not settings.gitlab_client_id:
         raise ApiError(404, "gitlab_not_configured", "GitLab sign-in is not set up here")
+    browser_secret = generate_token(32)
     pending = Pending(
-        state=generate_token(32), nonce=generate_token(32), verifier=generate_token(64)
+        state=_state_for(settings, browser_secret),
+        nonce=generate_token(32),
+        verifier=generate_token(64),
     )
     async with _pool(state).acquire() as conn:
         await conn.execute(
@@ -140,7 +171,8 @@ async def authorize(state: State, request: Request[Any, Any, Any]) -> Redirect:
             nonce=pending.nonce,
             code_verifier=pending.verifier,
         )
-    return Redirect(url, status_code=302)
+    cookie = _browser_cookie(settings, browser_secret, PENDING_MINUTES * 60)
+    return Redirect(url, status_code=302, cookies=[cookie])
 
 
 @get(
@@ -162,6 +194,7 @@ async def callback(
     await _limit(state, request, "gitlab sign-in", settings.rate_limits.login_per_min)
     pool, ip = _pool(state), client_ip(request)
     try:
+        _check_browser(settings, request, oauth_state)
         email = await _signed_in_email(pool, settings, oauth_state, code, error, iss)
         user_id = await _admit(pool, email, ip)
     except SignInStopped as stop:
@@ -172,7 +205,8 @@ async def callback(
         raise
     await record_sign_in(pool, METHOD, email, "admitted", "on RCC_ADMIN_ALLOWLIST", user_id, ip)
     signed_in = await start_session(state, request, user_id, email, METHOD)
-    return Redirect("/", status_code=303, cookies=signed_in.cookies)
+    spent = _browser_cookie(settings, "", 0)  # the pending sign-in is used up
+    return Redirect("/", status_code=303, cookies=[*signed_in.cookies, spent])
 
 
 async def _signed_in_email(
@@ -256,29 +290,26 @@ async def _id_token_subject(
 
 
 async def _read_email(client: AsyncOAuth2Client, settings: Settings, sub: str) -> str:
-    """The verified address of `sub`: userinfo first, /api/v4/user when userinfo has none."""
+    """The verified address of `sub`, from userinfo; none there is a refusal (403)."""
     answer = await client.get(f"{settings.gitlab_url}/oauth/userinfo")
     answer.raise_for_status()
     info = msgspec.json.decode(answer.content, type=UserInfo)
     if info.sub != sub:
         raise SignInStopped(502, "gitlab_exchange_failed", "userinfo is about someone else")
-    if info.email:
-        return _verified(info.email, info.email_verified)
-    answer = await client.get(f"{settings.gitlab_url}/api/v4/user")
-    answer.raise_for_status()
-    user = msgspec.json.decode(answer.content, type=ApiUser)
-    if str(user.id) != sub:
-        raise SignInStopped(502, "gitlab_exchange_failed", "/api/v4/user is about someone else")
-    if not user.email:
-        raise SignInStopped(403, "email_unknown", "GitLab did not tell the address")
-    return _verified(user.email, user.confirmed_at is not None)
+    if not info.email:
+        raise SignInStopped.refused(
+            "email_unknown",
+            "GitLab did not tell this account's address (it needs a primary, verified email)",
+            "",
+        )
+    return _verified(info.email, info.email_verified)
 
 
 def _verified(email: str, verified: bool) -> str:
     """The normalised address, if GitLab vouches for it; an unverified one proves nothing."""
     normal = normalise_email(email)
     if normal is None or normal.count("@") != 1:
-        raise SignInStopped(403, "email_unknown", "GitLab gave no usable address", email=email)
+        raise SignInStopped.refused("email_unknown", "GitLab gave no usable address", email)
     if not verified:
         raise SignInStopped.refused(
             "email_unverified", "the GitLab address is not verified", normal

@@ -9,7 +9,9 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from portal.identity import admin_or_service_reader
 from portal.ledger_metrics import ledger_metrics
+from portal.responses import SIGNED_IN, errors
 from rcc.follower.status import status as follower_status
 from rcc.store.migrations import pending
 
@@ -59,11 +61,20 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     return Response(body, status_code=200)
 
 
-@get("/metrics", media_type=MediaType.TEXT, tags=["ops"])
+@get(
+    "/metrics",
+    media_type=MediaType.TEXT,
+    tags=["ops"],
+    guards=[admin_or_service_reader],
+    responses=errors(*SIGNED_IN),
+)
 async def metrics(state: State) -> Response[bytes]:
     """Prometheus text exposition: requests and latencies (middleware), jobs by status,
     credits moved and projection lag (read models). (Litestar's PrometheusController
-    serves the first half but documents it as JSON; this one says what it is.)"""
+    serves the first half but documents it as JSON; this one says what it is.)
+
+    Admin or service bearer tokens only: per-route traffic and process figures are not
+    for the public. Prometheus sends one with `authorization: {credentials_file: ...}`."""
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
         ledger = await ledger_metrics(conn)
