@@ -22,8 +22,9 @@ from portal.errors import (
     handle_http,
     handle_unexpected,
 )
+from portal.identity import read_only_roles_write_nothing
 from portal.observability import request_id_middleware
-from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
+from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
 from rcc import __version__
 from rcc.bootstrap import open_pool
@@ -59,6 +60,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             admin.router,
             operations.router,
             payments.router,
+            audit.router,
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),
@@ -66,6 +68,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
         lifespan=[lifespan, operations.operations_lifespan],  # the pool opens first
         state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
         middleware=[request_id_middleware, prometheus.middleware],
+        guards=[read_only_roles_write_nothing],  # auditor tokens never write
         exception_handlers={
             HTTPException: handle_http,
             BadCursor: handle_bad_cursor,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from rcc.audit_settings import AuditSettings, load_audit_settings
 from rcc.domain.catalog import DEFAULT_CATALOG, Catalog, CatalogError, parse_catalog
 from rcc.ops_settings import (
     ComfyuiContainerSettings,
@@ -47,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     catalog: Catalog = DEFAULT_CATALOG  # RCC_CATALOG_FILE, or the built-in packs and plans
     comfyui: ComfyuiContainerSettings = ComfyuiContainerSettings()  # see rcc.ops_settings
     models: ModelStoreSettings = ModelStoreSettings()
+    audit: AuditSettings = AuditSettings()  # anchors: see rcc.audit_settings
 
     @property
     def pgdata(self) -> Path:
@@ -131,4 +133,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         catalog=_catalog(env),
         comfyui=load_comfyui_container(env),
         models=load_model_store(env),
+        audit=load_audit_settings(env),
     )

@@ -33,3 +33,14 @@ def chain_link(
         (stream_id, str(version), type_, data_text, metadata_text, str(epoch_micros(recorded_at)))
     )
     return hashlib.sha256(prev + canonical.encode()).digest()
+
+
+def log_link(prev: bytes, seq: int, position: int, tx_id: int, event_hash: bytes) -> bytes:
+    """The log chain's link for event number `seq` in commit order (schema/0009).
+
+    It covers the event's place (its number, position and transaction) and its
+    per-stream hash, which covers its content, so any deletion, insertion, reordering
+    or edit changes every later link.
+    """
+    place = seq.to_bytes(8, "big") + position.to_bytes(8, "big") + tx_id.to_bytes(8, "big")
+    return hashlib.sha256(prev + place + event_hash).digest()
