@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 from litestar import Router, get
 from litestar.datastructures import State
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from portal.errors import ApiError
 from portal.identity import auditor_or_admin
@@ -92,7 +92,7 @@ def _wallet_id(wallet: str) -> str:
 @get("/wallets/{wallet:str}", responses=errors(400, *SIGNED_IN, 404))
 async def audit_wallet(
     state: State,
-    wallet: str,
+    wallet: FromPath[str],
     as_of: FromQuery[str | None] = None,
     cursor: FromQuery[str | None] = None,
     limit: Limit = 100,
