@@ -388,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", default="rcc_bench_ui", help="bench database (rcc_bench*), reused if full"
     )
     bench_ui.set_defaults(run=_bench("ui"))
+    bench_audit = bench.add_parser("audit", help="verification speed (full, since an anchor)")
+    bench_audit.add_argument("--events", type=int, default=1_000_000, help="size of the log")
+    bench_audit.add_argument("--recent", type=int, default=10_000, help="events after the anchor")
+    bench_audit.add_argument(
+        "--database", default="rcc_bench_audit", help="bench database (rcc_bench*), reused if full"
+    )
+    bench_audit.set_defaults(run=_bench("audit"))
 
     adapter = sub.add_parser("adapter", help="run the ComfyUI adapter alone (COMFYUI_URLS)")
     adapter.set_defaults(run=_adapter)
