@@ -29,6 +29,7 @@ from tests.audit_helpers import (
     verify_with,
 )
 from tests.helpers import balance_of
+from tests.serve_helpers import rcc_env, serve
 
 
 async def test_an_unmodified_log_extends_every_anchor(
@@ -257,3 +258,26 @@ async def test_the_anchor_worker_writes_signed_anchors_only_when_the_log_grows(
     report = await verify(owner, anchors=written)
     assert report.ok and report.anchors_held == 2, report.problems
     assert written[1].events == written[0].events + 1 == report.events
+
+
+async def test_rcc_serve_writes_anchors_on_its_schedule_and_refuses_a_short_key(
+    db_url: str, pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
+) -> None:
+    directory = tmp_path / "anchors"
+    settings = {"RCC_AUDIT_ANCHOR_DIR": str(directory), "RCC_AUDIT_ANCHOR_EVERY_S": "0.2"}
+    short = serve(rcc_env(db_url, tmp_path / "d1", RCC_AUDIT_KEY="ab" * 8, **settings), tmp_path)
+    assert short.proc is not None
+    assert await asyncio.to_thread(short.proc.wait, 60) != 0
+    assert "RCC_AUDIT_KEY holds 8 bytes" in short.tail()
+
+    service = serve(rcc_env(db_url, tmp_path / "d2", RCC_AUDIT_KEY=AUDIT_KEY, **settings), tmp_path)
+    try:
+        await asyncio.to_thread(service.wait_http)
+        await files_in(directory, 1)
+        await history(pool, users=1)
+        await files_in(directory, 2)
+    finally:
+        assert await asyncio.to_thread(service.stop) == 0, service.tail()
+    written = [anchors.read(p) for p in anchors.found_in(directory)]
+    report = await verify(owner, anchors=written)
+    assert report.ok and report.anchors_held == len(written) >= 2, report.problems

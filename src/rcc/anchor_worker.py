@@ -92,5 +92,5 @@ async def running_anchor_writer(settings: Settings) -> AsyncIterator[AnchorWorke
         assert audit.anchor_dir is not None
         return AnchorWorker(pool, audit.anchor_dir, key, every_s=audit.anchor_every_s)
 
-    async with running(settings, make, pool_size=1, name="rcc-anchor-writer") as worker:
+    async with running(settings, make, pool_size=2, name="rcc-anchor-writer") as worker:
         yield worker

@@ -124,6 +124,19 @@ class LogAuditor:
         self._seen_heads = {a.position: False for a in self._anchors}
         # the position of the event right after each anchor (and after the start)
         self._after = {a.events + 1: 0 for a in self._anchors} | {self.start.events + 1: 0}
+        for anchor in self._anchors:
+            if anchor.events <= self.start.events:  # e.g. the empty log's anchor
+                self._meet_start(anchor)
+
+    def _meet_start(self, anchor: Anchor) -> None:
+        held = anchor.head == self.start
+        self._held[anchor.events] = held
+        if not held:
+            self.report.problem(
+                anchor.position,
+                f"position {anchor.position}: the anchor of {anchor.events} events is not "
+                "where this verification starts",
+            )
 
     def seed_stream(self, stream_id: str, version: int, last_hash: bytes) -> None:
         """A stream's state before `start` (verification since an anchor)."""
