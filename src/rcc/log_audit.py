@@ -115,7 +115,7 @@ class LogAuditor:
         self._progress = progress
         self._jobs = _Jobs()
         self._seq, self._chain = self.start.events, self.start.chain
-        self._last = self.start
+        self._last_entry: Entry | None = None
         self._stored_seq, self._stored_chain = self.start.events, self.start.chain
         self._unchained_at: int | None = None
         self._anchors = sorted(anchors, key=lambda a: a.events)
@@ -146,12 +146,11 @@ class LogAuditor:
         """All the checks one event is subject to."""
         self.report.events += 1
         self._check_stream(entry)
+        in_step = self._stored_chain == self._chain and self._stored_seq == self._seq
         self._seq += 1
         self._chain = log_link(self._chain, self._seq, entry.position, entry.tx_id, entry.hash)
-        self._last = ChainHead(
-            events=self._seq, position=entry.position, tx_id=entry.tx_id, chain=self._chain
-        )
-        self._check_stored_link(entry)
+        self._last_entry = entry
+        self._check_stored_link(entry, self._chain if in_step else None)
         if entry.position in self._seen_heads:
             self._seen_heads[entry.position] = True
         if self._seq in self._after:
@@ -168,7 +167,7 @@ class LogAuditor:
                 self._anchor_beyond_the_end(anchor)
         report = self.report
         report.anchors_held = sum(self._held.values())
-        report.chain_head = self._last
+        report.chain_head = self._head()
         for stream_id, state in self.streams.items():
             if stream_id.startswith("wallet-") and self.check_balances:
                 report.wallets += 1
@@ -177,15 +176,23 @@ class LogAuditor:
             _check_jobs(self._jobs, report)
         return report
 
+    def _head(self) -> ChainHead:
+        """Where the recomputed chain stands now."""
+        last = self._last_entry
+        if last is None:
+            return self.start
+        return ChainHead(
+            events=self._seq, position=last.position, tx_id=last.tx_id, chain=self._chain
+        )
+
     def _check_stream(self, entry: Entry) -> None:
         stream = self.streams.get(entry.stream_id)
         if stream is None:
             stream = self.streams[entry.stream_id] = StreamState()
             self.report.streams += 1
-        where = f"{entry.stream_id} v{entry.version} (position {entry.position})"
         if entry.version != stream.version + 1:
             what = "version gap" if entry.version > stream.version else "out of order"
-            self.report.problem(entry.position, f"{where}: {what} after v{stream.version}")
+            self.report.problem(entry.position, f"{_where(entry)}: {what} after v{stream.version}")
         link = chain_link(
             stream.hash,
             entry.stream_id,
@@ -197,24 +204,27 @@ class LogAuditor:
         )
         if link != entry.hash:
             self.report.problem(
-                entry.position, f"{where}: hash mismatch, the event or its chain was altered"
+                entry.position,
+                f"{_where(entry)}: hash mismatch, the event or its chain was altered",
             )
         stream.hash = entry.hash  # follow the stored chain so one bad link is named once
         stream.version = entry.version
         if self.check_balances:
-            self._fold(stream, entry, where)
+            self._fold(stream, entry)
 
-    def _fold(self, stream: StreamState, entry: Entry, where: str) -> None:
+    def _fold(self, stream: StreamState, entry: Entry) -> None:
         try:
             event = decode_event(entry.type, entry.data_text)
         except (msgspec.ValidationError, UnknownEventType) as error:
-            self.report.problem(entry.position, f"{where}: undecodable {entry.type}: {error}")
+            self.report.problem(
+                entry.position, f"{_where(entry)}: undecodable {entry.type}: {error}"
+            )
             return
         if isinstance(event, LedgerEvent):
             stream.balance += event.delta
             if stream.balance < 0:
                 self.report.problem(
-                    entry.position, f"{where}: balance went negative ({stream.balance})"
+                    entry.position, f"{_where(entry)}: balance went negative ({stream.balance})"
                 )
         if isinstance(event, CreditsReserved):
             self._jobs.reserved[event.job] = event.amount
@@ -223,9 +233,11 @@ class LogAuditor:
         elif entry.type in _ENDED:
             self._jobs.ended[entry.stream_id.removeprefix("job-")] = entry.type
 
-    def _check_stored_link(self, entry: Entry) -> None:
+    def _check_stored_link(self, entry: Entry, recomputed: bytes | None) -> None:
         """The stored link must follow from the stored link before it (an edit, a
-        deletion or a move is named where it happened, not only at the next anchor)."""
+        deletion or a move is named where it happened, not only at the next anchor).
+        `recomputed` is that link already, while the stored chain agrees with the
+        recomputed one (the usual case: one hash per event, not two)."""
         if entry.seq is None or entry.chain is None:
             if self._unchained_at is None:
                 self._unchained_at = entry.position
@@ -245,9 +257,9 @@ class LogAuditor:
                 f"follows event {self._stored_seq}: events were removed, added or reordered",
             )
         elif (
-            log_link(self._stored_chain, entry.seq, entry.position, entry.tx_id, entry.hash)
-            != entry.chain
-        ):
+            recomputed
+            or log_link(self._stored_chain, entry.seq, entry.position, entry.tx_id, entry.hash)
+        ) != entry.chain:
             self.report.problem(
                 entry.position,
                 f"position {entry.position}: log chain link broken: the event's content, hash, "
@@ -283,7 +295,7 @@ class LogAuditor:
             position,
             f"position {anchor.position}: the anchor covers {anchor.events} events up to "
             f"position {anchor.position}, but the log holds only {self._seq} (it ends at "
-            f"position {self._last.position}): {anchor.events - self._seq} event(s) it covers "
+            f"position {self._head().position}): {anchor.events - self._seq} event(s) it covers "
             "were removed",
             exact=exact,
         )
@@ -298,6 +310,10 @@ class LogAuditor:
         if events == self.start.events:
             return self.start.position
         return next((a.position for a in self._anchors if a.events == events), 0)
+
+
+def _where(entry: Entry) -> str:
+    return f"{entry.stream_id} v{entry.version} (position {entry.position})"
 
 
 def _check_jobs(jobs: _Jobs, report: AuditReport) -> None:

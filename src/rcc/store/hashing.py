@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from datetime import UTC, datetime, timedelta
 
 GENESIS = bytes(32)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SEP = "\x1f"
+_PLACE = struct.Struct(">QQQ")  # seq, position, tx_id: 8 bytes each, big-endian
 
 
 def epoch_micros(moment: datetime) -> int:
@@ -42,5 +44,4 @@ def log_link(prev: bytes, seq: int, position: int, tx_id: int, event_hash: bytes
     per-stream hash, which covers its content, so any deletion, insertion, reordering
     or edit changes every later link.
     """
-    place = seq.to_bytes(8, "big") + position.to_bytes(8, "big") + tx_id.to_bytes(8, "big")
-    return hashlib.sha256(prev + place + event_hash).digest()
+    return hashlib.sha256(prev + _PLACE.pack(seq, position, tx_id) + event_hash).digest()

@@ -25,10 +25,12 @@ class ChainHead(msgspec.Struct, frozen=True, kw_only=True):
     chain: bytes = GENESIS
 
 
-_NEXT = """SELECT position, tx_id::text::bigint AS tx_id, hash FROM events
-            WHERE (tx_id, position) > ($1::text::xid8, $2)
-              AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-            ORDER BY tx_id, position LIMIT $3"""
+# The ORDER BY names the table's columns (e.tx_id, not the bigint output column of the
+# same name), so PostgreSQL walks the (tx_id, position) index and stops at the limit.
+_NEXT = """SELECT e.position, e.tx_id::text::bigint AS tx_id, e.hash FROM events e
+            WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)
+              AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY e.tx_id, e.position LIMIT $3"""
 
 
 async def chain_head(conn: asyncpg.Connection) -> ChainHead:
