@@ -4,6 +4,7 @@ live verification and catch an export with one event removed or edited."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -18,14 +19,14 @@ from litestar.routes import HTTPRoute
 
 from portal.app import create_app
 from portal.identity import UNSAFE
-from portal.routes.audit import AuditEventPage
 from rcc import anchors
 from rcc.audit import verify
-from rcc.audit_export import AuditEvent
+from rcc.audit_export import AuditEvent, AuditEventPage
 from rcc.config import load_settings
 from rcc.service.tokens import create_token
 from tests.audit_helpers import AUDIT_KEY, anchor, arcc, first_bad, grant, history, keyed
 from tests.conftest import portal_client
+from tests.serve_helpers import rcc_env, serve
 
 NO_DATABASE = "postgresql://nobody@127.0.0.1:1/none"  # refuses connections: offline proof
 
@@ -260,3 +261,29 @@ async def test_the_anchors_in_the_anchor_directory_are_listed(
     trusted = anchors.signing_key(AUDIT_KEY).public_key()
     for found in listed:
         anchors.check_signature(found, trusted)
+
+
+async def test_an_auditor_exports_from_a_running_service_and_verifies_with_no_database(
+    db_url: str, pool: asyncpg.Pool, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await history(pool)
+    made = await anchor(cli_env, tmp_path / "a.json")
+    auditor = (await bearer(pool, "auditor"))["Authorization"].removeprefix("Bearer ")
+    service = serve(rcc_env(db_url, tmp_path / "data"), tmp_path)
+    try:
+        await asyncio.to_thread(service.wait_http)
+        offline_env = {**keyed(cli_env), "DATABASE_URL": NO_DATABASE}
+        path = tmp_path / "over-http.jsonl"
+        no_token = await arcc(
+            offline_env, "audit", "export", "--url", service.base, "--out", str(path)
+        )
+        assert no_token.returncode == 2 and "RCC_AUDIT_TOKEN" in no_token.stderr
+        env = {**offline_env, "RCC_AUDIT_TOKEN": auditor}
+        done = await arcc(env, "audit", "export", "--url", service.base, "--out", str(path))
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        assert await asyncio.to_thread(service.stop) == 0, service.tail()
+    offline = await arcc(env, "audit", "verify", "--export", str(path), "--anchor", str(made))
+    live = await arcc(keyed(cli_env), "audit", "verify", "--anchor", str(made))
+    assert offline.returncode == 0 == live.returncode, offline.stdout + live.stdout
+    assert summary(offline.stdout) == summary(live.stdout)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -139,8 +142,12 @@ async def audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def audit_export(args: argparse.Namespace, settings: Settings) -> int:
-    """Write the committed log as JSON lines (what GET /audit/events serves)."""
-    from rcc.audit_export import export
+    """Write the committed log as JSON lines (what GET /audit/events serves): from the
+    database, or with --url from a running service with an auditor's token."""
+    from rcc.audit_export import export, export_over_http
+
+    if args.url:
+        return await _export_over_http(args, export_over_http)
     from rcc.bootstrap import database_url, migrate_database
     from rcc.store.database import connect_owner
 
@@ -153,6 +160,25 @@ async def audit_export(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await conn.close()
     print(f"exported {count} events to {args.out}")
+    return 0
+
+
+async def _export_over_http(
+    args: argparse.Namespace, run: Callable[[str, str, IO[bytes]], Awaitable[int]]
+) -> int:
+    import aiohttp
+
+    token = os.environ.get("RCC_AUDIT_TOKEN", "").strip()
+    if not token:
+        print("error: --url needs an auditor token in RCC_AUDIT_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        with args.out.open("wb") as out:
+            count = await run(args.url, token, out)
+    except aiohttp.ClientError as error:
+        print(f"error: {args.url}: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {count} events from {args.url} to {args.out}")
     return 0
 
 
@@ -187,6 +213,9 @@ def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     anchor.set_defaults(run=audit_anchor)
     export = audit.add_parser("export", help="the committed log as JSON lines")
     export.add_argument("--out", type=Path, required=True)
+    export.add_argument(
+        "--url", help="a service's base URL: read GET /audit/events (token: RCC_AUDIT_TOKEN)"
+    )
     export.set_defaults(run=audit_export)
     audit.add_parser("public-key", help="the public key auditors check anchors with").set_defaults(
         run=audit_public_key

@@ -40,6 +40,14 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     chain: str | None = None
 
 
+class AuditEventPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Events in commit order; pass `next_cursor` as `after` for the next page
+    (None: nothing more is committed yet)."""
+
+    items: list[AuditEvent]
+    next_cursor: str | None = None
+
+
 class UnknownPosition(LookupError):
     """`after` names a position the log does not hold."""
 
@@ -120,6 +128,28 @@ async def export(conn: asyncpg.Connection, out: IO[bytes], *, batch: int = 5000)
                 out.write(encoder.encode(to_item(to_entry(row))) + b"\n")
             count += len(rows)
             after = (rows[-1]["tx_id"], rows[-1]["position"])
+
+
+async def export_over_http(base_url: str, token: str, out: IO[bytes]) -> int:
+    """Write the log as JSON lines from a service's GET /audit/events (an auditor's
+    token, no database connection); returns how many events."""
+    import aiohttp
+
+    decoder = msgspec.json.Decoder(AuditEventPage)
+    encoder = msgspec.json.Encoder()
+    headers = {"Authorization": f"Bearer {token}"}
+    count, after = 0, "0"
+    async with aiohttp.ClientSession(headers=headers, raise_for_status=True) as http:
+        while True:
+            url = f"{base_url.rstrip('/')}/audit/events?after={after}&limit={MAX_PAGE}"
+            async with http.get(url) as answer:
+                page = decoder.decode(await answer.read())
+            for item in page.items:
+                out.write(encoder.encode(item) + b"\n")
+            count += len(page.items)
+            if page.next_cursor is None:
+                return count
+            after = page.next_cursor
 
 
 def read_export(lines: IO[bytes], report: AuditReport) -> Iterator[Entry]:

@@ -19,20 +19,12 @@ from portal.errors import ApiError
 from portal.identity import auditor_or_admin
 from portal.responses import SIGNED_IN, errors
 from rcc import anchors
-from rcc.audit_export import MAX_PAGE, AuditEvent, UnknownPosition, events_page
+from rcc.audit_export import MAX_PAGE, AuditEventPage, UnknownPosition, events_page
 from rcc.config import Settings
 from rcc.store.time_travel import LedgerLine, wallet_history_as_of
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)]
 Position = Annotated[int, QueryParameter(ge=0, le=2**63 - 1)]
-
-
-class AuditEventPage(msgspec.Struct, frozen=True, kw_only=True):
-    """Events in commit order; pass `next_cursor` as `after` for the next page
-    (None: nothing more is committed yet)."""
-
-    items: list[AuditEvent]
-    next_cursor: str | None = None
 
 
 class WalletAsOf(msgspec.Struct, frozen=True, kw_only=True):
