@@ -24,8 +24,9 @@ from portal.errors import (
 )
 from portal.forwarded import parse_networks, trusted_proxies_middleware
 from portal.json_bodies import json_bodies_only
+from portal.identity import read_only_roles_write_nothing
 from portal.observability import request_id_middleware
-from portal.routes import account, admin, auth, gitlab, health, jobs, operations, payments
+from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -61,6 +62,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             admin.router,
             operations.router,
             payments.router,
+            audit.router,
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),
@@ -74,6 +76,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             prometheus.middleware,
         ],
         before_request=json_bodies_only,  # JSON routes take JSON only, decoded strictly
+        guards=[read_only_roles_write_nothing],  # auditor tokens never write
         exception_handlers={
             HTTPException: handle_http,
             BadCursor: handle_bad_cursor,

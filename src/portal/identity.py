@@ -1,7 +1,8 @@
 """Who is asking: a cookie session or a bearer token, and the guards that check it.
 
 Roles: `user` acts on its own wallet; `admin` may do what an admin may; `service`
-may read projections but never move credits."""
+may read projections but never move credits; `auditor` reads the log, balances as of
+any moment and the anchors (/audit), and every write is refused to it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ CSRF_HEADER = "x-csrf-token"
 
 class Identity(msgspec.Struct, frozen=True, kw_only=True):
     via: str  # "session" or "token"
-    role: str  # "user", "admin" or "service"
+    role: str  # "user", "admin", "service" or "auditor"
     user_id: str | None
     email: str = ""
     csrf_token: str | None = None
@@ -119,3 +120,30 @@ async def admin_or_service_reader(
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     client = connection.client
     return client.host if client else "unknown"
+
+
+READ_ONLY_ROLES = frozenset({"auditor"})
+
+
+async def auditor_or_admin(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard for /audit: auditors and admins."""
+    who = await require_identity(connection)
+    if who.role not in {"auditor", "admin"}:
+        raise ApiError(403, "forbidden", "auditors and admins only")
+
+
+async def read_only_roles_write_nothing(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """App-wide guard: a read-only token (auditor) is refused every unsafe method, on
+    every route, even those that need no sign-in, so no new route can forget it."""
+    if connection.scope.get("method") not in UNSAFE or not connection.headers.get("authorization"):
+        return
+    try:
+        who = await identity_of(connection)
+    except ApiError:
+        return  # a bad token: the route's own rules answer it
+    if who is not None and who.role in READ_ONLY_ROLES:
+        raise ApiError(403, "read_only_role", f"{who.role} tokens may only read")

@@ -1,166 +1,154 @@
-"""`rcc audit verify`: trust nothing but the events.
+"""`rcc audit verify`: trust nothing but the events (and the anchors held outside).
 
-Walks every stream in version order, recomputes its hash chain, refolds every wallet
-balance from its ledger events, and checks the ledger invariants of DESIGN.md. The
-stream heads (cached state) must agree with what the events say.
+Walks the whole log in commit order through the checks of `rcc.log_audit` (per-stream
+hashes and versions, the log chain, the anchors, balances and releases), then checks
+that the cached stream heads agree with what the events say. `verify_since` checks
+only what came after an anchor it trusts, so its cost grows with what is new.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 import asyncpg
-import msgspec
 
-from rcc.domain.events import (
-    CreditsReleased,
-    CreditsReserved,
-    LedgerEvent,
-    UnknownEventType,
-    decode_event,
-)
-from rcc.store.hashing import GENESIS, chain_link
+from rcc.anchors import Anchor
+from rcc.log_audit import AuditReport, Entry, LogAuditor, StreamState
+
+__all__ = ["AuditReport", "entries_sql", "to_entry", "verify", "verify_since"]
 
 
-@dataclass
-class AuditReport:
-    events: int = 0
-    streams: int = 0
-    wallets: int = 0
-    problems: list[str] = field(default_factory=list)
-    balances: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+def entries_sql(where: str = "") -> str:
+    """Events joined with their log-chain link, in commit order (columns as Entry's)."""
+    return f"""SELECT e.position, e.tx_id::text::bigint AS tx_id, e.stream_id, e.version,
+                      e.type, e.data::text, e.metadata::text, e.recorded_at, e.hash,
+                      c.seq, c.chain
+                 FROM events e LEFT JOIN log_chain c ON c.position = e.position
+                 {where}
+                ORDER BY e.tx_id, e.position"""
 
 
-@dataclass
-class _Stream:
-    stream_id: str
-    version: int = 0
-    hash: bytes = GENESIS
-    balance: int = 0
-
-
-@dataclass
-class _Jobs:
-    reserved: dict[str, int] = field(default_factory=dict)
-    released: dict[str, list[int]] = field(default_factory=dict)
-    ended: dict[str, str] = field(default_factory=dict)
-
-
-_EVENTS = """SELECT position, stream_id, version, type, data::text AS data_text,
-                    metadata::text AS metadata_text, recorded_at, hash
-               FROM events ORDER BY stream_id, version"""
+def to_entry(row: asyncpg.Record) -> Entry:
+    """A row of entries_sql() as the audit's Entry."""
+    return Entry(*row.values())
 
 
 async def verify(
-    conn: asyncpg.Connection, progress: Callable[[int], None] | None = None
+    conn: asyncpg.Connection,
+    progress: Callable[[int], None] | None = None,
+    *,
+    anchors: Sequence[Anchor] = (),
 ) -> AuditReport:
-    """Recompute every chain and balance; the report lists problems, first mismatch first."""
-    report = AuditReport()
-    jobs = _Jobs()
-    current: _Stream | None = None
+    """Recompute everything from the events; the report lists problems, first mismatch first."""
+    auditor = LogAuditor(anchors, progress=progress)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        heads = {
-            r["stream_id"]: (r["version"], bytes(r["last_hash"]), r["state"])
-            for r in await conn.fetch("SELECT stream_id, version, last_hash, state FROM streams")
-        }
-        async for row in conn.cursor(_EVENTS, prefetch=5000):
-            if current is None or row["stream_id"] != current.stream_id:
-                if current is not None:
-                    _close_stream(current, heads, report)
-                current = _Stream(row["stream_id"])
-                report.streams += 1
-            _check_event(current, row, report, jobs)
-            report.events += 1
-            if progress and report.events % 50_000 == 0:
-                progress(report.events)
-        if current is not None:
-            _close_stream(current, heads, report)
-    # _close_stream took every head that has events; what is left has none.
-    for stream_id, (version, _, _) in sorted(heads.items()):
-        if version > 0:
-            report.problems.append(f"{stream_id}: head says v{version} but it has no events")
-    _check_jobs(jobs, report)
+        heads = await conn.fetch("SELECT stream_id, version, last_hash, state FROM streams")
+        async for row in conn.cursor(entries_sql(), prefetch=5000):
+            auditor.check(to_entry(row))
+    report = auditor.finish()
+    _check_heads(heads, auditor.streams, report)
     return report
 
 
-def _check_event(stream: _Stream, row: asyncpg.Record, report: AuditReport, jobs: _Jobs) -> None:
-    where = f"{stream.stream_id} v{row['version']} (position {row['position']})"
-    if row["version"] != stream.version + 1:
-        report.problems.append(f"{where}: version gap after v{stream.version}")
-    link = chain_link(
-        stream.hash,
-        stream.stream_id,
-        row["version"],
-        row["type"],
-        row["data_text"],
-        row["metadata_text"],
-        row["recorded_at"],
+async def verify_since(
+    conn: asyncpg.Connection,
+    anchor: Anchor,
+    progress: Callable[[int], None] | None = None,
+    *,
+    batch: int = 5000,
+) -> AuditReport:
+    """Check only the events after a trusted anchor, and that the log still extends it.
+
+    The anchor's head event must still be there, chained where the anchor says; every
+    later event's stream hash, version and log-chain link are checked, the chain being
+    recomputed from the anchor's. Balances need the whole history: full verification.
+    """
+    auditor = LogAuditor(start=anchor.head, check_balances=False, progress=progress)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await _check_anchor_head(conn, anchor, auditor)
+        after = (anchor.tx_id, anchor.position)
+        while True:
+            rows = await conn.fetch(
+                entries_sql("WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)") + " LIMIT $3",
+                str(after[0]),
+                after[1],
+                batch,
+            )
+            if not rows:
+                break
+            page = [to_entry(r) for r in rows]
+            await _seed_streams(conn, page, auditor)
+            for entry in page:
+                auditor.check(entry)
+            after = (page[-1].tx_id, page[-1].position)
+    return auditor.finish()
+
+
+async def _check_anchor_head(conn: asyncpg.Connection, anchor: Anchor, auditor: LogAuditor) -> None:
+    if anchor.events == 0:
+        return
+    row = await conn.fetchrow(
+        """SELECT e.tx_id::text::bigint AS tx_id, c.seq, c.chain FROM events e
+             LEFT JOIN log_chain c ON c.position = e.position WHERE e.position = $1""",
+        anchor.position,
     )
-    if link != bytes(row["hash"]):
-        report.problems.append(f"{where}: hash mismatch, the event or its chain was altered")
-    stream.hash = bytes(row["hash"])  # follow the stored chain so one bad link is named once
-    stream.version = row["version"]
-    try:
-        event = decode_event(row["type"], row["data_text"])
-    except (msgspec.ValidationError, UnknownEventType) as error:
-        report.problems.append(f"{where}: undecodable {row['type']}: {error}")
-        return
-    if isinstance(event, LedgerEvent):
-        stream.balance += event.delta
-        if stream.balance < 0:
-            report.problems.append(f"{where}: balance went negative ({stream.balance})")
-    if isinstance(event, CreditsReserved):
-        jobs.reserved[event.job] = event.amount
-    elif isinstance(event, CreditsReleased):
-        jobs.released.setdefault(event.job, []).append(event.amount)
-    elif row["type"] in {"job_succeeded", "job_failed", "job_cancelled"}:
-        jobs.ended[stream.stream_id.removeprefix("job-")] = row["type"]
-
-
-def _close_stream(
-    stream: _Stream, heads: dict[str, tuple[int, bytes, object]], report: AuditReport
-) -> None:
-    head = heads.pop(stream.stream_id, None)
-    if head is None:
-        report.problems.append(f"{stream.stream_id}: events without a stream head")
-        return
-    version, last_hash, state = head
-    if version != stream.version or last_hash != stream.hash:
-        report.problems.append(
-            f"{stream.stream_id}: head is at v{version} but the events end at v{stream.version}"
-            if version != stream.version
-            else f"{stream.stream_id}: head hash differs from the last event's hash"
+    head = anchor.head
+    if row is None:
+        auditor.report.problem(
+            anchor.position,
+            f"position {anchor.position}: the anchor's head event is gone from the log",
         )
-    if stream.stream_id.startswith("wallet-"):
-        report.wallets += 1
-        report.balances[stream.stream_id.removeprefix("wallet-")] = stream.balance
-        cached = state.get("balance") if isinstance(state, dict) else None
-        if cached != stream.balance:
-            report.problems.append(
-                f"{stream.stream_id}: cached balance {cached} "
-                f"but the events sum to {stream.balance}"
-            )
+    elif (row["tx_id"], row["seq"], row["chain"]) != (head.tx_id, head.events, head.chain):
+        auditor.report.problem(
+            anchor.position,
+            f"position {anchor.position}: the log no longer extends the anchor: its head "
+            "event's transaction or chained link differs from what the anchor signed",
+        )
 
 
-def _check_jobs(jobs: _Jobs, report: AuditReport) -> None:
-    for job_id, amounts in sorted(jobs.released.items()):
-        if len(amounts) > 1:
-            report.problems.append(f"job {job_id}: released {len(amounts)} times")
-        if job_id not in jobs.reserved:
-            report.problems.append(f"job {job_id}: released without a reserve")
-        elif any(a != jobs.reserved[job_id] for a in amounts):
-            report.problems.append(
-                f"job {job_id}: released {amounts} but reserved {jobs.reserved[job_id]}"
+async def _seed_streams(conn: asyncpg.Connection, page: list[Entry], auditor: LogAuditor) -> None:
+    """Each stream's last event before this page, for streams met for the first time."""
+    first: dict[str, int] = {}
+    for entry in page:
+        if entry.stream_id not in auditor.streams and entry.stream_id not in first:
+            first[entry.stream_id] = entry.version
+    wanted = [(s, v - 1) for s, v in first.items() if v > 1]
+    rows = await conn.fetch(
+        """SELECT e.stream_id, e.version, e.hash FROM events e
+             JOIN unnest($1::text[], $2::bigint[]) AS w(stream_id, version)
+               ON e.stream_id = w.stream_id AND e.version = w.version""",
+        [s for s, _ in wanted],
+        [v for _, v in wanted],
+    )
+    for row in rows:
+        auditor.seed_stream(row["stream_id"], row["version"], bytes(row["hash"]))
+
+
+def _check_heads(
+    heads: list[asyncpg.Record], streams: dict[str, StreamState], report: AuditReport
+) -> None:
+    """The cached heads (version, last hash, folded balance) must agree with the events."""
+    for head in sorted(heads, key=lambda r: r["stream_id"]):
+        stream_id, version = head["stream_id"], head["version"]
+        stream = streams.get(stream_id)
+        if stream is None:
+            if version > 0:
+                report.problem(None, f"{stream_id}: head says v{version} but it has no events")
+            continue
+        if version != stream.version:
+            report.problem(
+                None, f"{stream_id}: head is at v{version} but the events end at v{stream.version}"
             )
-        ended = jobs.ended.get(job_id)
-        if ended not in {"job_failed", "job_cancelled"}:
-            report.problems.append(f"job {job_id}: released but its job ended as {ended}")
-    for job_id, ended in sorted(jobs.ended.items()):
-        released = job_id in jobs.released
-        if ended in {"job_failed", "job_cancelled"} and job_id in jobs.reserved and not released:
-            report.problems.append(f"job {job_id}: {ended} without releasing its reserve")
+        elif bytes(head["last_hash"]) != stream.hash:
+            report.problem(None, f"{stream_id}: head hash differs from the last event's hash")
+        if stream_id.startswith("wallet-"):
+            state = head["state"]
+            cached = state.get("balance") if isinstance(state, dict) else None
+            if cached != stream.balance:
+                report.problem(
+                    None,
+                    f"{stream_id}: cached balance {cached} but the events sum to {stream.balance}",
+                )
+    named = {h["stream_id"] for h in heads}
+    for stream_id in sorted(set(streams) - named):
+        report.problem(None, f"{stream_id}: events without a stream head")

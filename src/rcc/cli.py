@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from rcc.audit_cli import add_audit_commands
 from rcc.config import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
@@ -24,6 +25,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from portal.http_server import server_config
     from portal.observability import configure_logging
     from projections.registry import ALL
+    from rcc.anchor_worker import running_anchor_writer
     from rcc.bootstrap import database_url, migrate_database
     from rcc.projector.service import running_projector
     from rcc.service.scheduler import running_scheduler
@@ -36,10 +38,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     config = server_config(create_app(settings), settings, args.host, args.port)
     # The read models and the ComfyUI adapter, kept running in-process.
     # and the scheduler of the annual plans' monthly grants.
+    # and, with RCC_AUDIT_ANCHOR_DIR, the writer of signed anchors (docs/AUDIT.md).
     async with (
         running_projector(settings, ALL),
         running_adapter(settings),
         running_scheduler(settings),
+        running_anchor_writer(settings),
     ):
         await serve_until_stopped(uvicorn.Server(config))
     return 0
@@ -112,31 +116,6 @@ async def _tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
         await pool.close()
     print("revoked" if revoked else f"no live token with id {args.token_id}")
     return 0 if revoked else 1
-
-
-async def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.audit import verify
-    from rcc.bootstrap import database_url, migrate_database
-    from rcc.store.database import connect_owner
-
-    url = database_url(settings)
-    await migrate_database(url)
-    conn = await connect_owner(url)
-    try:
-        report = await verify(conn, progress=lambda n: print(f"... {n} events", file=sys.stderr))
-    finally:
-        await conn.close()
-    print(
-        f"checked {report.events} events in {report.streams} streams, "
-        f"{report.wallets} wallet balances recomputed"
-    )
-    if report.ok:
-        print("audit OK: every hash chain and every balance holds")
-        return 0
-    print(f"audit FAILED: {len(report.problems)} problem(s); first: {report.problems[0]}")
-    for problem in report.problems[1:20]:
-        print(f"  also: {problem}")
-    return 1
 
 
 def _bench(suite: str) -> Command:
@@ -345,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     create = tokens.add_parser("create", help="print a new token as the last line")
-    create.add_argument("--role", required=True, choices=["admin", "service", "user"])
+    create.add_argument("--role", required=True, choices=["admin", "service", "user", "auditor"])
     create.add_argument("--email")
     create.add_argument("--name")
     create.set_defaults(run=_tokens_create)
@@ -353,12 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     revoke.set_defaults(run=_tokens_revoke)
 
-    audit = sub.add_parser("audit", help="verify the log").add_subparsers(
-        dest="action", required=True
-    )
-    audit.add_parser("verify", help="recompute every chain and balance").set_defaults(
-        run=_audit_verify
-    )
+    add_audit_commands(sub)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     ledger = bench.add_parser("ledger", help="create-job throughput vs a plain UPDATE baseline")
@@ -421,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", default="rcc_bench_ui", help="bench database (rcc_bench*), reused if full"
     )
     bench_ui.set_defaults(run=_bench("ui"))
+    bench_audit = bench.add_parser("audit", help="verification speed (full, since an anchor)")
+    bench_audit.add_argument("--events", type=int, default=1_000_000, help="size of the log")
+    bench_audit.add_argument("--recent", type=int, default=10_000, help="events after the anchor")
+    bench_audit.add_argument(
+        "--database", default="rcc_bench_audit", help="bench database (rcc_bench*), reused if full"
+    )
+    bench_audit.set_defaults(run=_bench("audit"))
 
     adapter = sub.add_parser("adapter", help="run the ComfyUI adapter alone (COMFYUI_URLS)")
     adapter.set_defaults(run=_adapter)

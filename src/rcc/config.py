@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from rcc.audit_settings import AuditSettings, load_audit_settings
 from rcc.domain.catalog import DEFAULT_CATALOG, Catalog, CatalogError, parse_catalog
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 from rcc.ops_settings import (
@@ -54,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     catalog: Catalog = DEFAULT_CATALOG  # RCC_CATALOG_FILE, or the built-in packs and plans
     comfyui: ComfyuiContainerSettings = ComfyuiContainerSettings()  # see rcc.ops_settings
     models: ModelStoreSettings = ModelStoreSettings()
+    audit: AuditSettings = AuditSettings()  # anchors: see rcc.audit_settings
 
     @property
     def pgdata(self) -> Path:
@@ -156,4 +158,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         catalog=_catalog(env),
         comfyui=load_comfyui_container(env),
         models=load_model_store(env),
+        audit=load_audit_settings(env),
     )

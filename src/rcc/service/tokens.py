@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import msgspec
 
-ROLES = ("admin", "service", "user")
+ROLES = ("admin", "service", "user", "auditor")
 _PREFIX = "rcc_"
 
 

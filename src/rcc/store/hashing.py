@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from datetime import UTC, datetime, timedelta
 
 GENESIS = bytes(32)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SEP = "\x1f"
+_PLACE = struct.Struct(">QQQ")  # seq, position, tx_id: 8 bytes each, big-endian
 
 
 def epoch_micros(moment: datetime) -> int:
@@ -33,3 +35,13 @@ def chain_link(
         (stream_id, str(version), type_, data_text, metadata_text, str(epoch_micros(recorded_at)))
     )
     return hashlib.sha256(prev + canonical.encode()).digest()
+
+
+def log_link(prev: bytes, seq: int, position: int, tx_id: int, event_hash: bytes) -> bytes:
+    """The log chain's link for event number `seq` in commit order (schema/0009).
+
+    It covers the event's place (its number, position and transaction) and its
+    per-stream hash, which covers its content, so any deletion, insertion, reordering
+    or edit changes every later link.
+    """
+    return hashlib.sha256(prev + _PLACE.pack(seq, position, tx_id) + event_hash).digest()
