@@ -23,8 +23,8 @@ from portal.errors import (
     handle_unexpected,
 )
 from portal.forwarded import parse_networks, trusted_proxies_middleware
-from portal.json_bodies import json_bodies_only
 from portal.identity import read_only_roles_write_nothing
+from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
 from projections.paging import BadCursor

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from projections.registry import ALL
 from rcc import anchors
 from rcc.audit import verify, verify_since
 from rcc.audit_export import export, verify_export
@@ -37,7 +38,6 @@ from rcc.bench.table import aligned, machine_line
 from rcc.bootstrap import database_url
 from rcc.config import Settings
 from rcc.log_audit import AuditReport
-from projections.registry import ALL
 from rcc.projector.replay import replay
 from rcc.store.database import connect_owner
 from rcc.store.log_chain import ChainHead, extend_chain
