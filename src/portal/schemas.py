@@ -5,6 +5,7 @@ every field so the OpenAPI schema says exactly what clients get."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -66,6 +67,7 @@ class AdminUserPatch(Strict, frozen=True, kw_only=True):
     rcc_delta: Annotated[int, msgspec.Meta(ge=-MAX_BALANCE_RCC, le=MAX_BALANCE_RCC)] | None = None
     reason: str | None = None
     is_admin: bool | None = None
+    expires_at: datetime | None = None  # with a positive rcc_delta: a lot that expires then
 
 
 class Me(msgspec.Struct, frozen=True, kw_only=True):

@@ -89,7 +89,7 @@ async def _tokens_create(args: argparse.Namespace, settings: Settings) -> int:
     try:
         user_id = None
         if args.email:
-            found = await ensure_user(pool, args.email, settings.signup_grant_rcc)
+            found = await ensure_user(pool, args.email, settings.signup_grant_rcc, settings.lots)
             if isinstance(found, str):
                 user_id = found
             else:
@@ -289,7 +289,7 @@ async def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int
         listed = await list_events(client, int(args.since.timestamp()))
     pool = await open_pool(settings, max_size=4)
     try:
-        report = await reconcile(pool, listed, settings.catalog)
+        report = await reconcile(pool, listed, settings.catalog, lots=settings.lots)
     finally:
         await pool.close()
     return 1 if report.failed else 0

@@ -11,6 +11,7 @@ import msgspec
 
 from rcc.audit_settings import AuditSettings, load_audit_settings
 from rcc.domain.catalog import DEFAULT_CATALOG, Catalog, CatalogError, parse_catalog
+from rcc.domain.lots import LotPolicy
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 from rcc.ops_settings import (
     ComfyuiContainerSettings,
@@ -56,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     comfyui: ComfyuiContainerSettings = ComfyuiContainerSettings()  # see rcc.ops_settings
     models: ModelStoreSettings = ModelStoreSettings()
     audit: AuditSettings = AuditSettings()  # anchors: see rcc.audit_settings
+    lots: LotPolicy = LotPolicy()  # how long granted credits last: see rcc.domain.lots
 
     @property
     def pgdata(self) -> Path:
@@ -77,6 +79,26 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _days(env: dict[str, str], name: str, default: int | None) -> int | None:
+    """A lifetime in whole days; `never` for none."""
+    raw = env.get(name, "").strip().lower()
+    if raw == "never":
+        return None
+    days = _int(env, name, default or 0) if raw or default is not None else None
+    if days is not None and days <= 0:
+        raise SystemExit(f"{name} must be a positive number of days or 'never', got {raw!r}")
+    return days
+
+
+def _lot_policy(env: dict[str, str]) -> LotPolicy:
+    default = LotPolicy()
+    return LotPolicy(
+        signup_days=_days(env, "RCC_SIGNUP_CREDITS_DAYS", default.signup_days),
+        topup_days=_days(env, "RCC_TOPUP_CREDITS_DAYS", default.topup_days),
+        subscription_days=_days(env, "RCC_SUBSCRIPTION_CREDITS_DAYS", default.subscription_days),
+    )
 
 
 def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:
@@ -159,4 +181,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         comfyui=load_comfyui_container(env),
         models=load_model_store(env),
         audit=load_audit_settings(env),
+        lots=_lot_policy(env),
     )

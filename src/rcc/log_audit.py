@@ -10,7 +10,8 @@ commit order (tx_id, position):
 * every anchor must be met: after `events` events the log is at the anchor's position
   and the recomputed chain equals the signed one;
 * wallet balances never go negative and every release matches one reserve of a failed
-  or cancelled job (full verification only: these need the whole history).
+  or cancelled job; every credit lot's history holds (`rcc.lot_audit`) (full
+  verification only: these need the whole history).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rcc.domain.events import (
     UnknownEventType,
     decode_event,
 )
+from rcc.lot_audit import LotAudit
 from rcc.store.hashing import GENESIS, chain_link, log_link
 from rcc.store.log_chain import ChainHead
 
@@ -114,6 +116,7 @@ class LogAuditor:
         self.check_balances = check_balances
         self._progress = progress
         self._jobs = _Jobs()
+        self._lots = LotAudit()
         self._seq, self._chain = self.start.events, self.start.chain
         self._last_entry: Entry | None = None
         self._stored_seq, self._stored_chain = self.start.events, self.start.chain
@@ -220,6 +223,14 @@ class LogAuditor:
                 entry.position, f"{_where(entry)}: undecodable {entry.type}: {error}"
             )
             return
+        if entry.stream_id.startswith("wallet-"):
+            self._lots.see(
+                entry.stream_id,
+                event,
+                entry.recorded_at,
+                stream.balance,
+                lambda text: self.report.problem(entry.position, f"{_where(entry)}: {text}"),
+            )
         if isinstance(event, LedgerEvent):
             stream.balance += event.delta
             if stream.balance < 0:

@@ -99,6 +99,8 @@ async def patch_user(
         raise ApiError(422, "nothing_to_change", "send rcc_delta (with a reason) or is_admin")
     if data.rcc_delta is not None and not (data.reason or "").strip():
         raise ApiError(422, "reason_required", "a reason is required for any rcc_delta")
+    if data.expires_at is not None and data.expires_at.tzinfo is None:
+        raise ApiError(422, "invalid", "expires_at needs a time zone (e.g. 2027-01-01T00:00:00Z)")
     actor = who.email or f"token:{who.role}"
     metadata = {"actor": actor, "client_ip": client_ip(request), "via": who.via}
     command = PatchUser(
@@ -107,6 +109,7 @@ async def patch_user(
         rcc_delta=data.rcc_delta,
         note=data.reason or "",
         is_admin=data.is_admin,
+        expires_at=data.expires_at,
     )
     # Scoped to the admin who sent it, like a user's key is scoped to the user.
     key = f"admin-users:{actor}:{idempotency_key}" if idempotency_key else None

@@ -99,7 +99,9 @@ async def register(
         raise ApiError(422, "weak_password", problem)
     done = await execute(
         state.pool,
-        RegisterUser(email=data.email, signup_grant_rcc=settings.signup_grant_rcc),
+        RegisterUser(
+            email=data.email, signup_grant_rcc=settings.signup_grant_rcc, lots=settings.lots
+        ),
         metadata={"actor": "self", "client_ip": client_ip(request)},
     )
     if isinstance(done, DomainError):

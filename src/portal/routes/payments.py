@@ -199,7 +199,9 @@ async def stripe_webhook(
         log.warning("stripe event %s refused: %s", event.id, problem)
         raise ApiError(400, "unsupported_api_version", problem)
     try:
-        applied = await apply_event(state.pool, event, settings.catalog, via="webhook")
+        applied = await apply_event(
+            state.pool, event, settings.catalog, via="webhook", lots=settings.lots
+        )
     except NotApplied as error:
         log.warning("stripe event not applied, Stripe will retry: %s", error)
         raise ApiError(503, "retry_later", str(error)) from None

@@ -6,11 +6,13 @@ command of a coalesced batch, in order, against the wallet state the previous on
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from rcc.domain import wallet as wallets
 from rcc.domain.errors import DomainError, Invalid
-from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
+from rcc.domain.events import AdminBypassed, Event, JobCreated
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
 from rcc.domain.user import UserState
 from rcc.domain.workflow import WorkflowBlob, too_large, workflow_blob
@@ -33,6 +35,7 @@ def admit_job(
     metadata: dict[str, object],
     max_open_jobs: int | None,
     max_workflow_bytes: int,
+    now: datetime,
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
     workflow is too large, the type is unknown, too many jobs are open, or the balance
@@ -48,9 +51,10 @@ def admit_job(
     if user.is_admin:
         charge: list[Event] = [AdminBypassed(job=job_id)]
     else:
-        if refused := wallets.debit(wallet, cost):
-            return refused
-        charge = [CreditsReserved(job=job_id, amount=cost)]
+        reserved = wallets.reserve(wallet, job_id, cost, now)
+        if isinstance(reserved, DomainError):
+            return reserved
+        charge = reserved
     created = JobCreated(
         job_id=job_id,
         user_id=user.user_id,

@@ -25,6 +25,21 @@ class WalletOpened(Event, frozen=True, kw_only=True, tag="wallet_opened"):
     wallet_id: str
     owner_kind: str  # "user" now; "org" later, so org wallets are additive
     owner_id: str
+    lots: bool = False  # True: every credit of this wallet lives in a lot from the start
+
+
+class LotsOpened(Event, frozen=True, kw_only=True, tag="lots_opened"):
+    """A wallet from before lots moves its whole balance into one lot without expiry.
+
+    Not a ledger line (the balance does not change): it is written once, before the
+    first lot-aware event of a wallet opened without lots, so replays stay exact."""
+
+    lot: str
+    amount: int
+    at: datetime
+
+
+Draws = tuple[tuple[str, int], ...]  # (lot id, amount) per lot a debit drew from
 
 
 class LedgerEvent(Event, frozen=True, kw_only=True):
@@ -49,6 +64,7 @@ class CreditsReserved(LedgerEvent, frozen=True, kw_only=True, tag="credits_reser
     reason: ClassVar[str] = "JOB_RESERVE"
     job: str
     amount: int
+    draws: Draws = ()  # empty only before lots
 
     @property
     def delta(self) -> int:
@@ -60,9 +76,16 @@ class CreditsReserved(LedgerEvent, frozen=True, kw_only=True, tag="credits_reser
 
 
 class CreditsReleased(LedgerEvent, frozen=True, kw_only=True, tag="credits_released"):
+    """JOB_RELEASE: returns exactly the reserve's draws to their lots; what was drawn
+    from a lot that has expired since comes back as a new lot (`relot`) instead."""
+
     reason: ClassVar[str] = "JOB_RELEASE"
     job: str
     amount: int
+    draws: Draws = ()  # returned to the lots they came from
+    relot: str | None = None  # the new lot for the rest (amount - the draws above)
+    relot_expires_at: datetime | None = None
+    at: datetime | None = None
 
     @property
     def delta(self) -> int:
@@ -88,9 +111,13 @@ class AdminBypassed(LedgerEvent, frozen=True, kw_only=True, tag="admin_bypassed"
         return self.job
 
 
-class _Grant(LedgerEvent, frozen=True, kw_only=True):
+class GrantEvent(LedgerEvent, frozen=True, kw_only=True):
     amount: int
     ref: str | None = None
+    lot: str | None = None  # the lot it creates (None only before lots)
+    priority: int = 50
+    expires_at: datetime | None = None
+    at: datetime | None = None  # when the lot takes effect
 
     @property
     def delta(self) -> int:
@@ -101,17 +128,17 @@ class _Grant(LedgerEvent, frozen=True, kw_only=True):
         return self.ref
 
 
-class SubscriptionGranted(_Grant, frozen=True, kw_only=True, tag="subscription_granted"):
+class SubscriptionGranted(GrantEvent, frozen=True, kw_only=True, tag="subscription_granted"):
     reason: ClassVar[str] = "SUBSCRIPTION_GRANT"
     period: str | None = None
 
 
-class TopupGranted(_Grant, frozen=True, kw_only=True, tag="topup_granted"):
+class TopupGranted(GrantEvent, frozen=True, kw_only=True, tag="topup_granted"):
     reason: ClassVar[str] = "TOPUP_GRANT"
     pack: str | None = None
 
 
-class SignupGranted(_Grant, frozen=True, kw_only=True, tag="signup_granted"):
+class SignupGranted(GrantEvent, frozen=True, kw_only=True, tag="signup_granted"):
     reason: ClassVar[str] = "SIGNUP_GRANT"
 
 
@@ -122,6 +149,11 @@ class CreditsAdjusted(LedgerEvent, frozen=True, kw_only=True, tag="credits_adjus
     amount: int
     actor: str
     note: str
+    lot: str | None = None  # a positive adjustment's lot (None only before lots)
+    priority: int = 50
+    expires_at: datetime | None = None
+    at: datetime | None = None
+    draws: Draws = ()  # a negative adjustment's draws
 
     @property
     def delta(self) -> int:
@@ -135,6 +167,7 @@ class CreditsClawedBack(LedgerEvent, frozen=True, kw_only=True, tag="credits_cla
     amount: int
     shortfall: int = 0
     ref: str | None = None
+    draws: Draws = ()  # the payment's own lot first, then by the spending order
 
     @property
     def delta(self) -> int:
@@ -143,6 +176,19 @@ class CreditsClawedBack(LedgerEvent, frozen=True, kw_only=True, tag="credits_cla
     @property
     def external_ref(self) -> str | None:
         return self.ref
+
+
+class CreditsExpired(LedgerEvent, frozen=True, kw_only=True, tag="credits_expired"):
+    """CREDITS_EXPIRED: what was left of a lot at its expiry (never what was drawn)."""
+
+    reason: ClassVar[str] = "CREDITS_EXPIRED"
+    lot: str
+    amount: int
+    expires_at: datetime | None = None
+
+    @property
+    def delta(self) -> int:
+        return -self.amount
 
 
 class JobSettled(Event, frozen=True, kw_only=True, tag="job_settled"):
@@ -458,6 +504,8 @@ AnyEvent = (
     | SignupGranted
     | CreditsAdjusted
     | CreditsClawedBack
+    | CreditsExpired
+    | LotsOpened
     | JobSettled
     | UserRegistered
     | AdminStatusChanged

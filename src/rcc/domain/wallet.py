@@ -1,6 +1,8 @@
-"""The wallet aggregate: a balance that only ledger events move, never below zero."""
+"""The wallet aggregate: lots that only ledger events move, never below zero (see lots.py)."""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -16,12 +18,32 @@ from rcc.domain.events import (
     AdminBypassed,
     CreditsAdjusted,
     CreditsClawedBack,
+    CreditsExpired,
     CreditsReleased,
     CreditsReserved,
     Event,
+    GrantEvent,
     JobSettled,
     LedgerEvent,
+    LotsOpened,
+    SignupGranted,
+    SubscriptionGranted,
+    TopupGranted,
     WalletOpened,
+)
+from rcc.domain.lots import (
+    DEFAULT_PRIORITY,
+    DRAW_GUARD,
+    RELEASE_GRACE,
+    Draw,
+    Lot,
+    apply_draws,
+    available,
+    drawable,
+    from_us,
+    plan_draws,
+    prune,
+    to_us,
 )
 
 # The largest balance a wallet may hold: far beyond any real use, inside PostgreSQL's
@@ -36,9 +58,13 @@ class WalletState(msgspec.Struct, frozen=True, kw_only=True):
     wallet_id: str = ""
     owner_kind: str = ""
     owner_id: str = ""
-    balance: int = 0
+    balance: int = 0  # the sum of the lots' remainders (expired lots leave by an event)
     opened: bool = False
     open_jobs: int = 0  # created and not yet ended: limits concurrent jobs per wallet
+    lots_on: bool = False  # False: a wallet from before lots (see LotsOpened)
+    lots: tuple[Lot, ...] = ()  # what can be spent or returned to; exhausted lots leave
+    draws: dict[str, list[Draw]] = {}  # open jobs' draws, so a release returns them
+    lot_seq: int = 0  # lots created so far: the next lot is L<lot_seq + 1>
 
 
 def evolve(state: WalletState, event: Event) -> WalletState:
@@ -50,20 +76,113 @@ def evolve(state: WalletState, event: Event) -> WalletState:
                 owner_kind=event.owner_kind,
                 owner_id=event.owner_id,
                 opened=True,
+                lots_on=event.lots,
             )
-        case CreditsReserved() | AdminBypassed():
+        case LotsOpened():
+            opened = _new_lot(state, event.lot, "migrated", event.amount, event.at, None)
+            return msgspec.structs.replace(opened, lots_on=True)
+        case CreditsReserved():
+            draws = dict(state.draws)
+            if event.draws:
+                draws[event.job] = [tuple(d) for d in event.draws]  # type: ignore[misc]
             return msgspec.structs.replace(
-                state, balance=state.balance + event.delta, open_jobs=state.open_jobs + 1
+                state,
+                balance=state.balance - event.amount,
+                open_jobs=state.open_jobs + 1,
+                lots=apply_draws(state.lots, event.draws, -1),
+                draws=draws,
             )
+        case AdminBypassed():
+            return msgspec.structs.replace(state, open_jobs=state.open_jobs + 1)
         case CreditsReleased():
-            return msgspec.structs.replace(
-                state, balance=state.balance + event.delta, open_jobs=state.open_jobs - 1
-            )
+            return _released(state, event)
         case JobSettled():
-            return msgspec.structs.replace(state, open_jobs=state.open_jobs - 1)
+            return _job_closed(
+                msgspec.structs.replace(state, open_jobs=state.open_jobs - 1), event.job
+            )
+        case GrantEvent() | CreditsAdjusted() if event.delta > 0 and event.lot is not None:
+            after = _new_lot(
+                state, event.lot, _source(event), event.amount, event.at, event.expires_at,
+                priority=event.priority, ref=event.external_ref,
+            )  # fmt: skip
+            return msgspec.structs.replace(after, balance=state.balance + event.amount)
+        case CreditsAdjusted() | CreditsClawedBack():
+            lots = apply_draws(state.lots, event.draws, -1)
+            return msgspec.structs.replace(
+                state, balance=state.balance + event.delta, lots=prune(lots, state.draws)
+            )
+        case CreditsExpired():
+            lots = tuple(
+                msgspec.structs.replace(lot, remaining=0) if lot.id == event.lot else lot
+                for lot in state.lots
+            )
+            return msgspec.structs.replace(
+                state, balance=state.balance - event.amount, lots=prune(lots, state.draws)
+            )
         case LedgerEvent():
             return msgspec.structs.replace(state, balance=state.balance + event.delta)
     return state
+
+
+def _source(event: GrantEvent | CreditsAdjusted) -> str:
+    match event:
+        case SignupGranted():
+            return "signup"
+        case TopupGranted():
+            return "topup"
+        case SubscriptionGranted():
+            return "subscription"
+    return "manual"
+
+
+def _new_lot(
+    state: WalletState,
+    lot_id: str,
+    source: str,
+    amount: int,
+    at: datetime | None,
+    expires_at: datetime | None,
+    *,
+    priority: int = DEFAULT_PRIORITY,
+    ref: str | None = None,
+) -> WalletState:
+    """The state with one more lot (a lot of nothing is not kept)."""
+    seq = state.lot_seq + 1
+    if amount <= 0:
+        return msgspec.structs.replace(state, lot_seq=seq)
+    lot = Lot(
+        id=lot_id,
+        source=source,
+        amount=amount,
+        remaining=amount,
+        priority=priority,
+        effective_us=to_us(at) if at else 0,
+        expires_us=to_us(expires_at) if expires_at else None,
+        ref=ref,
+    )
+    return msgspec.structs.replace(state, lots=(*state.lots, lot), lot_seq=seq)
+
+
+def _released(state: WalletState, event: CreditsReleased) -> WalletState:
+    """A release: its draws back to their lots, the rest as a new lot (or, before
+    lots, only the balance)."""
+    after = msgspec.structs.replace(
+        state,
+        balance=state.balance + event.amount,
+        open_jobs=state.open_jobs - 1,
+        lots=apply_draws(state.lots, event.draws, +1),
+    )
+    if event.relot is not None:
+        rest = event.amount - sum(amount for _, amount in event.draws)
+        after = _new_lot(after, event.relot, "release", rest, event.at, event.relot_expires_at)
+    return _job_closed(after, event.job)
+
+
+def _job_closed(state: WalletState, job: str) -> WalletState:
+    if job not in state.draws:
+        return state
+    draws = {k: v for k, v in state.draws.items() if k != job}
+    return msgspec.structs.replace(state, draws=draws, lots=prune(state.lots, draws))
 
 
 def fold(events: list[Event], state: WalletState | None = None) -> WalletState:
@@ -74,21 +193,132 @@ def fold(events: list[Event], state: WalletState | None = None) -> WalletState:
     return state
 
 
+def next_lot(state: WalletState) -> str:
+    """The id the next lot of this wallet gets."""
+    return f"L{state.lot_seq + 1}"
+
+
+def spendable(state: WalletState, now: datetime) -> int:
+    """What can be spent at this instant: unexpired remainders (the balance, before lots)."""
+    if not state.lots_on:
+        return state.balance
+    return available(state.lots, to_us(now))
+
+
+def with_lots(state: WalletState, now: datetime) -> list[Event]:
+    """What a wallet from before lots writes before its first lot-aware event: its whole
+    balance as one lot without expiry. Nothing for a wallet that has lots."""
+    if state.lots_on:
+        return []
+    return [LotsOpened(lot=next_lot(state), amount=state.balance, at=now)]
+
+
 def require_open(state: WalletState) -> NotFound | None:
     if not state.opened:
         return NotFound(detail="wallet not found")
     return None
 
 
-def debit(state: WalletState, cost: int) -> InsufficientCredits | None:
-    """Refuse a debit the balance cannot cover."""
-    if state.balance < cost:
+def debit(state: WalletState, cost: int, now: datetime) -> InsufficientCredits | None:
+    """Refuse a debit what can be drawn now cannot cover."""
+    can = _drawable_total(state, now)
+    if can < cost:
         return InsufficientCredits(
-            detail=f"this needs {cost} RCC and the balance is {state.balance} RCC",
-            balance_rcc=state.balance,
+            detail=f"this needs {cost} RCC and the balance is {can} RCC",
+            balance_rcc=can,
             cost_rcc=cost,
         )
     return None
+
+
+def _drawable_total(state: WalletState, now: datetime) -> int:
+    if not state.lots_on:
+        return state.balance
+    return sum(lot.remaining for lot in drawable(state.lots, to_us(now)))
+
+
+def reserve(
+    state: WalletState, job: str, cost: int, now: datetime
+) -> list[Event] | InsufficientCredits:
+    """JOB_RESERVE: draw the cost from the lots in spending order, recording the draws."""
+    opening = with_lots(state, now)
+    lotted = fold(opening, state)
+    if refused := debit(lotted, cost, now):
+        return refused
+    draws, _ = plan_draws(drawable(lotted.lots, to_us(now)), cost)
+    return [*opening, CreditsReserved(job=job, amount=cost, draws=tuple(draws))]
+
+
+def release(state: WalletState, job: str, amount: int, now: datetime) -> list[Event]:
+    """JOB_RELEASE: return exactly what the job drew. A draw whose lot has expired (or
+    expires within the draw guard) comes back as one new lot lasting RELEASE_GRACE, so
+    nobody loses credits to a failed job."""
+    drawn = state.draws.get(job)
+    if drawn is None:
+        # Reserved before lots (or an old reserve): a new lot without expiry, as the
+        # migrated lot it would have been drawn from never expires.
+        if not state.lots_on:
+            return [CreditsReleased(job=job, amount=amount)]
+        return [CreditsReleased(job=job, amount=amount, relot=next_lot(state), at=now)]
+    guard_us = to_us(now + DRAW_GUARD)
+    live = {lot.id for lot in state.lots if lot.live_at(guard_us)}
+    back = [(lot_id, n) for lot_id, n in drawn if lot_id in live]
+    if sum(n for _, n in back) == amount:
+        return [CreditsReleased(job=job, amount=amount, draws=tuple(back))]
+    return [
+        CreditsReleased(
+            job=job,
+            amount=amount,
+            draws=tuple(back),
+            relot=next_lot(state),
+            relot_expires_at=now + RELEASE_GRACE,
+            at=now,
+        )
+    ]
+
+
+def expire(state: WalletState, lot_id: str, now: datetime) -> list[Event]:
+    """CREDITS_EXPIRED for what is left of a lot whose expiry has come; nothing for a
+    lot that is gone, exhausted, or not yet due (so a second scheduler writes nothing)."""
+    lot = next((lot for lot in state.lots if lot.id == lot_id), None)
+    if lot is None or lot.expires_us is None or lot.remaining <= 0:
+        return []
+    if to_us(now) < lot.expires_us:
+        return []
+    return [CreditsExpired(lot=lot_id, amount=lot.remaining, expires_at=from_us(lot.expires_us))]
+
+
+def due_expiries(state: WalletState) -> list[tuple[str, datetime]]:
+    """Every lot with an expiry and something left: (lot id, when it expires)."""
+    return [
+        (lot.id, from_us(lot.expires_us))
+        for lot in state.lots
+        if lot.expires_us is not None and lot.remaining > 0
+    ]
+
+
+def grant(
+    state: WalletState,
+    kind: type[GrantEvent],
+    amount: int,
+    now: datetime,
+    *,
+    lifetime: timedelta | None,
+    ref: str | None = None,
+    **fields: str | None,
+) -> list[Event]:
+    """A grant as a new lot expiring after `lifetime` (None: never)."""
+    opening = with_lots(state, now)
+    lotted = fold(opening, state)
+    event = kind(
+        amount=amount,
+        ref=ref,
+        lot=next_lot(lotted),
+        at=now,
+        expires_at=now + lifetime if lifetime else None,
+        **fields,  # type: ignore[arg-type]
+    )
+    return [*opening, event]
 
 
 def open_job_limit(state: WalletState, limit: int | None) -> TooManyJobs | None:
@@ -107,8 +337,17 @@ def grant_amount_error(amount: int) -> Invalid | None:
     return None
 
 
-def adjust(state: WalletState, amount: int, actor: str, note: str) -> list[Event] | DomainError:
-    """MANUAL_ADJUST: signed, with a reason, never taking the balance below zero."""
+def adjust(
+    state: WalletState,
+    amount: int,
+    actor: str,
+    note: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> list[Event] | DomainError:
+    """MANUAL_ADJUST: signed, with a reason, never taking the balance below zero. A
+    positive one is a lot (expiring at `expires_at`, if given); a negative one draws
+    in the spending order and may take only what can be spent now."""
     if amount == 0:
         return Invalid(detail="rcc_delta must not be zero")
     if not note.strip():
@@ -119,20 +358,44 @@ def adjust(state: WalletState, amount: int, actor: str, note: str) -> list[Event
             limit_bytes=MAX_NOTE_BYTES,
             size_bytes=len(encoded),
         )
-    if state.balance + amount < 0:
+    if expires_at is not None and (amount < 0 or expires_at <= now):
+        return Invalid(detail="expires_at needs a positive rcc_delta and a time in the future")
+    opening = with_lots(state, now)
+    lotted = fold(opening, state)
+    can = _drawable_total(lotted, now)
+    if can + amount < 0:
         return Invalid(
-            detail=f"an adjustment of {amount} would take the balance ({state.balance}) below zero"
+            detail=f"an adjustment of {amount} would take the balance ({can}) below zero"
         )
     if state.balance + amount > MAX_BALANCE_RCC:
         return Invalid(detail=f"a balance may not exceed {MAX_BALANCE_RCC} RCC")
-    return [CreditsAdjusted(amount=amount, actor=actor, note=note)]
+    if amount > 0:
+        event = CreditsAdjusted(
+            amount=amount, actor=actor, note=note, lot=next_lot(lotted), at=now,
+            expires_at=expires_at,
+        )  # fmt: skip
+    else:
+        draws, _ = plan_draws(drawable(lotted.lots, to_us(now)), -amount)
+        event = CreditsAdjusted(amount=amount, actor=actor, note=note, draws=tuple(draws))
+    return [*opening, event]
 
 
-def claw_back(state: WalletState, amount: int, ref: str | None) -> list[Event]:
-    """REFUND_CLAWBACK: take back what was bought, but at most the balance.
+def claw_back(state: WalletState, amount: int, ref: str | None, now: datetime) -> list[Event]:
+    """REFUND_CLAWBACK: take back what was bought, but at most what can be spent now:
+    from the refunded payment's own lot first, then in the spending order.
 
-    Credits already spent cannot be un-spent; the rest is recorded as the shortfall
-    so admins see it, and the balance never goes below zero.
+    Credits already spent (or expired) cannot be un-spent; the rest is recorded as the
+    shortfall so admins see it, and the balance never goes below zero.
     """
-    taken = min(amount, max(state.balance, 0))
-    return [CreditsClawedBack(amount=taken, shortfall=amount - taken, ref=ref)]
+    opening = with_lots(state, now)
+    lotted = fold(opening, state)
+    order = drawable(lotted.lots, to_us(now))
+    own = [lot for lot in order if ref is not None and lot.ref == ref]
+    draws, shortfall = plan_draws(own + [lot for lot in order if lot not in own], amount)
+    if not lotted.lots_on:  # cannot happen after with_lots; kept for the type checker
+        draws, shortfall = [], amount
+    taken = amount - shortfall
+    return [
+        *opening,
+        CreditsClawedBack(amount=taken, shortfall=shortfall, ref=ref, draws=tuple(draws)),
+    ]

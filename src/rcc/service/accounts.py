@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from rcc.domain.errors import Conflict, DomainError
+from rcc.domain.lots import LotPolicy
 from rcc.domain.user import normalise_email
 from rcc.service.bus import execute
 from rcc.service.commands import RecordSignIn, RegisterUser
@@ -19,13 +20,15 @@ async def user_id_by_email(conn: asyncpg.Connection, email: str) -> str | None:
 
 
 async def ensure_user(
-    pool: asyncpg.Pool, email: str, signup_grant_rcc: int = 0
+    pool: asyncpg.Pool, email: str, signup_grant_rcc: int = 0, lots: LotPolicy | None = None
 ) -> str | DomainError:
     """The id of the user with this email, registering it first if there is none."""
     async with pool.acquire() as conn:
         if found := await user_id_by_email(conn, email):
             return found
-    done = await execute(pool, RegisterUser(email=email, signup_grant_rcc=signup_grant_rcc))
+    done = await execute(
+        pool, RegisterUser(email=email, signup_grant_rcc=signup_grant_rcc, lots=lots or LotPolicy())
+    )
     if isinstance(done, Conflict):  # registered by someone else meanwhile
         async with pool.acquire() as conn:
             if found := await user_id_by_email(conn, email):

@@ -8,6 +8,8 @@ and staged together, so `execute` commits all of it, with its idempotency key, o
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 
 from rcc.domain import user as users
@@ -15,6 +17,7 @@ from rcc.domain import wallet as wallets
 from rcc.domain.errors import DomainError, Invalid, NotFound
 from rcc.domain.events import AdminStatusChanged, Event, user_stream, wallet_stream
 from rcc.service import commands as c
+from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
 
 
@@ -30,6 +33,8 @@ async def patch_user(cmd: c.PatchUser, uow: UnitOfWork) -> UserPatched | DomainE
     """Adjust the balance (MANUAL_ADJUST) and/or set the admin flag, all or nothing."""
     if cmd.rcc_delta is None and cmd.is_admin is None:
         return Invalid(detail="send rcc_delta (with a reason) or is_admin")
+    if cmd.expires_at is not None and cmd.rcc_delta is None:
+        return Invalid(detail="expires_at needs a positive rcc_delta")
     users_stream = user_stream(cmd.user_id)
     # The user names its wallet; both heads are then locked (in id order, as every
     # writer does) and the user re-read under its lock before anything is decided.
@@ -42,11 +47,13 @@ async def patch_user(cmd: c.PatchUser, uow: UnitOfWork) -> UserPatched | DomainE
     wallet = heads[wallets_stream].as_state(wallets.WalletState)
     after = wallet
     if cmd.rcc_delta is not None:
-        adjusted = wallets.adjust(wallet, cmd.rcc_delta, cmd.actor, cmd.note)
+        now = datetime.now(UTC)
+        adjusted = wallets.adjust(wallet, cmd.rcc_delta, cmd.actor, cmd.note, now, cmd.expires_at)
         if isinstance(adjusted, DomainError):
             return adjusted
         after = wallets.fold(adjusted, wallet)
         uow.stage(wallets_stream, heads[wallets_stream].version, adjusted, after)
+        await schedule_expiries(uow.conn, wallet.wallet_id, after, adjusted)
     if cmd.is_admin is not None and cmd.is_admin != user.is_admin:
         changed: Event = AdminStatusChanged(
             user_id=cmd.user_id, is_admin=cmd.is_admin, actor=cmd.actor

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from rcc.domain.events import ExecutionLogLine
+from rcc.domain.lots import LotPolicy
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 
 
@@ -16,6 +19,7 @@ class RegisterUser(Command, frozen=True, kw_only=True):
     email: str
     is_admin: bool = False
     signup_grant_rcc: int = 0
+    lots: LotPolicy = LotPolicy()  # how long the sign-up grant lasts (settings.lots)
 
 
 class SetAdmin(Command, frozen=True, kw_only=True):
@@ -33,6 +37,7 @@ class PatchUser(Command, frozen=True, kw_only=True):
     rcc_delta: int | None = None
     note: str = ""
     is_admin: bool | None = None
+    expires_at: datetime | None = None  # a positive rcc_delta's lot expires then
 
 
 class GrantCredits(Command, frozen=True, kw_only=True):
@@ -43,6 +48,7 @@ class GrantCredits(Command, frozen=True, kw_only=True):
     amount: int
     ref: str | None = None
     detail: str | None = None  # the pack or the subscription period
+    lots: LotPolicy = LotPolicy()
 
 
 class AdjustCredits(Command, frozen=True, kw_only=True):
@@ -50,6 +56,7 @@ class AdjustCredits(Command, frozen=True, kw_only=True):
     amount: int
     actor: str
     note: str
+    expires_at: datetime | None = None
 
 
 class ClawBack(Command, frozen=True, kw_only=True):
@@ -105,3 +112,10 @@ class RecordExecutionLog(Command, frozen=True, kw_only=True):
     job_id: str
     prompt_id: str | None = None
     lines: list[ExecutionLogLine] = []
+
+
+class ExpireLot(Command, frozen=True, kw_only=True):
+    """Write CREDITS_EXPIRED for what is left of a lot whose expiry has come (scheduler)."""
+
+    wallet_id: str
+    lot: str

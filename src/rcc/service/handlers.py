@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -22,8 +22,8 @@ from rcc.domain.admission import Admitted, admit_job
 from rcc.domain.errors import Conflict, DomainError, IllegalTransition, Invalid, NotFound
 from rcc.domain.events import (
     AdminStatusChanged,
-    CreditsReleased,
     Event,
+    GrantEvent,
     JobCancelled,
     JobExecutionLogged,
     JobFailed,
@@ -32,6 +32,7 @@ from rcc.domain.events import (
     JobSettled,
     JobStarted,
     JobSucceeded,
+    LedgerEvent,
     SignInAttempted,
     SignupGranted,
     SubscriptionGranted,
@@ -42,11 +43,13 @@ from rcc.domain.events import (
     user_stream,
     wallet_stream,
 )
+from rcc.domain.lots import lifetime
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.store.event_store import Checkpoint
+from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
 
 
@@ -118,11 +121,18 @@ async def register_user(cmd: c.RegisterUser, uow: UnitOfWork) -> UserCreated | D
     registered = UserRegistered(
         user_id=user_id, email=email, wallet_id=wallet_id, is_admin=cmd.is_admin
     )
-    opened: list[Event] = [WalletOpened(wallet_id=wallet_id, owner_kind="user", owner_id=user_id)]
+    opened: list[Event] = [
+        WalletOpened(wallet_id=wallet_id, owner_kind="user", owner_id=user_id, lots=True)
+    ]
     if cmd.signup_grant_rcc > 0:
-        opened.append(SignupGranted(amount=cmd.signup_grant_rcc))
+        opened += wallets.grant(
+            wallets.fold(opened), SignupGranted, cmd.signup_grant_rcc, _now(),
+            lifetime=lifetime(cmd.lots, "signup"),
+        )  # fmt: skip
     uow.stage(user_stream(user_id), 0, [registered], users.evolve(users.UserState(), registered))
-    uow.stage(wallet_stream(wallet_id), 0, opened, wallets.fold(opened))
+    after = wallets.fold(opened)
+    uow.stage(wallet_stream(wallet_id), 0, opened, after)
+    await schedule_expiries(uow.conn, wallet_id, after, opened)
     return UserCreated(user_id=user_id, wallet_id=wallet_id, email=email)
 
 
@@ -167,6 +177,7 @@ async def _move_wallet(
         return events
     after = _fold_wallet(wallet, events)
     uow.stage(wallet_stream(wallet.wallet_id), version, events, after)
+    await schedule_expiries(uow.conn, wallet.wallet_id, after, events)
     shortfall = sum(getattr(e, "shortfall", 0) for e in events)
     return WalletMoved(
         wallet_id=wallet.wallet_id,
@@ -176,7 +187,11 @@ async def _move_wallet(
     )
 
 
-_GRANTS = {"topup": TopupGranted, "subscription": SubscriptionGranted, "signup": SignupGranted}
+_GRANTS: dict[str, type[GrantEvent]] = {
+    "topup": TopupGranted,
+    "subscription": SubscriptionGranted,
+    "signup": SignupGranted,
+}
 
 
 async def grant_credits(cmd: c.GrantCredits, uow: UnitOfWork) -> WalletMoved | DomainError:
@@ -190,20 +205,30 @@ async def grant_credits(cmd: c.GrantCredits, uow: UnitOfWork) -> WalletMoved | D
         extra["pack"] = cmd.detail
     elif grant_type is SubscriptionGranted:
         extra["period"] = cmd.detail
-    event = grant_type(amount=cmd.amount, ref=cmd.ref, **extra)
-    return await _move_wallet(uow, cmd.user_id, lambda _: [event])
+    now, last = _now(), lifetime(cmd.lots, cmd.kind)
+    return await _move_wallet(
+        uow,
+        cmd.user_id,
+        lambda w: wallets.grant(
+            w, grant_type, cmd.amount, now, lifetime=last, ref=cmd.ref, **extra
+        ),
+    )
 
 
 async def adjust_credits(cmd: c.AdjustCredits, uow: UnitOfWork) -> WalletMoved | DomainError:
     return await _move_wallet(
-        uow, cmd.user_id, lambda w: wallets.adjust(w, cmd.amount, cmd.actor, cmd.note)
+        uow,
+        cmd.user_id,
+        lambda w: wallets.adjust(w, cmd.amount, cmd.actor, cmd.note, _now(), cmd.expires_at),
     )
 
 
 async def claw_back(cmd: c.ClawBack, uow: UnitOfWork) -> WalletMoved | DomainError:
     if cmd.amount <= 0:
         return Invalid(detail="a clawback must be a positive whole number of RCC")
-    return await _move_wallet(uow, cmd.user_id, lambda w: wallets.claw_back(w, cmd.amount, cmd.ref))
+    return await _move_wallet(
+        uow, cmd.user_id, lambda w: wallets.claw_back(w, cmd.amount, cmd.ref, _now())
+    )
 
 
 async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainError:
@@ -232,6 +257,7 @@ def admit(
         metadata=cmd.metadata,
         max_open_jobs=cmd.max_open_jobs,
         max_workflow_bytes=cmd.max_workflow_bytes,
+        now=_now(),
     )
 
 
@@ -300,21 +326,45 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
     event = _job_event(cmd)
     uow.stage(stream, heads[stream].version, [event], jobs.evolve(job, event))
     released = jobs.refund_due(job) if cmd.status in {"failed", "cancelled"} else 0
-    closing = _closing_events(job, cmd.status, released)
+    wallet = heads[wallet_id].as_state(wallets.WalletState)
+    closing = _closing_events(wallet, job, cmd.status, released)
     if closing:
-        wallet = heads[wallet_id].as_state(wallets.WalletState)
-        uow.stage(wallet_id, heads[wallet_id].version, closing, _fold_wallet(wallet, closing))
+        after = _fold_wallet(wallet, closing)
+        uow.stage(wallet_id, heads[wallet_id].version, closing, after)
+        await schedule_expiries(uow.conn, job.wallet_id, after, closing)
     return JobMoved(job_id=cmd.job_id, status=cmd.status, released_rcc=released)
 
 
-def _closing_events(job: jobs.JobState, status: str, released: int) -> list[Event]:
-    """What the wallet records when a job ends: the release of its reserve, or that it
-    settled (so it no longer counts as open). Nothing while the job is still going."""
+def _closing_events(
+    wallet: wallets.WalletState, job: jobs.JobState, status: str, released: int
+) -> list[Event]:
+    """What the wallet records when a job ends: the release of its reserve (exactly its
+    draws), or that it settled (so it no longer counts as open). Nothing while the job
+    is still going."""
     if status not in jobs.TERMINAL:
         return []
     if released:
-        return [CreditsReleased(job=job.job_id, amount=released)]
+        return wallets.release(wallet, job.job_id, released, _now())
     return [JobSettled(job=job.job_id)]
+
+
+async def expire_lot(cmd: c.ExpireLot, uow: UnitOfWork) -> dict[str, Any] | DomainError:
+    """CREDITS_EXPIRED for a lot whose time has come; nothing if it was drawn, expired
+    already or is not due yet (any number of schedulers may ask)."""
+    stream = wallet_stream(cmd.wallet_id)
+    head = (await uow.lock(stream))[stream]
+    wallet = head.as_state(wallets.WalletState)
+    if not wallet.opened:
+        return NotFound(detail="wallet not found")
+    events = wallets.expire(wallet, cmd.lot, _now())
+    if events:
+        uow.stage(stream, head.version, events, _fold_wallet(wallet, events))
+    expired = sum(-e.delta for e in events if isinstance(e, LedgerEvent))
+    return {"wallet_id": cmd.wallet_id, "lot": cmd.lot, "expired_rcc": expired}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def record_prompt(cmd: c.RecordPrompt, uow: UnitOfWork) -> PromptRecorded | DomainError:
@@ -381,6 +431,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.GrantCredits: grant_credits,
     c.AdjustCredits: adjust_credits,
     c.ClawBack: claw_back,
+    c.ExpireLot: expire_lot,
     c.CreateJob: create_job,
     c.MarkJob: mark_job,
     c.RecordSignIn: record_sign_in,

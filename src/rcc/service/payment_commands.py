@@ -8,6 +8,7 @@ redelivery, or the same event listed by the events API, is the very same command
 
 from __future__ import annotations
 
+from rcc.domain.lots import LotPolicy
 from rcc.domain.payment import PaymentFacts
 from rcc.service.commands import Command
 
@@ -17,6 +18,7 @@ class StripeCommand(Command, frozen=True, kw_only=True):
     event_type: str
     created: int = 0
     object_id: str = ""
+    lots: LotPolicy = LotPolicy()  # how long granted credits last (settings.lots)
 
 
 class RecordPayment(StripeCommand, frozen=True, kw_only=True):
@@ -74,3 +76,4 @@ class GrantScheduledMonth(Command, frozen=True, kw_only=True):
 
     payment_key: str
     month_index: int
+    lots: LotPolicy = LotPolicy()

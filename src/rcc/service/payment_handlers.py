@@ -10,6 +10,7 @@ The routing table is at the bottom.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -40,10 +41,12 @@ from rcc.domain.events import (
     user_stream,
     wallet_stream,
 )
+from rcc.domain.lots import LotPolicy, lifetime
 from rcc.domain.payment import PaymentState, SubscriptionState
 from rcc.domain.user import UserState
 from rcc.service import payment_commands as pc
 from rcc.service.commands import Command
+from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import Head, UnitOfWork
 
 
@@ -64,6 +67,8 @@ class _Writes:
 
     uow: UnitOfWork
     heads: dict[str, Head]
+    policy: LotPolicy = field(default_factory=LotPolicy)  # how long the grants' lots last
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     states: dict[str, Any] = field(default_factory=dict)
     events: dict[str, list[Event]] = field(default_factory=dict)
     granted: int = 0
@@ -73,9 +78,9 @@ class _Writes:
     stopped: list[str] = field(default_factory=list)  # payment keys whose months stop
 
     @classmethod
-    async def lock(cls, uow: UnitOfWork, streams: list[str | None]) -> _Writes:
+    async def lock(cls, policy: LotPolicy, uow: UnitOfWork, streams: list[str | None]) -> _Writes:
         wanted = list(dict.fromkeys(s for s in streams if s))
-        return cls(uow, await uow.lock(*wanted))
+        return cls(uow, await uow.lock(*wanted), policy=policy)
 
     def payment(self, key: str) -> PaymentState:
         stream = payment_stream(key)
@@ -111,7 +116,7 @@ class _Writes:
         self.states[wallet_stream(wallet_id)] = wallets.fold(events, self.wallet(wallet_id))
         self.events.setdefault(wallet_stream(wallet_id), []).extend(events)
 
-    def stage(self, stream: str, received: StripeEventReceived | None) -> None:
+    async def stage(self, stream: str, received: StripeEventReceived | None) -> None:
         """Stage everything, the received event first (on `stream`), in a stable order."""
         if received is not None:
             self.events[stream] = [received, *self.events.get(stream, [])]
@@ -119,6 +124,9 @@ class _Writes:
         for stream_id, events in self.events.items():
             head = self.heads.get(stream_id, Head(0, {}))
             self.uow.stage(stream_id, head.version, events, self.states.get(stream_id))
+            if stream_id.startswith("wallet-"):
+                wallet_id = stream_id.removeprefix("wallet-")
+                await schedule_expiries(self.uow.conn, wallet_id, self.wallet(wallet_id), events)
 
     def outcome(self, outcome: str, detail: str = "", key: str | None = None) -> StripeOutcome:
         return StripeOutcome(
@@ -155,17 +163,23 @@ def _grant(w: _Writes, key: str, event: Event) -> None:
     payment = w.payment(key)
     if payment.wallet_id is None:
         return
-    grant: Event
+    wallet = w.wallet(payment.wallet_id)
     match event:
         case PaymentSucceeded() if event.kind == "topup":
-            grant = TopupGranted(amount=event.credits, ref=key, pack=event.product)
+            granted = wallets.grant(
+                wallet, TopupGranted, event.credits, w.now,
+                lifetime=lifetime(w.policy, "topup"), ref=key, pack=event.product,
+            )  # fmt: skip
         case SubscriptionMonthGranted():
             period = payments.month_span(payment.period_start or 0, event.month_index)
-            grant = SubscriptionGranted(amount=event.credits, ref=key, period=period)
+            granted = wallets.grant(
+                wallet, SubscriptionGranted, event.credits, w.now,
+                lifetime=lifetime(w.policy, "subscription"), ref=key, period=period,
+            )  # fmt: skip
         case _:
             return
-    w.add_wallet(payment.wallet_id, [grant])
-    w.granted += grant.amount
+    w.add_wallet(payment.wallet_id, granted)
+    w.granted += event.credits
 
 
 def _reclaim(w: _Writes, key: str) -> None:
@@ -176,9 +190,9 @@ def _reclaim(w: _Writes, key: str) -> None:
         return
     clawed = shortfall = 0
     if due.credits > 0 and payment.wallet_id is not None:
-        clawback = wallets.claw_back(w.wallet(payment.wallet_id), due.credits, key)
+        clawback = wallets.claw_back(w.wallet(payment.wallet_id), due.credits, key, w.now)
         w.add_wallet(payment.wallet_id, clawback)
-        taken = clawback[0]
+        taken = clawback[-1]
         assert isinstance(taken, CreditsClawedBack)
         clawed, shortfall = taken.amount, taken.shortfall
     w.add_payment(key, [payments.reclaimed(payment, due, clawed, shortfall)])
@@ -259,6 +273,7 @@ async def record_payment(cmd: pc.RecordPayment, uow: UnitOfWork) -> StripeOutcom
     user_id = facts.user_id or linked
     wallet_id = await _wallet_of(uow, user_id)
     w = await _Writes.lock(
+        cmd.lots,
         uow,
         [
             payment_stream(key),
@@ -271,7 +286,7 @@ async def record_payment(cmd: pc.RecordPayment, uow: UnitOfWork) -> StripeOutcom
     payment = w.payment(key)
     outcome, detail = _decide_payment(w, cmd, payment, user_id, wallet_id)
     await _write_schedule(w)
-    w.stage(payment_stream(key), _received(cmd, outcome, detail))
+    await w.stage(payment_stream(key), _received(cmd, outcome, detail))
     return w.outcome(outcome, detail, key)
 
 
@@ -328,6 +343,7 @@ async def link_subscription(
     held = (await uow.peek(subscription_stream(sub_id))).as_state(SubscriptionState).held
     wallet_id = await _wallet_of(uow, cmd.user_id)
     w = await _Writes.lock(
+        cmd.lots,
         uow,
         [
             subscription_stream(sub_id),
@@ -350,7 +366,7 @@ async def link_subscription(
             _settle(w, payments.succeeded(w.payment(key), cmd.user_id, wallet_id))
         outcome, detail = "linked", f"{len(held)} held payment(s) credited"
     await _write_schedule(w)
-    w.stage(subscription_stream(sub_id), _received(cmd, outcome, detail))
+    await w.stage(subscription_stream(sub_id), _received(cmd, outcome, detail))
     return w.outcome(outcome, detail)
 
 
@@ -361,7 +377,7 @@ async def link_invoice_payment(
     charge become aliases of the invoice's payment, so refunds and disputes, which name
     only those, reach it. A key that is a payment of its own is left alone."""
     key = cmd.invoice_id
-    w = await _Writes.lock(uow, [payment_stream(key), *map(payment_stream, cmd.aliases)])
+    w = await _Writes.lock(cmd.lots, uow, [payment_stream(key), *map(payment_stream, cmd.aliases)])
     linked: list[str] = []
     for alias in cmd.aliases:
         state = w.payment(alias)
@@ -373,7 +389,7 @@ async def link_invoice_payment(
             linked.append(alias)
     outcome = "linked" if linked else "ignored"
     detail = f"{', '.join(linked) or 'nothing new'} linked to invoice {key}"
-    w.stage(payment_stream(key), _received(cmd, outcome, detail))
+    await w.stage(payment_stream(key), _received(cmd, outcome, detail))
     return w.outcome(outcome, detail, key)
 
 
@@ -394,6 +410,7 @@ async def reverse_charge(cmd: pc.ReverseCharge, uow: UnitOfWork) -> StripeOutcom
     peeked = (await uow.peek(payment_stream(key))).as_state(PaymentState)
     known, sub_id = peeked.wallet_id, peeked.subscription_id
     w = await _Writes.lock(
+        cmd.lots,
         uow,
         [
             payment_stream(key),
@@ -429,14 +446,14 @@ async def reverse_charge(cmd: pc.ReverseCharge, uow: UnitOfWork) -> StripeOutcom
     detail = f"clawed back {w.clawed} RCC, shortfall {w.shortfall} RCC"
     if not payment.paid:
         detail = f"the payment is {payment.status or 'unknown'} here: reclaimed when it is paid"
-    w.stage(payment_stream(key), _received(cmd, outcome, detail))
+    await w.stage(payment_stream(key), _received(cmd, outcome, detail))
     return w.outcome(outcome, detail, key)
 
 
 async def end_subscription(cmd: pc.EndSubscription, uow: UnitOfWork) -> StripeOutcome | DomainError:
     """The subscription ended: months due after its end are not granted."""
     sub_id = cmd.subscription_id
-    w = await _Writes.lock(uow, [subscription_stream(sub_id)])
+    w = await _Writes.lock(cmd.lots, uow, [subscription_stream(sub_id)])
     sub = w.subscription(sub_id)
     if sub.ended_at is not None:
         outcome, detail = "ignored", "already ended"
@@ -459,7 +476,7 @@ async def end_subscription(cmd: pc.EndSubscription, uow: UnitOfWork) -> StripeOu
         )
         w.add_subscription(sub_id, [ended])
         outcome, detail = "ended", f"{cancelled} scheduled month(s) cancelled"
-    w.stage(subscription_stream(sub_id), _received(cmd, outcome, detail))
+    await w.stage(subscription_stream(sub_id), _received(cmd, outcome, detail))
     return w.outcome(outcome, detail)
 
 
@@ -468,8 +485,8 @@ async def note_stripe_event(
 ) -> StripeOutcome | DomainError:
     """Any other event: recorded on its own stream, acknowledged, nothing else."""
     stream = f"stripe-{cmd.event_id}"
-    w = await _Writes.lock(uow, [stream])
-    w.stage(stream, _received(cmd, "ignored", cmd.detail))
+    w = await _Writes.lock(cmd.lots, uow, [stream])
+    await w.stage(stream, _received(cmd, "ignored", cmd.detail))
     return w.outcome("ignored", cmd.detail)
 
 
@@ -482,6 +499,7 @@ async def grant_scheduled_month(
     if not peeked.paid or not peeked.subscription_id or not peeked.wallet_id:
         return NotFound(detail=f"no paid plan period {key!r}")
     w = await _Writes.lock(
+        cmd.lots,
         uow,
         [
             payment_stream(key),
@@ -506,7 +524,7 @@ async def grant_scheduled_month(
         key,
         cmd.month_index,
     )
-    w.stage(payment_stream(key), None)
+    await w.stage(payment_stream(key), None)
     return w.outcome("granted" if granted else "skipped", getattr(decision, "reason", ""), key)
 
 

@@ -21,6 +21,7 @@ import msgspec
 
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
+from rcc.domain.lots import LotPolicy
 from rcc.service.payment_commands import GrantScheduledMonth
 from rcc.service.stripe_inbox import execute_retrying
 
@@ -56,8 +57,10 @@ class GrantScheduler:
         interval_s: float = 60.0,
         batch_size: int = 200,
         stop_event: asyncio.Event | None = None,
+        lots: LotPolicy | None = None,
     ) -> None:
         self.pool = pool
+        self.lots = lots or LotPolicy()
         self.clock = clock
         self.interval_s = interval_s
         self.batch_size = batch_size
@@ -90,7 +93,7 @@ class GrantScheduler:
         key, index = row["payment_key"], row["month_index"]
         done = await execute_retrying(
             self.pool,
-            GrantScheduledMonth(payment_key=key, month_index=index),
+            GrantScheduledMonth(payment_key=key, month_index=index, lots=self.lots),
             metadata={"actor": "scheduler", "provider": "stripe", "payment_flow": "stripe"},
             idempotency_key=month_key(row["subscription_id"], row["period_start"], index),
         )
@@ -136,8 +139,16 @@ class GrantScheduler:
 
 @contextlib.asynccontextmanager
 async def running_scheduler(settings: Settings) -> AsyncIterator[GrantScheduler]:
-    """The scheduler in the background for the life of the block (`rcc serve`)."""
+    """The monthly grants' and the lot expiries' schedulers in the background for the
+    life of the block (`rcc serve`, `rcc portal`)."""
     from rcc.background import running
+    from rcc.service.expiry_scheduler import ExpiryScheduler
 
-    async with running(settings, GrantScheduler, pool_size=2, name="rcc-grant-scheduler") as it:
+    def make(pool: asyncpg.Pool) -> GrantScheduler:
+        return GrantScheduler(pool, lots=settings.lots)
+
+    async with (
+        running(settings, make, pool_size=2, name="rcc-grant-scheduler") as it,
+        running(settings, ExpiryScheduler, pool_size=2, name="rcc-expiry-scheduler"),
+    ):
         yield it

@@ -20,6 +20,7 @@ import msgspec
 from rcc.adapters.stripe_events import StripeEvent, command_for, parse_event, version_problem
 from rcc.domain.catalog import Catalog
 from rcc.domain.errors import Conflict, DomainError, IdempotencyKeyReused
+from rcc.domain.lots import LotPolicy
 from rcc.service.bus import execute
 from rcc.service.commands import Command
 from rcc.service.handlers import Done
@@ -63,10 +64,18 @@ async def execute_retrying(
 
 
 async def apply_event(
-    pool: asyncpg.Pool, event: StripeEvent, catalog: Catalog, *, via: str
+    pool: asyncpg.Pool,
+    event: StripeEvent,
+    catalog: Catalog,
+    *,
+    via: str,
+    lots: LotPolicy | None = None,
 ) -> Applied:
-    """Apply one Stripe event through its payment command, at most once per event id."""
+    """Apply one Stripe event through its payment command, at most once per event id.
+    `lots` says how long the credits it grants last (settings.lots)."""
     command = command_for(event, catalog)
+    if lots is not None:
+        command = msgspec.structs.replace(command, lots=lots)
     metadata = {
         "provider": "stripe",
         "payment_flow": "stripe",
@@ -117,6 +126,7 @@ async def reconcile(
     listed: list[dict[str, Any]],
     catalog: Catalog,
     say: Callable[[str], None] = print,
+    lots: LotPolicy | None = None,
 ) -> ReconcileReport:
     """Apply the listed Stripe events the ledger lacks, oldest first, the webhook's way."""
     events = sorted((parse_event(e) for e in listed), key=lambda e: (e.created, e.id))
@@ -136,7 +146,7 @@ async def reconcile(
             say(f"FAILED  {event.id} {event.type}: {problem}")
             continue
         try:
-            applied = await apply_event(pool, event, catalog, via="reconcile")
+            applied = await apply_event(pool, event, catalog, via="reconcile", lots=lots)
         except NotApplied as error:
             report.failed.append(str(error))
             say(f"FAILED  {event.id} {event.type}: {error}")
