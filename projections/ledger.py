@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from projections._wallets import WalletOwners, wallet_of
-from rcc.domain.events import CreditsAdjusted, LedgerEvent, WalletOpened
+from rcc.domain.events import (
+    CreditsAdjusted,
+    CreditsExpired,
+    CreditsReleased,
+    LedgerEvent,
+    WalletOpened,
+)
 from rcc.projector.model import Handler, Projection
 from rcc.store.event_store import RecordedEvent
 
@@ -51,7 +57,7 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
             event.job_id,
             event.external_ref,
             adjusted.actor if adjusted else None,
-            adjusted.note if adjusted else None,
+            adjusted.note if adjusted else _note(event),
             record.recorded_at,
         )
         for column, value in zip(columns, row, strict=True):
@@ -64,6 +70,23 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
                                 $10::timestamptz[])""",
         *columns,
     )
+
+
+def _note(event: LedgerEvent) -> str | None:
+    """What a line says beyond its reason: which lot expired, or that a release came
+    back as a new lot because the lot it was drawn from expired meanwhile."""
+    match event:
+        case CreditsExpired():
+            return f"lot {event.lot} expired"
+        case CreditsReleased() if event.relot is not None:
+            until = event.relot_expires_at
+            if until is None:
+                return f"returned as new lot {event.relot}: reserved before lots existed"
+            return (
+                f"returned as new lot {event.relot} until {until:%Y-%m-%d %H:%M} UTC: "
+                "the lot it was drawn from expired"
+            )
+    return None
 
 
 HANDLERS: dict[type, Handler[Batch]] = {WalletOpened: on_opened, LedgerEvent: on_ledger}

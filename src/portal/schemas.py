@@ -24,6 +24,7 @@ Reason = Literal[
     "ADMIN_BYPASS",
     "SIGNUP_GRANT",
     "REFUND_CLAWBACK",
+    "CREDITS_EXPIRED",
 ]
 
 
@@ -70,14 +71,38 @@ class AdminUserPatch(Strict, frozen=True, kw_only=True):
     expires_at: datetime | None = None  # with a positive rcc_delta: a lot that expires then
 
 
+class NextExpiry(msgspec.Struct, frozen=True, kw_only=True):
+    amount_rcc: int  # what is left of the lots expiring at that instant
+    expires_at: datetime
+
+
 class Me(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     email: str
     is_admin: bool
-    balance_rcc: int
+    balance_rcc: int  # what can be spent now: the unexpired lots' remainders
     plan: str | None
     open_jobs: int
     csrf_token: str | None = None
+    available_rcc: int = 0  # the same number as balance_rcc
+    held_rcc: int = 0  # set aside by open holds (none yet)
+    next_expiry: NextExpiry | None = None
+
+
+class LotView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    source: str  # signup, topup, subscription, manual, migrated, release
+    amount_rcc: int
+    remaining_rcc: int
+    priority: int  # lower numbers are spent first
+    granted_at: datetime | None
+    expires_at: datetime | None
+    ref: str | None
+
+
+class Lots(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[LotView]  # unexpired lots with something left, in spending order
+    available_rcc: int
 
 
 class SignedIn(msgspec.Struct, frozen=True, kw_only=True):

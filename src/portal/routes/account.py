@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -11,12 +11,14 @@ from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from portal.consistency import caught_up
+from portal.credits import live_lots, lot_view, next_expiry, wallet_state
 from portal.identity import signed_in_user
 from portal.responses import SIGNED_IN, errors
 from portal.routes.jobs import me
-from portal.schemas import Me, Reason
+from portal.schemas import Lots, Me, Reason
 from projections import queries
 from projections.views import LedgerEntry, Page
+from rcc.domain import wallet as wallets
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -35,15 +37,39 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
             "SELECT plan FROM users WHERE id = $1 AND plan_active_until > now()", who.user_id
         )
     found = {row["stream_id"].split("-", 1)[0]: row["state"] for row in heads}
-    user, wallet = found.get("user", {}), found.get("wallet", {})
+    user, wallet = found.get("user", {}), wallet_state(found.get("wallet"))
+    now = datetime.now(UTC)
+    # Lots past their expiry are not spendable even before the scheduler's event.
+    spendable = wallets.spendable(wallet, now)
     return Me(
         id=who.user_id,
         email=str(user.get("email", "")),
         is_admin=bool(user.get("is_admin", False)),
-        balance_rcc=int(wallet.get("balance", 0)),
+        balance_rcc=spendable,
         plan=plan,
-        open_jobs=int(wallet.get("open_jobs", 0)),
+        open_jobs=wallet.open_jobs,
         csrf_token=who.csrf_token,
+        available_rcc=spendable,
+        held_rcc=0,
+        next_expiry=next_expiry(wallet, now),
+    )
+
+
+@get("/credits/lots", responses=errors(*SIGNED_IN))
+async def get_lots(state: State, request: Request[Any, Any, Any]) -> Lots:
+    """Your credit lots that can still be spent, in the order they are spent: the lowest
+    priority number first, then the soonest expiry (none last), then the oldest."""
+    who = await me(request)
+    assert who.user_id is not None
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        head = await conn.fetchval(
+            "SELECT state FROM streams WHERE stream_id = $1", f"wallet-{who.user_id}"
+        )
+    wallet, now = wallet_state(head), datetime.now(UTC)
+    return Lots(
+        items=[lot_view(lot) for lot in live_lots(wallet, now)],
+        available_rcc=wallets.spendable(wallet, now),
     )
 
 
@@ -77,5 +103,8 @@ async def get_ledger(
 
 
 router = Router(
-    path="/", route_handlers=[get_me, get_ledger], guards=[signed_in_user], tags=["account"]
+    path="/",
+    route_handlers=[get_me, get_ledger, get_lots],
+    guards=[signed_in_user],
+    tags=["account"],
 )
