@@ -205,12 +205,13 @@ async def grant_credits(cmd: c.GrantCredits, uow: UnitOfWork) -> WalletMoved | D
         extra["pack"] = cmd.detail
     elif grant_type is SubscriptionGranted:
         extra["period"] = cmd.detail
-    now, last = _now(), lifetime(cmd.lots, cmd.kind)
+    last = lifetime(cmd.lots, cmd.kind)
+    # The lot's time is taken under the wallet's lock, so lots are dated in stream order.
     return await _move_wallet(
         uow,
         cmd.user_id,
         lambda w: wallets.grant(
-            w, grant_type, cmd.amount, now, lifetime=last, ref=cmd.ref, **extra
+            w, grant_type, cmd.amount, _now(), lifetime=last, ref=cmd.ref, **extra
         ),
     )
 
