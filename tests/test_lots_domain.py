@@ -70,12 +70,14 @@ def test_an_expired_lot_is_never_drawn_even_before_the_scheduler_ran() -> None:
 
 def test_a_release_returns_exactly_the_draws() -> None:
     state = granted(granted(opened(), 3, DAY), 3, None)
+    drawn = (("L1", 3), ("L2", 2))
     state = wallets.fold(reserve(state, "j", 5, T0), state)
-    released = wallets.release(state, "j", 5, T0 + DAY / 2)
-    assert released == [CreditsReleased(job="j", amount=5, draws=(("L1", 3), ("L2", 2)))]
+    assert [lot.id for lot in state.lots] == ["L1", "L2"]  # L1 is empty but pinned
+    released = wallets.release(state, "j", 5, T0 + DAY / 2, drawn)
+    assert released == [CreditsReleased(job="j", amount=5, draws=drawn, drawn=drawn)]
     after = wallets.fold(released, state)
     assert [(lot.id, lot.remaining) for lot in after.lots] == [("L1", 3), ("L2", 3)]
-    assert after.draws == {} and after.open_jobs == 0
+    assert after.pinned == {} and after.open_jobs == 0
 
 
 def test_a_release_whose_lot_expired_becomes_a_new_lot_for_seven_days() -> None:
@@ -84,16 +86,17 @@ def test_a_release_whose_lot_expired_becomes_a_new_lot_for_seven_days() -> None:
     late = T0 + 2 * DAY
     expired = wallets.expire(state, "L1", late)
     assert expired == []  # all of L1 was drawn: nothing is left to expire
-    released = wallets.release(state, "j", 5, late)
+    drawn = (("L1", 3), ("L2", 2))
+    released = wallets.release(state, "j", 5, late, drawn)
     assert released == [
         CreditsReleased(
-            job="j", amount=5, draws=(("L2", 2),), relot="L3",
+            job="j", amount=5, draws=(("L2", 2),), drawn=drawn, relot="L3",
             relot_expires_at=late + RELEASE_GRACE, at=late,
         )
     ]  # fmt: skip
     after = wallets.fold(released, state)
     assert {lot.id: lot.remaining for lot in after.lots} == {"L2": 3, "L3": 3}
-    assert after.balance == 6
+    assert after.balance == 6 and after.pinned == {}  # the empty L1 has left
 
 
 def test_expiry_takes_what_is_left_once() -> None:
@@ -133,7 +136,7 @@ def test_a_wallet_from_before_lots_moves_its_balance_into_one_lot() -> None:
     after = wallets.fold(events, old)
     assert after.lots_on and after.balance == 4 and after.lots[0].expires_us is None
     # The job reserved before lots comes back as a lot without expiry.
-    released = wallets.release(after, "old", 2, T0)
+    released = wallets.release(after, "old", 2, T0, ())
     assert released[0].relot == "L2" and released[0].relot_expires_at is None  # type: ignore[attr-defined]
     assert wallets.fold(released, after).balance == 6
 

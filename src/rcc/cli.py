@@ -340,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--seconds", type=float, default=5.0)
     ledger.add_argument("--wallets", type=int, default=1000)
     ledger.add_argument(
+        "--lots",
+        type=int,
+        default=1,
+        help="live credit lots in every wallet (the reserve ranks them)",
+    )
+    ledger.add_argument(
         "--database", default="rcc_bench", help="bench database, dropped and recreated (rcc_bench*)"
     )
     ledger.add_argument(

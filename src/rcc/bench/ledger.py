@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -36,11 +37,14 @@ from rcc.audit import AuditReport, verify
 from rcc.bench.table import aligned, machine_line, server_line
 from rcc.bootstrap import database_url, migrate_database
 from rcc.config import Settings
+from rcc.domain import wallet as wallets_domain
+from rcc.domain.events import Event, TopupGranted, user_stream
 from rcc.domain.prices import JOB_PRICES_RCC
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, GrantCredits, RegisterUser
 from rcc.service.handlers import Done
 from rcc.store.database import APP_ROLE, connect_owner, create_pool
+from rcc.store.unit_of_work import UnitOfWork
 
 # Far more than any run can spend, so no phase is ever refused for lack of credits.
 FUNDING_RCC = 10**9
@@ -265,8 +269,9 @@ async def create_baseline_table(owner: asyncpg.Connection, wallets: int) -> None
     await owner.execute("VACUUM ANALYZE bench_wallets")
 
 
-async def register_funded(pool: asyncpg.Pool, count: int, prefix: str) -> list[str]:
-    """Register `count` users through the bus and top each one up; return their ids."""
+async def register_funded(pool: asyncpg.Pool, count: int, prefix: str, lots: int = 1) -> list[str]:
+    """Register `count` users through the bus and top each one up (in `lots` live
+    lots); return their ids."""
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
     async def one(index: int) -> str:
@@ -275,6 +280,9 @@ async def register_funded(pool: asyncpg.Pool, count: int, prefix: str) -> list[s
             if not isinstance(done, Done):
                 raise RuntimeError(f"bench setup: registering failed: {done}")
             user_id = str(done.result["user_id"])
+            if lots > 1:
+                await fund_in_lots(pool, user_id, lots)
+                return user_id
             grant = GrantCredits(user_id=user_id, kind="topup", amount=FUNDING_RCC)
             granted = await execute(pool, grant)
             if not isinstance(granted, Done):
@@ -282,6 +290,26 @@ async def register_funded(pool: asyncpg.Pool, count: int, prefix: str) -> list[s
             return user_id
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def fund_in_lots(pool: asyncpg.Pool, user_id: str, lots: int) -> None:
+    """Fund a wallet with `lots` top-up lots in one transaction (setup only), each
+    expiring a day after the one before, so every reserve ranks all of them."""
+    now = datetime.now(UTC)
+    async with UnitOfWork(pool) as uow:
+        found = await uow.lock_wallet_of(user_stream(user_id))
+        assert found is not None
+        _, stream, head = found
+        state = head.as_state(wallets_domain.WalletState)
+        events: list[Event] = []
+        for n in range(lots):
+            granted = wallets_domain.grant(
+                state, TopupGranted, FUNDING_RCC // lots, now, lifetime=timedelta(days=365 + n)
+            )
+            state = wallets_domain.fold(granted, state)
+            events += granted
+        uow.stage(stream, head.version, events, state)
+        await uow.commit()
 
 
 @dataclass(frozen=True)
@@ -294,7 +322,7 @@ class Wallets:
     hot_row: int = 0
 
 
-async def set_up(url: str, wallets: int) -> Wallets:
+async def set_up(url: str, wallets: int, lots: int = 1) -> Wallets:
     """Fund `wallets` + 1 wallets on each side (untimed)."""
     owner = await connect_owner(url)
     try:
@@ -303,7 +331,7 @@ async def set_up(url: str, wallets: int) -> Wallets:
         await owner.close()
     pool = await create_pool(url, min_size=1, max_size=SETUP_CONCURRENCY)
     try:
-        users = await register_funded(pool, wallets + 1, "bench")
+        users = await register_funded(pool, wallets + 1, "bench", lots)
     finally:
         await pool.close()
     return Wallets(users=users[1:], hot_user=users[0], rows=list(range(1, wallets + 1)))
@@ -564,6 +592,8 @@ def _argument_error(args: argparse.Namespace) -> str | None:
         return "--database must match rcc_bench[a-z0-9_]* (the bench drops it on every run)"
     if any(n < 1 for n in args.clients) or args.wallets < 1 or args.burst < 0:
         return "--clients and --wallets must be positive, --burst not negative"
+    if getattr(args, "lots", 1) < 1:
+        return "--lots must be positive"
     if args.seconds <= 0:
         return "--seconds must be positive"
     return None
@@ -593,7 +623,7 @@ async def run_ledger_bench(settings: Settings, args: argparse.Namespace) -> int:
         pool_cap=max(2, info.free_connections - 4),
         workflow_bytes=args.workflow_bytes,
     )
-    wallets = await set_up(url, args.wallets)
+    wallets = await set_up(url, args.wallets, args.lots)
     runs: list[Run] = []
     for clients in args.clients:
         runs.extend(await run_clients(url, wallets, clients, plan))

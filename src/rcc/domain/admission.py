@@ -12,7 +12,7 @@ import msgspec
 
 from rcc.domain import wallet as wallets
 from rcc.domain.errors import DomainError, Invalid
-from rcc.domain.events import AdminBypassed, Event, JobCreated
+from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
 from rcc.domain.user import UserState
 from rcc.domain.workflow import WorkflowBlob, too_large, workflow_blob
@@ -48,6 +48,7 @@ def admit_job(
         return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
     if too_many := wallets.open_job_limit(wallet, max_open_jobs):
         return too_many
+    draws: tuple[tuple[str, int], ...] = ()
     if user.is_admin:
         charge: list[Event] = [AdminBypassed(job=job_id)]
     else:
@@ -55,6 +56,7 @@ def admit_job(
         if isinstance(reserved, DomainError):
             return reserved
         charge = reserved
+        draws = next(e.draws for e in reserved if isinstance(e, CreditsReserved))
     created = JobCreated(
         job_id=job_id,
         user_id=user.user_id,
@@ -64,6 +66,7 @@ def admit_job(
         bypass=user.is_admin,
         metadata=metadata,
         workflow_digest=blob.hex if blob else "",
+        draws=draws,
     )
     return Admitted(
         charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob

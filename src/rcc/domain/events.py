@@ -83,6 +83,7 @@ class CreditsReleased(LedgerEvent, frozen=True, kw_only=True, tag="credits_relea
     job: str
     amount: int
     draws: Draws = ()  # returned to the lots they came from
+    drawn: Draws = ()  # what the reserve drew (these lots are no longer pinned by the job)
     relot: str | None = None  # the new lot for the rest (amount - the draws above)
     relot_expires_at: datetime | None = None
     at: datetime | None = None
@@ -195,6 +196,7 @@ class JobSettled(Event, frozen=True, kw_only=True, tag="job_settled"):
     """A job of this wallet succeeded: it no longer counts as open. Not a ledger line."""
 
     job: str
+    draws: Draws = ()  # what its reserve drew (these lots are no longer pinned by the job)
 
 
 # --- user streams: `user-<id>` -----------------------------------------------------
@@ -228,6 +230,7 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     workflow: dict[str, object] = {}
     metadata: dict[str, object] = {}
     workflow_digest: str = ""
+    draws: Draws = ()  # what its reserve drew from which lots: a release returns it
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):

@@ -40,6 +40,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     status: str = ""
     backend: str = ""  # the ComfyUI backend and prompt id the adapter recorded, if any
     prompt_id: str = ""
+    draws: list[tuple[str, int]] = []  # what the reserve drew: a release returns exactly this
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -54,6 +55,7 @@ def evolve(state: JobState, event: Event) -> JobState:
                 cost_rcc=event.cost_rcc,
                 bypass=event.bypass,
                 status="created",
+                draws=[(lot, n) for lot, n in event.draws],
             )
         case JobQueued():
             return msgspec.structs.replace(state, status="queued")

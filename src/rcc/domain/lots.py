@@ -126,13 +126,24 @@ def draws_total(draws: list[Draw] | tuple[Draw, ...]) -> dict[str, int]:
     return total
 
 
-def prune(lots: tuple[Lot, ...], open_draws: dict[str, list[Draw]]) -> tuple[Lot, ...]:
+def prune(lots: tuple[Lot, ...], pinned: dict[str, int]) -> tuple[Lot, ...]:
     """Drop exhausted lots no open job drew from: the state keeps only what can still
     be spent or returned to."""
     if all(lot.remaining > 0 for lot in lots):
         return lots
-    referenced = {lot_id for draws in open_draws.values() for lot_id, _ in draws}
-    return tuple(lot for lot in lots if lot.remaining > 0 or lot.id in referenced)
+    return tuple(lot for lot in lots if lot.remaining > 0 or lot.id in pinned)
+
+
+def pin(pinned: dict[str, int], draws: tuple[Draw, ...], sign: int) -> dict[str, int]:
+    """Count open jobs per lot up (a reserve) or down (its job ended)."""
+    if not draws:
+        return pinned
+    counts = dict(pinned)
+    for lot_id in {lot_id for lot_id, _ in draws}:
+        counts[lot_id] = counts.get(lot_id, 0) + sign
+        if counts[lot_id] <= 0:
+            del counts[lot_id]
+    return counts
 
 
 def lifetime(policy: LotPolicy, source: str) -> timedelta | None:

@@ -41,6 +41,7 @@ from rcc.domain.lots import (
     available,
     drawable,
     from_us,
+    pin,
     plan_draws,
     prune,
     to_us,
@@ -63,7 +64,9 @@ class WalletState(msgspec.Struct, frozen=True, kw_only=True):
     open_jobs: int = 0  # created and not yet ended: limits concurrent jobs per wallet
     lots_on: bool = False  # False: a wallet from before lots (see LotsOpened)
     lots: tuple[Lot, ...] = ()  # what can be spent or returned to; exhausted lots leave
-    draws: dict[str, list[Draw]] = {}  # open jobs' draws, so a release returns them
+    # How many open jobs drew from each lot: an exhausted lot stays while a job may
+    # still return credits to it (bounded by the lots, not by the open jobs).
+    pinned: dict[str, int] = {}
     lot_seq: int = 0  # lots created so far: the next lot is L<lot_seq + 1>
 
 
@@ -82,23 +85,20 @@ def evolve(state: WalletState, event: Event) -> WalletState:
             opened = _new_lot(state, event.lot, "migrated", event.amount, event.at, None)
             return msgspec.structs.replace(opened, lots_on=True)
         case CreditsReserved():
-            draws = dict(state.draws)
-            if event.draws:
-                draws[event.job] = [tuple(d) for d in event.draws]  # type: ignore[misc]
             return msgspec.structs.replace(
                 state,
                 balance=state.balance - event.amount,
                 open_jobs=state.open_jobs + 1,
                 lots=apply_draws(state.lots, event.draws, -1),
-                draws=draws,
+                pinned=pin(state.pinned, event.draws, +1),
             )
         case AdminBypassed():
             return msgspec.structs.replace(state, open_jobs=state.open_jobs + 1)
         case CreditsReleased():
             return _released(state, event)
         case JobSettled():
-            return _job_closed(
-                msgspec.structs.replace(state, open_jobs=state.open_jobs - 1), event.job
+            return _unpinned(
+                msgspec.structs.replace(state, open_jobs=state.open_jobs - 1), event.draws
             )
         case GrantEvent() | CreditsAdjusted() if event.delta > 0 and event.lot is not None:
             after = _new_lot(
@@ -109,7 +109,7 @@ def evolve(state: WalletState, event: Event) -> WalletState:
         case CreditsAdjusted() | CreditsClawedBack():
             lots = apply_draws(state.lots, event.draws, -1)
             return msgspec.structs.replace(
-                state, balance=state.balance + event.delta, lots=prune(lots, state.draws)
+                state, balance=state.balance + event.delta, lots=prune(lots, state.pinned)
             )
         case CreditsExpired():
             lots = tuple(
@@ -117,7 +117,7 @@ def evolve(state: WalletState, event: Event) -> WalletState:
                 for lot in state.lots
             )
             return msgspec.structs.replace(
-                state, balance=state.balance - event.amount, lots=prune(lots, state.draws)
+                state, balance=state.balance - event.amount, lots=prune(lots, state.pinned)
             )
         case LedgerEvent():
             return msgspec.structs.replace(state, balance=state.balance + event.delta)
@@ -175,14 +175,15 @@ def _released(state: WalletState, event: CreditsReleased) -> WalletState:
     if event.relot is not None:
         rest = event.amount - sum(amount for _, amount in event.draws)
         after = _new_lot(after, event.relot, "release", rest, event.at, event.relot_expires_at)
-    return _job_closed(after, event.job)
+    return _unpinned(after, event.drawn)
 
 
-def _job_closed(state: WalletState, job: str) -> WalletState:
-    if job not in state.draws:
+def _unpinned(state: WalletState, drawn: tuple[Draw, ...]) -> WalletState:
+    """A job ended: its lots are no longer pinned; exhausted ones may leave."""
+    if not drawn:
         return state
-    draws = {k: v for k, v in state.draws.items() if k != job}
-    return msgspec.structs.replace(state, draws=draws, lots=prune(state.lots, draws))
+    pinned = pin(state.pinned, drawn, -1)
+    return msgspec.structs.replace(state, pinned=pinned, lots=prune(state.lots, pinned))
 
 
 def fold(events: list[Event], state: WalletState | None = None) -> WalletState:
@@ -249,27 +250,30 @@ def reserve(
     return [*opening, CreditsReserved(job=job, amount=cost, draws=tuple(draws))]
 
 
-def release(state: WalletState, job: str, amount: int, now: datetime) -> list[Event]:
-    """JOB_RELEASE: return exactly what the job drew. A draw whose lot has expired (or
-    expires within the draw guard) comes back as one new lot lasting RELEASE_GRACE, so
-    nobody loses credits to a failed job."""
-    drawn = state.draws.get(job)
-    if drawn is None:
-        # Reserved before lots (or an old reserve): a new lot without expiry, as the
-        # migrated lot it would have been drawn from never expires.
+def release(
+    state: WalletState, job: str, amount: int, now: datetime, drawn: list[Draw] | tuple[Draw, ...]
+) -> list[Event]:
+    """JOB_RELEASE: return exactly what the job drew (`drawn`, kept by the job). A draw
+    whose lot has expired (or expires within the draw guard) comes back as one new lot
+    lasting RELEASE_GRACE, so nobody loses credits to a failed job."""
+    if not drawn:
+        # Reserved before lots: a new lot without expiry, as the migrated lot it would
+        # have been drawn from never expires.
         if not state.lots_on:
             return [CreditsReleased(job=job, amount=amount)]
         return [CreditsReleased(job=job, amount=amount, relot=next_lot(state), at=now)]
+    drawn = tuple((lot_id, n) for lot_id, n in drawn)
     guard_us = to_us(now + DRAW_GUARD)
     live = {lot.id for lot in state.lots if lot.live_at(guard_us)}
-    back = [(lot_id, n) for lot_id, n in drawn if lot_id in live]
+    back = tuple((lot_id, n) for lot_id, n in drawn if lot_id in live)
     if sum(n for _, n in back) == amount:
-        return [CreditsReleased(job=job, amount=amount, draws=tuple(back))]
+        return [CreditsReleased(job=job, amount=amount, draws=back, drawn=drawn)]
     return [
         CreditsReleased(
             job=job,
             amount=amount,
-            draws=tuple(back),
+            draws=back,
+            drawn=drawn,
             relot=next_lot(state),
             relot_expires_at=now + RELEASE_GRACE,
             at=now,

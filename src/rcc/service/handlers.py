@@ -345,8 +345,8 @@ def _closing_events(
     if status not in jobs.TERMINAL:
         return []
     if released:
-        return wallets.release(wallet, job.job_id, released, _now())
-    return [JobSettled(job=job.job_id)]
+        return wallets.release(wallet, job.job_id, released, _now(), job.draws)
+    return [JobSettled(job=job.job_id, draws=tuple(job.draws))]
 
 
 async def expire_lot(cmd: c.ExpireLot, uow: UnitOfWork) -> dict[str, Any] | DomainError:
