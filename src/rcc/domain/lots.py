@@ -53,15 +53,19 @@ class Lot(msgspec.Struct, frozen=True, array_like=True):
         return self.expires_us is None or now_us < self.expires_us
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_GUARD_US = DRAW_GUARD // _US
+
+
 def to_us(moment: datetime) -> int:
-    """A UTC datetime as integer microseconds since the epoch."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    """A UTC datetime as integer microseconds since the epoch (exact, unlike a float)."""
+    return (moment - _EPOCH) // _US
 
 
 def from_us(us: int) -> datetime:
     """Integer microseconds since the epoch as a UTC datetime."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def spending_key(lot: Lot) -> tuple[int, bool, int, int, int]:
@@ -83,8 +87,10 @@ def available(lots: tuple[Lot, ...], now_us: int) -> int:
 
 def drawable(lots: tuple[Lot, ...], now_us: int) -> list[Lot]:
     """Lots a debit may draw from now, in spending order (the guard before expiry left out)."""
-    guard_us = to_us(from_us(now_us) + DRAW_GUARD)
+    guard_us = now_us + _GUARD_US
     usable = [lot for lot in lots if lot.remaining > 0 and lot.live_at(guard_us)]
+    if len(usable) < 2:  # the usual wallet: nothing to rank
+        return usable
     return sorted(usable, key=spending_key)
 
 

@@ -243,10 +243,12 @@ def reserve(
 ) -> list[Event] | InsufficientCredits:
     """JOB_RESERVE: draw the cost from the lots in spending order, recording the draws."""
     opening = with_lots(state, now)
-    lotted = fold(opening, state)
-    if refused := debit(lotted, cost, now):
-        return refused
-    draws, _ = plan_draws(drawable(lotted.lots, to_us(now)), cost)
+    lotted = fold(opening, state) if opening else state
+    draws, short = plan_draws(drawable(lotted.lots, to_us(now)), cost)
+    if short:
+        return debit(lotted, cost, now) or InsufficientCredits(
+            detail=f"this needs {cost} RCC", balance_rcc=cost - short, cost_rcc=cost
+        )
     return [*opening, CreditsReserved(job=job, amount=cost, draws=tuple(draws))]
 
 
