@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from rcc.audit import verify
 from rcc.domain import wallet as wallets
 from rcc.domain.events import (
     CreditsAdjusted,
@@ -41,11 +42,9 @@ from rcc.domain.events import (
     CreditsReleased,
     CreditsReserved,
     GrantEvent,
-    LedgerEvent,
     decode_event,
 )
 from rcc.domain.lots import LotPolicy
-from rcc.lot_audit import LotAudit
 from rcc.service import commands as c
 from rcc.service.bus import execute_alone
 from rcc.service.expiry_scheduler import ExpiryScheduler
@@ -243,24 +242,9 @@ async def test_lots_hold_under_concurrent_bursts_and_time(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     await asyncio.to_thread(run_state_machine_as_test, LotMachine, settings=bounded)
-    # The audit's lot checks over each wallet, in version order. (The whole-log audit
-    # walks commit order by transaction id, which concurrent writers on one wallet do
-    # not always keep: a defect of the log chain's ordering, not of lots; see LOTS.md.)
-    problems: list[str] = []
-    audit = LotAudit()
-    wallets_rows = await owner.fetch(
-        """SELECT stream_id, type, data::text, recorded_at FROM events
-            WHERE stream_id LIKE 'wallet-%' ORDER BY stream_id, version"""
-    )
-    balance: dict[str, int] = {}
-    for row in wallets_rows:
-        event = decode_event(row["type"], row["data"])
-        stream = row["stream_id"]
-        audit.see(stream, event, row["recorded_at"], balance.get(stream, 0), problems.append)
-        if isinstance(event, LedgerEvent):
-            balance[stream] = balance.get(stream, 0) + event.delta
-            assert balance[stream] >= 0
-    assert problems == [] and audit.checked > 0
+    # The whole audit, lot checks included, over everything the bursts did.
+    report = await verify(owner)
+    assert report.ok, report.problems[:5]
     expired = await owner.fetchval("SELECT count(*) FROM events WHERE type = 'credits_expired'")
     drawn = await owner.fetchval(
         "SELECT count(*) FROM events WHERE type = 'credits_reserved' AND data->'draws' <> '[]'"

@@ -117,6 +117,7 @@ class LogAuditor:
         self._progress = progress
         self._jobs = _Jobs()
         self._lots = LotAudit()
+        self._parked: dict[str, dict[int, Entry]] = {}  # stream -> version -> early entry
         self._seq, self._chain = self.start.events, self.start.chain
         self._last_entry: Entry | None = None
         self._stored_seq, self._stored_chain = self.start.events, self.start.chain
@@ -168,6 +169,7 @@ class LogAuditor:
         for anchor in self._anchors:
             if anchor.events not in self._held:
                 self._anchor_beyond_the_end(anchor)
+        self._report_gaps()
         report = self.report
         report.anchors_held = sum(self._held.values())
         report.chain_head = self._head()
@@ -189,13 +191,40 @@ class LogAuditor:
         )
 
     def _check_stream(self, entry: Entry) -> None:
+        """The stream's checks, in the stream's version order.
+
+        Commit-safe order is (tx_id, position), and a transaction id is handed out at a
+        transaction's first write, not at its commit: a transaction that began first
+        (say, it stored a workflow body) can append a wallet's next version after a
+        younger transaction appended the one before. So a version that comes early is
+        parked until the versions before it arrive; finish() names any that never do.
+        """
         stream = self.streams.get(entry.stream_id)
         if stream is None:
             stream = self.streams[entry.stream_id] = StreamState()
             self.report.streams += 1
+        if entry.version > stream.version + 1:
+            self._parked.setdefault(entry.stream_id, {})[entry.version] = entry
+            return
+        self._apply_to_stream(stream, entry)
+        parked = self._parked.get(entry.stream_id)
+        while parked and stream.version + 1 in parked:
+            self._apply_to_stream(stream, parked.pop(stream.version + 1))
+        if parked is not None and not parked:
+            del self._parked[entry.stream_id]
+
+    def _report_gaps(self) -> None:
+        """Versions that came without the ones before them: something was removed."""
+        for stream_id, parked in sorted(self._parked.items()):
+            first = parked[min(parked)]
+            version = self.streams[stream_id].version
+            self.report.problem(first.position, f"{_where(first)}: version gap after v{version}")
+
+    def _apply_to_stream(self, stream: StreamState, entry: Entry) -> None:
         if entry.version != stream.version + 1:
-            what = "version gap" if entry.version > stream.version else "out of order"
-            self.report.problem(entry.position, f"{_where(entry)}: {what} after v{stream.version}")
+            self.report.problem(
+                entry.position, f"{_where(entry)}: out of order after v{stream.version}"
+            )
         link = chain_link(
             stream.hash,
             entry.stream_id,
