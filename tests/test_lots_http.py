@@ -47,6 +47,17 @@ async def test_an_admin_grant_with_expiry_is_listed_spent_first_and_expires(
     ledger = (await client.get("/ledger", params={"reason": "CREDITS_EXPIRED"})).json()
     assert [(row["delta"], row["note"]) for row in ledger["items"]] == [(-4, "lot L2 expired")]
 
+    # An auditor's time travel: what could be spent just before and just after the instant.
+    auditor = await bearer(pool, "auditor")
+    for at, spendable in ((expires - timedelta(seconds=0.2), 14), (expires, 10)):
+        answer = await client.get(
+            f"/audit/wallets/user:{member.user_id}",
+            params={"as_of": at.isoformat()},
+            headers=auditor,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["available_rcc"] == spendable, (at, answer.json())
+
 
 async def test_expires_at_needs_a_positive_delta_and_a_future_time(
     client: httpx.AsyncClient, pool: asyncpg.Pool

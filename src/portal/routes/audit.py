@@ -5,7 +5,7 @@ a database connection, and the app-wide guard refuses it every write."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +21,7 @@ from portal.responses import SIGNED_IN, errors
 from rcc import anchors
 from rcc.audit_export import MAX_PAGE, AuditEventPage, UnknownPosition, events_page
 from rcc.config import Settings
+from rcc.domain import wallet as wallets
 from rcc.store.time_travel import LedgerLine, wallet_history_as_of
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)]
@@ -36,6 +37,9 @@ class WalletAsOf(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     ledger: list[LedgerLine]
     next_cursor: str | None = None
+    # What could be spent at that instant: lots past their expiry left out even before
+    # their CREDITS_EXPIRED line (balance_rcc is the sum of the ledger lines).
+    available_rcc: int = 0
 
 
 class AnchorPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +112,9 @@ async def audit_wallet(
     page = newest_first[:limit]
     more = len(newest_first) > limit
     last = history.last
+    instant = moment or (last.recorded_at if last else datetime.now(UTC))
     return WalletAsOf(
+        available_rcc=wallets.spendable(history.state, instant),
         wallet=wallet,
         balance_rcc=history.state.balance,
         as_of=moment or (last.recorded_at if last else None),
