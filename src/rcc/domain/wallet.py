@@ -220,18 +220,6 @@ def require_open(state: WalletState) -> NotFound | None:
     return None
 
 
-def debit(state: WalletState, cost: int, now: datetime) -> InsufficientCredits | None:
-    """Refuse a debit what can be drawn now cannot cover."""
-    can = _drawable_total(state, now)
-    if can < cost:
-        return InsufficientCredits(
-            detail=f"this needs {cost} RCC and the balance is {can} RCC",
-            balance_rcc=can,
-            cost_rcc=cost,
-        )
-    return None
-
-
 def _drawable_total(state: WalletState, now: datetime) -> int:
     if not state.lots_on:
         return state.balance
@@ -245,9 +233,12 @@ def reserve(
     opening = with_lots(state, now)
     lotted = fold(opening, state) if opening else state
     draws, short = plan_draws(drawable(lotted.lots, to_us(now)), cost)
-    if short:
-        return debit(lotted, cost, now) or InsufficientCredits(
-            detail=f"this needs {cost} RCC", balance_rcc=cost - short, cost_rcc=cost
+    if short:  # what can be drawn now cannot cover it
+        can = cost - short
+        return InsufficientCredits(
+            detail=f"this needs {cost} RCC and the balance is {can} RCC",
+            balance_rcc=can,
+            cost_rcc=cost,
         )
     return [*opening, CreditsReserved(job=job, amount=cost, draws=tuple(draws))]
 
@@ -292,15 +283,6 @@ def expire(state: WalletState, lot_id: str, now: datetime) -> list[Event]:
     if to_us(now) < lot.expires_us:
         return []
     return [CreditsExpired(lot=lot_id, amount=lot.remaining, expires_at=from_us(lot.expires_us))]
-
-
-def due_expiries(state: WalletState) -> list[tuple[str, datetime]]:
-    """Every lot with an expiry and something left: (lot id, when it expires)."""
-    return [
-        (lot.id, from_us(lot.expires_us))
-        for lot in state.lots
-        if lot.expires_us is not None and lot.remaining > 0
-    ]
 
 
 def grant(
@@ -398,8 +380,6 @@ def claw_back(state: WalletState, amount: int, ref: str | None, now: datetime) -
     order = drawable(lotted.lots, to_us(now))
     own = [lot for lot in order if ref is not None and lot.ref == ref]
     draws, shortfall = plan_draws(own + [lot for lot in order if lot not in own], amount)
-    if not lotted.lots_on:  # cannot happen after with_lots; kept for the type checker
-        draws, shortfall = [], amount
     taken = amount - shortfall
     return [
         *opening,
