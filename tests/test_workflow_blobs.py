@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from rcc.domain.events import CreditsReserved, JobCreated, encode_data, job_stre
 from rcc.domain.job import JobState
 from rcc.domain.job import evolve as evolve_job
 from rcc.domain.wallet import WalletState, fold
+from rcc.domain.wallet import reserve as reserve_credits
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 from tests.adapter_helpers import (
     SUCCESS,
@@ -129,7 +131,10 @@ async def _old_shape_job(pool: asyncpg.Pool, user_id: str, workflow: dict[str, A
             "SELECT version, state FROM streams WHERE stream_id = $1", wallet_stream(user_id)
         )
         wallet = msgspec.convert(state, WalletState)
-        reserve = CreditsReserved(job=job_id, amount=1)
+        # The reserve as the wallet decides it today (drawn from its lot): only the job's
+        # event is in the old shape here.
+        [reserve] = reserve_credits(wallet, job_id, 1, datetime.now(UTC))
+        assert isinstance(reserve, CreditsReserved)
         created = JobCreated(
             job_id=job_id,
             user_id=user_id,
@@ -137,6 +142,7 @@ async def _old_shape_job(pool: asyncpg.Pool, user_id: str, workflow: dict[str, A
             job_type="IMAGE_TASK",
             cost_rcc=1,
             workflow=workflow,
+            draws=reserve.draws,
         )
         old_data = msgspec.to_builtins(created)
         del old_data["type"], old_data["workflow_digest"]
