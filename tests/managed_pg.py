@@ -4,6 +4,7 @@ in transaction mode in front of it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -34,10 +35,24 @@ def fresh_cluster() -> Iterator[str]:
     root.chmod(0o755)
     server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
     try:
-        yield str(server.get_uri())
+        url = str(server.get_uri())
+        asyncio.run(_tune_for_tests(url))
+        yield url
     finally:
         server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def _tune_for_tests(url: str) -> None:
+    # As tests/conftest.py does for the shared test server: the throwaway cluster trades
+    # durability for speed (and the fault tests then meet the same timing as there).
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("ALTER SYSTEM SET fsync = off")
+        await conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 def as_user(url: str, user: str, database: str) -> str:
