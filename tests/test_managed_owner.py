@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -31,42 +32,48 @@ def _migrate(url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_migrate_as_owner_with_createrole_but_not_superuser(tmp_path: Path) -> None:
-    with fresh_cluster() as server:
-        # Without CREATEROLE: refused up front, naming the privilege, and nothing written.
-        weak = await create_owner(server, "weak_owner", createrole=False)
-        refused = _migrate(weak, tmp_path / "weak")
-        assert refused.returncode == 1, refused
-        assert "CREATEROLE" in refused.stderr
-        assert "Traceback" not in refused.stderr
-        conn = await asyncpg.connect(weak)
-        try:
-            assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
-            assert await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'rcc_app'") is None
-        finally:
-            await conn.close()
+@pytest.fixture
+def server() -> Iterator[str]:
+    """A cluster of its own: rcc_app must not exist yet (roles are cluster-wide)."""
+    with fresh_cluster() as url:
+        yield url
 
-        # With CREATEROLE (and still no SUPERUSER): every migration applies.
-        owner = await create_owner(server, "rcc_owner", createrole=True)
-        applied = _migrate(owner, tmp_path / "owner")
-        assert applied.returncode == 0, applied
-        expected = [m.version for m in discover()]
-        assert applied.stdout.strip() == f"applied {expected}"
 
-        conn = await asyncpg.connect(owner)
+async def test_migrate_as_owner_with_createrole_but_not_superuser(
+    server: str, tmp_path: Path
+) -> None:
+    # Without CREATEROLE: refused up front, naming the privilege, and nothing written.
+    weak = await create_owner(server, "weak_owner", createrole=False)
+    refused = _migrate(weak, tmp_path / "weak")
+    assert refused.returncode == 1, refused
+    assert "CREATEROLE" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    conn = await asyncpg.connect(weak)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
+        assert await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'rcc_app'") is None
+    finally:
+        await conn.close()
+
+    # With CREATEROLE (and still no SUPERUSER): every migration applies.
+    owner = await create_owner(server, "rcc_owner", createrole=True)
+    applied = _migrate(owner, tmp_path / "owner")
+    assert applied.returncode == 0, applied
+    expected = [m.version for m in discover()]
+    assert applied.stdout.strip() == f"applied {expected}"
+
+    conn = await asyncpg.connect(owner)
+    try:
+        assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = 'rcc_owner'")
+        pool = await create_pool(owner, min_size=1, max_size=4)
         try:
-            assert not await conn.fetchval(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = 'rcc_owner'"
-            )
-            pool = await create_pool(owner, min_size=1, max_size=4)
-            try:
-                await _ledger_runs_as_app_role(pool, conn)
-            finally:
-                await pool.close()
+            await _ledger_runs_as_app_role(pool, conn)
         finally:
-            await conn.close()
-        again = _migrate(owner, tmp_path / "owner")
-        assert again.returncode == 0 and again.stdout.strip() == "schema is up to date", again
+            await pool.close()
+    finally:
+        await conn.close()
+    again = _migrate(owner, tmp_path / "owner")
+    assert again.returncode == 0 and again.stdout.strip() == "schema is up to date", again
 
 
 async def _ledger_runs_as_app_role(pool: asyncpg.Pool, owner: asyncpg.Connection) -> None:
