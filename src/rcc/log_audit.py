@@ -88,6 +88,9 @@ class StreamState:
     version: int = 0
     hash: bytes = GENESIS
     balance: int = 0
+    # Events met in commit order before an earlier version of their stream: checked
+    # once that version has been (see LogAuditor._check_stream).
+    ahead: dict[int, Entry] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,6 +165,7 @@ class LogAuditor:
 
     def finish(self) -> AuditReport:
         """The checks that need the whole walk; returns the report."""
+        self._flush_ahead()
         for anchor in self._anchors:
             if anchor.events not in self._held:
                 self._anchor_beyond_the_end(anchor)
@@ -186,10 +190,30 @@ class LogAuditor:
         )
 
     def _check_stream(self, entry: Entry) -> None:
+        """A stream's events are checked in version order, which commit order (tx_id,
+        position) need not follow: a transaction gets its xid at its first write, so one
+        that wrote elsewhere and then waited for this stream's head lock (a coalesced
+        batch of jobs for several wallets) holds a smaller tx_id than the one it waited
+        for, yet the next version. Such an event waits here for its predecessor; one
+        whose predecessor never comes is a gap, reported by finish()."""
         stream = self.streams.get(entry.stream_id)
         if stream is None:
             stream = self.streams[entry.stream_id] = StreamState()
             self.report.streams += 1
+        if entry.version > stream.version + 1:
+            stream.ahead[entry.version] = entry
+            return
+        self._check_in_stream(stream, entry)
+        while (following := stream.ahead.pop(stream.version + 1, None)) is not None:
+            self._check_in_stream(stream, following)
+
+    def _flush_ahead(self) -> None:
+        """Events still waiting for a predecessor at the end: a real gap; checked anyway."""
+        for stream in self.streams.values():
+            for version in sorted(stream.ahead):
+                self._check_in_stream(stream, stream.ahead.pop(version))
+
+    def _check_in_stream(self, stream: StreamState, entry: Entry) -> None:
         if entry.version != stream.version + 1:
             what = "version gap" if entry.version > stream.version else "out of order"
             self.report.problem(entry.position, f"{_where(entry)}: {what} after v{stream.version}")
