@@ -177,6 +177,12 @@ async def database(server_url: str, template: str) -> AsyncIterator[str]:
 @asynccontextmanager
 async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
     """`rcc serve` (a real subprocess) and its surroundings, then Chromium."""
+    async with model_files() as files, _running_site(db_url, data_dir, files) as site:
+        yield site
+
+
+@asynccontextmanager
+async def _running_site(db_url: str, data_dir: Path, files: str) -> AsyncIterator[Site]:
     comfy = ComfyServer(node_seconds={"ImageInvert": 1.5}, steps=3)
     stripe = StripeDouble()
     await comfy.start()
@@ -198,7 +204,8 @@ async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
         "STRIPE_API_BASE": stripe.url,
         "COMFYUI_URLS": comfy.url,
         "RCC_COMFYUI_POLL_S": "1",
-        "RCC_MODEL_HTTP_ALLOWLIST": "127.0.0.1",
+        # The local model server, host and port (a bare host means ports 80 and 443).
+        "RCC_MODEL_HTTP_ALLOWLIST": files.removeprefix("http://"),
         "GITLAB_CLIENT_ID": "rcc-ui-test",  # shows the admin button (never clicked here)
         "DOCKER_HOST": "unix:///nonexistent/docker.sock",  # no container engine here
     }
@@ -218,7 +225,7 @@ async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
     pool = await create_pool(db_url, min_size=1, max_size=4)
     try:
         await _wait_ready(base, proc, log)
-        async with model_files() as files, async_playwright() as playwright:
+        async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 yield Site(

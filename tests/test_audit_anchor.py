@@ -16,6 +16,10 @@ import msgspec
 from rcc import anchors
 from rcc.anchor_worker import AnchorWorker
 from rcc.audit import verify
+from rcc.domain.errors import DomainError
+from rcc.service import commands as c
+from rcc.service.handlers import HANDLERS
+from rcc.store.unit_of_work import UnitOfWork
 from tests.audit_helpers import (
     AUDIT_KEY,
     anchor,
@@ -281,3 +285,40 @@ async def test_rcc_serve_writes_anchors_on_its_schedule_and_refuses_a_short_key(
     written = [anchors.read(p) for p in anchors.found_in(directory)]
     report = await verify(owner, anchors=written)
     assert report.ok and report.anchors_held == len(written) >= 2, report.problems
+
+
+async def test_a_stream_whose_versions_commit_out_of_transaction_id_order_verifies(
+    pool: asyncpg.Pool, owner: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Transaction ids are handed out at a transaction's first write, not at commit: an
+    older transaction can append a wallet's next version after a younger one appended
+    the version before it. Commit-safe order (tx_id, position) then meets v(n+1) before
+    v(n); the audit must check the stream in its own version order, not cry tampering.
+    (Found by the fault suites once workflow bodies were stored before the wallet lock.)"""
+    users = await history(pool, users=1)
+    wallet = f"wallet-{users[0]}"
+    async with UnitOfWork(pool) as older:
+        await older.conn.execute("SELECT pg_current_xact_id()")  # takes its xid now
+        await grant(pool, users[0], 3)  # a younger transaction appends v(n) and commits
+        late = c.GrantCredits(user_id=users[0], kind="topup", amount=4)
+        outcome = await HANDLERS[type(late)](late, older)
+        assert not isinstance(outcome, DomainError), outcome
+        await older.commit()
+    rows = await owner.fetch(
+        "SELECT version FROM events WHERE stream_id = $1 ORDER BY tx_id::text::bigint, position",
+        wallet,
+    )
+    versions = [r["version"] for r in rows]
+    assert versions != sorted(versions), "the older transaction's version must come first"
+
+    live = await verify_with(cli_env)
+    assert live.returncode == 0, live.stdout + live.stderr
+    path = await anchor(cli_env, tmp_path / "a.json")
+    anchored = await verify_with(cli_env, "--anchor", str(path))
+    assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+    exported = await arcc(cli_env, "audit", "export", "--out", str(tmp_path / "log.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    offline = await verify_with(
+        cli_env, "--export", str(tmp_path / "log.jsonl"), "--anchor", str(path)
+    )
+    assert offline.returncode == 0, offline.stdout + offline.stderr

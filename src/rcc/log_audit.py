@@ -88,9 +88,6 @@ class StreamState:
     version: int = 0
     hash: bytes = GENESIS
     balance: int = 0
-    # Events met in commit order before an earlier version of their stream: checked
-    # once that version has been (see LogAuditor._check_stream).
-    ahead: dict[int, Entry] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,6 +114,7 @@ class LogAuditor:
         self.check_balances = check_balances
         self._progress = progress
         self._jobs = _Jobs()
+        self._parked: dict[str, dict[int, Entry]] = {}  # stream -> version -> early entry
         self._seq, self._chain = self.start.events, self.start.chain
         self._last_entry: Entry | None = None
         self._stored_seq, self._stored_chain = self.start.events, self.start.chain
@@ -165,10 +163,10 @@ class LogAuditor:
 
     def finish(self) -> AuditReport:
         """The checks that need the whole walk; returns the report."""
-        self._flush_ahead()
         for anchor in self._anchors:
             if anchor.events not in self._held:
                 self._anchor_beyond_the_end(anchor)
+        self._report_gaps()
         report = self.report
         report.anchors_held = sum(self._held.values())
         report.chain_head = self._head()
@@ -190,33 +188,40 @@ class LogAuditor:
         )
 
     def _check_stream(self, entry: Entry) -> None:
-        """A stream's events are checked in version order, which commit order (tx_id,
-        position) need not follow: a transaction gets its xid at its first write, so one
-        that wrote elsewhere and then waited for this stream's head lock (a coalesced
-        batch of jobs for several wallets) holds a smaller tx_id than the one it waited
-        for, yet the next version. Such an event waits here for its predecessor; one
-        whose predecessor never comes is a gap, reported by finish()."""
+        """The stream's checks, in the stream's version order.
+
+        Commit-safe order is (tx_id, position), and a transaction id is handed out at a
+        transaction's first write, not at its commit: a transaction that began first
+        (say, it stored a workflow body) can append a wallet's next version after a
+        younger transaction appended the one before. So a version that comes early is
+        parked until the versions before it arrive; finish() names any that never do.
+        """
         stream = self.streams.get(entry.stream_id)
         if stream is None:
             stream = self.streams[entry.stream_id] = StreamState()
             self.report.streams += 1
         if entry.version > stream.version + 1:
-            stream.ahead[entry.version] = entry
+            self._parked.setdefault(entry.stream_id, {})[entry.version] = entry
             return
-        self._check_in_stream(stream, entry)
-        while (following := stream.ahead.pop(stream.version + 1, None)) is not None:
-            self._check_in_stream(stream, following)
+        self._apply_to_stream(stream, entry)
+        parked = self._parked.get(entry.stream_id)
+        while parked and stream.version + 1 in parked:
+            self._apply_to_stream(stream, parked.pop(stream.version + 1))
+        if parked is not None and not parked:
+            del self._parked[entry.stream_id]
 
-    def _flush_ahead(self) -> None:
-        """Events still waiting for a predecessor at the end: a real gap; checked anyway."""
-        for stream in self.streams.values():
-            for version in sorted(stream.ahead):
-                self._check_in_stream(stream, stream.ahead.pop(version))
+    def _report_gaps(self) -> None:
+        """Versions that came without the ones before them: something was removed."""
+        for stream_id, parked in sorted(self._parked.items()):
+            first = parked[min(parked)]
+            version = self.streams[stream_id].version
+            self.report.problem(first.position, f"{_where(first)}: version gap after v{version}")
 
-    def _check_in_stream(self, stream: StreamState, entry: Entry) -> None:
+    def _apply_to_stream(self, stream: StreamState, entry: Entry) -> None:
         if entry.version != stream.version + 1:
-            what = "version gap" if entry.version > stream.version else "out of order"
-            self.report.problem(entry.position, f"{_where(entry)}: {what} after v{stream.version}")
+            self.report.problem(
+                entry.position, f"{_where(entry)}: out of order after v{stream.version}"
+            )
         link = chain_link(
             stream.hash,
             entry.stream_id,
