@@ -20,7 +20,7 @@ async def test_a_committed_command_is_found(pool: asyncpg.Pool) -> None:
     command = new_command_id()
     async with pool.acquire() as conn:
         await conn.execute("BEGIN")
-        await conn.execute(record_and_commit([command, new_command_id()]))
+        await conn.execute(record_and_commit(command))
     assert await committed(pool, command) is True
     assert await committed(pool, command) is True, "asking again changes nothing"
 
@@ -33,7 +33,7 @@ async def test_a_command_that_never_committed_is_fenced_and_cannot_commit_later(
         await late.execute("BEGIN")  # its COMMIT is "still travelling" when we check
         assert await committed(pool, command) is False
         with pytest.raises(asyncpg.UniqueViolationError):
-            await late.execute(record_and_commit([command]))
+            await late.execute(record_and_commit(command))
         await late.execute("ROLLBACK")
     assert await committed(pool, command) is False, "an earlier check's fence says so"
 

@@ -21,5 +21,6 @@ async def running_adapter(settings: Settings) -> AsyncIterator[AdapterWorker]:
         lambda pool: AdapterWorker(pool, adapter_settings),
         pool_size=8,
         name="rcc-adapter",
+        direct=True,  # LISTEN and the leader lock
     ) as worker:
         yield worker

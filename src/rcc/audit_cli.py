@@ -94,10 +94,10 @@ async def _verify_live(
     args: argparse.Namespace, settings: Settings, loaded: list[anchors.Anchor]
 ) -> int:
     from rcc.audit import verify, verify_since
-    from rcc.bootstrap import database_url, migrate_database
+    from rcc.bootstrap import direct_database_url, migrate_database
     from rcc.store.database import connect_owner
 
-    url = database_url(settings)
+    url = direct_database_url(settings)
     await migrate_database(url)
     conn = await connect_owner(url)
     try:
@@ -116,7 +116,7 @@ async def _verify_live(
 
 async def audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
     """Extend the log chain and print (or write) a signed anchor of its head."""
-    from rcc.bootstrap import database_url, migrate_database
+    from rcc.bootstrap import direct_database_url, migrate_database
     from rcc.store.database import connect_owner
     from rcc.store.log_chain import extend_chain
 
@@ -125,7 +125,7 @@ async def audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
     except anchors.AnchorKeyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    url = database_url(settings)
+    url = direct_database_url(settings)
     await migrate_database(url)
     conn = await connect_owner(url)
     try:
@@ -148,10 +148,10 @@ async def audit_export(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.url:
         return await _export_over_http(args, export_over_http)
-    from rcc.bootstrap import database_url, migrate_database
+    from rcc.bootstrap import direct_database_url, migrate_database
     from rcc.store.database import connect_owner
 
-    url = database_url(settings)
+    url = direct_database_url(settings)
     await migrate_database(url)
     conn = await connect_owner(url)
     try:

@@ -25,11 +25,17 @@ W = TypeVar("W", bound=Worker)
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, make: Callable[[asyncpg.Pool], W], *, pool_size: int, name: str
+    settings: Settings,
+    make: Callable[[asyncpg.Pool], W],
+    *,
+    pool_size: int,
+    name: str,
+    direct: bool = False,
 ) -> AsyncIterator[W]:
     """Start `make(pool).run()` in the background; on exit stop it, wait for it to
-    finish its current step, then close its pool."""
-    pool = await open_pool(settings, max_size=pool_size)
+    finish its current step, then close its pool (on the direct URL when `direct`:
+    workers that LISTEN or hold session locks)."""
+    pool = await open_pool(settings, max_size=pool_size, direct=direct)
     worker = make(pool)
     task = asyncio.create_task(worker.run(), name=name)
     try:

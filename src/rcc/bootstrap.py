@@ -17,6 +17,15 @@ def database_url(settings: Settings) -> str:
     return start_embedded(settings.pgdata)
 
 
+def direct_database_url(settings: Settings) -> str:
+    """DATABASE_DIRECT_URL (default DATABASE_URL): the server itself, never a
+    transaction-mode pooler, for what needs one session throughout (migrations, LISTEN,
+    session advisory locks)."""
+    if settings.database_direct_url:
+        return settings.database_direct_url
+    return database_url(settings)
+
+
 async def migrate_database(url: str) -> list[int]:
     """Apply pending migrations with the URL's own role (the app role cannot create tables)."""
     conn = await connect_owner(url)
@@ -26,8 +35,15 @@ async def migrate_database(url: str) -> list[int]:
         await conn.close()
 
 
-async def open_pool(settings: Settings, *, max_size: int = 20) -> asyncpg.Pool:
-    """Migrate, then open the service pool."""
-    url = database_url(settings)
-    await migrate_database(url)
-    return await create_pool(url, max_size=max_size)
+async def open_pool(
+    settings: Settings, *, max_size: int = 20, direct: bool = False
+) -> asyncpg.Pool:
+    """Migrate (on the direct URL), then open the service pool: on DATABASE_URL, or on
+    the direct URL for workers that LISTEN or hold session locks (`direct=True`)."""
+    direct_url = direct_database_url(settings)
+    await migrate_database(direct_url)
+    if direct:
+        return await create_pool(direct_url, max_size=max_size)
+    return await create_pool(
+        database_url(settings), max_size=max_size, pooler=settings.database_pooler
+    )

@@ -26,13 +26,13 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from portal.observability import configure_logging
     from projections.registry import ALL
     from rcc.anchor_worker import running_anchor_writer
-    from rcc.bootstrap import database_url, migrate_database
+    from rcc.bootstrap import direct_database_url, migrate_database
     from rcc.projector.service import running_projector
     from rcc.service.scheduler import running_scheduler
     from rcc.signals import serve_until_stopped
 
     configure_logging()  # first: finding or starting the database is worth a log line
-    applied = await migrate_database(database_url(settings))
+    applied = await migrate_database(direct_database_url(settings))
     if applied:
         print(f"applied migrations {applied}", file=sys.stderr)
     config = server_config(create_app(settings), settings, args.host, args.port)
@@ -70,9 +70,14 @@ async def _portal(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from rcc.bootstrap import database_url, migrate_database
+    from rcc.bootstrap import direct_database_url, migrate_database
+    from rcc.store.migrations import MigrationError
 
-    applied = await migrate_database(database_url(settings))
+    try:
+        applied = await migrate_database(direct_database_url(settings))
+    except MigrationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"applied {applied}" if applied else "schema is up to date")
     return 0
 
@@ -137,7 +142,7 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.signals import stop_event_on_signals
 
     adapter_settings = load_adapter_settings(settings.data_dir)
-    pool = await open_pool(settings, max_size=8)
+    pool = await open_pool(settings, max_size=8, direct=True)  # LISTEN, leader lock
     worker = AdapterWorker(pool, adapter_settings, stop_event=stop_event_on_signals())
     shown = ", ".join(adapter_settings.urls) or "none (COMFYUI_URLS is empty: jobs wait queued)"
     print(f"adapter running; ComfyUI backends: {shown}", file=sys.stderr)
@@ -160,7 +165,7 @@ async def _projector(args: argparse.Namespace, settings: Settings) -> int:
     except UnknownProjection as unknown:
         print(f"error: {unknown.args[0]}", file=sys.stderr)
         return 2
-    pool = await open_pool(settings, max_size=3)
+    pool = await open_pool(settings, max_size=3, direct=True)  # LISTEN
     worker = ProjectorWorker(
         pool,
         projections,
@@ -179,7 +184,7 @@ async def _projector(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from projections.registry import UnknownProjection, select
-    from rcc.bootstrap import database_url, migrate_database
+    from rcc.bootstrap import direct_database_url, migrate_database
     from rcc.projector.progress import ProgressBar
     from rcc.projector.replay import ReplayBlocked, ReplayBusy, replay
     from rcc.store.database import connect_owner
@@ -189,7 +194,7 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     except UnknownProjection as unknown:
         print(f"error: {unknown.args[0]}", file=sys.stderr)
         return 2
-    url = database_url(settings)
+    url = direct_database_url(settings)  # a session lock and search_path for the swap
     await migrate_database(url)
     conn = await connect_owner(url)  # replay creates and swaps tables: the owner's job
     bar = ProgressBar("replay")
@@ -215,12 +220,12 @@ async def _health(args: argparse.Namespace, settings: Settings) -> int:
     younger than --max-age seconds; neither blocked on an event type it does not know."""
     import asyncpg
 
-    from rcc.bootstrap import database_url
+    from rcc.bootstrap import direct_database_url
     from rcc.follower.checkpoints import Kind
     from rcc.follower.status import status
 
     try:
-        conn = await asyncpg.connect(database_url(settings), timeout=10)
+        conn = await asyncpg.connect(direct_database_url(settings), timeout=10)
     except (OSError, asyncpg.PostgresError) as error:
         print(f"unhealthy: database: {error}")
         return 1

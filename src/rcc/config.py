@@ -6,6 +6,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -31,9 +32,16 @@ class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
     model_install_per_min: int = 10
 
 
+Pooler = Literal["session", "transaction"]
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None
     data_dir: Path
+    # LISTEN, session advisory locks and migrations need one server session for their
+    # whole life, which a transaction-mode pooler does not give (docs/OPERATIONS.md).
+    database_direct_url: str | None = None  # DATABASE_DIRECT_URL, default DATABASE_URL
+    database_pooler: Pooler = "session"  # RCC_DATABASE_POOLER: what DATABASE_URL reaches
     signup_grant_rcc: int = 0
     max_running_jobs_per_user: int = 2
     public_url: str = "http://127.0.0.1:8000"
@@ -114,6 +122,20 @@ def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:
     return tuple(entries)
 
 
+def _pooler(env: dict[str, str]) -> Pooler:
+    """RCC_DATABASE_POOLER: `transaction` when DATABASE_URL is a transaction-mode pooler
+    (PgBouncer, Supabase's, Neon's), which then also needs DATABASE_DIRECT_URL."""
+    raw = env.get("RCC_DATABASE_POOLER", "").strip().lower() or "session"
+    if raw not in ("session", "transaction"):
+        raise SystemExit(f"RCC_DATABASE_POOLER must be session or transaction, got {raw!r}")
+    if raw == "transaction" and not (env.get("DATABASE_URL") and env.get("DATABASE_DIRECT_URL")):
+        raise SystemExit(
+            "RCC_DATABASE_POOLER=transaction needs DATABASE_URL (the pooler) and "
+            "DATABASE_DIRECT_URL (the server itself, for migrations, LISTEN and locks)"
+        )
+    return "transaction" if raw == "transaction" else "session"
+
+
 def _session_secret(env: dict[str, str], data_dir: Path) -> str:
     """RCC_SESSION_SECRET, or one generated once and kept in the data directory, so
     sessions survive restarts of a single-machine install without any setup."""
@@ -153,6 +175,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
         data_dir=data_dir,
+        database_direct_url=env.get("DATABASE_DIRECT_URL") or env.get("DATABASE_URL") or None,
+        database_pooler=_pooler(env),
         signup_grant_rcc=_int(env, "RCC_SIGNUP_GRANT_RCC", 0),
         max_running_jobs_per_user=_int(env, "RCC_MAX_RUNNING_JOBS_PER_USER", 2),
         public_url=(env.get("RCC_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),

@@ -23,5 +23,6 @@ async def running_projector(
         lambda pool: ProjectorWorker(pool, projections),
         pool_size=3,
         name="rcc-projector",
+        direct=True,  # LISTEN
     ) as worker:
         yield worker

@@ -41,7 +41,7 @@ from rcc.domain.events import user_stream
 from rcc.service.commands import CreateJob
 from rcc.service.handlers import Done, accepted, admit, fingerprint, stage_admission
 from rcc.store.event_store import Appended
-from rcc.store.outcome import OutcomeUnknown, new_command_id
+from rcc.store.outcome import OutcomeUnknown
 from rcc.store.unit_of_work import Remember, UnitOfWork
 
 MAX_GROUP = 128
@@ -160,8 +160,7 @@ class Coalescer:
         """The group's transaction: each command's decision, and where the events landed."""
         from rcc.service.bus import replay
 
-        ids = [new_command_id() for _ in group]
-        async with UnitOfWork(self.pool, command_ids=ids) as uow:
+        async with UnitOfWork(self.pool) as uow:
             asked = [a.key for a in group if a.key]
             remembered = await uow.serialise(*asked) if asked else {}
             people = await _lock_wallets(uow, sorted({a.cmd.user_id for a in group}))

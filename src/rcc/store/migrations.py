@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from rcc.store.owner_privileges import missing_privilege
+
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schema"
 # Any constant works: every migrator takes this session lock before looking.
 _LOCK_KEY = 0x5CC_0001
@@ -28,7 +30,8 @@ class Migration:
 
 
 class MigrationError(RuntimeError):
-    """A landed migration was edited, or the files are misnumbered."""
+    """A landed migration was edited, the files are misnumbered, or the role lacks a
+    privilege a migration needs (the message names it)."""
 
 
 def discover(schema_dir: Path = SCHEMA_DIR) -> list[Migration]:
@@ -55,6 +58,8 @@ async def migrate(conn: asyncpg.Connection, schema_dir: Path = SCHEMA_DIR) -> li
     applied_now: list[int] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
+        if await pending(conn, schema_dir) and (lacking := await missing_privilege(conn)):
+            raise MigrationError(f"cannot migrate: {lacking}")
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version    int         PRIMARY KEY,
@@ -72,18 +77,31 @@ async def migrate(conn: asyncpg.Connection, schema_dir: Path = SCHEMA_DIR) -> li
                         "it was applied; add a new migration instead"
                     )
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
+            await _apply(conn, migration)
             applied_now.append(migration.version)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    """One migration and its record, in one transaction."""
+    try:
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+    except asyncpg.InsufficientPrivilegeError as error:
+        # Whatever the pre-check missed: PostgreSQL's own words name the privilege.
+        detail = f" ({error.detail})" if error.detail else ""
+        raise MigrationError(
+            f"migration {migration.version:04d}_{migration.name} needs a privilege this "
+            f"role lacks: {error}{detail}"
+        ) from None
 
 
 async def pending(conn: asyncpg.Connection, schema_dir: Path = SCHEMA_DIR) -> list[int]:

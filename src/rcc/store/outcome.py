@@ -1,7 +1,7 @@
 """Did it commit? The answer to a COMMIT whose reply was lost.
 
-Every transaction of the unit of work inserts the ids of the commands it carries into
-`command_ids` right before its COMMIT (schema/0008_command_ids.sql). When the
+Every transaction of the unit of work inserts its id (it answers for every command it
+carries) into `command_ids` right before its COMMIT (schema/0008_command_ids.sql). When the
 connection dies while that COMMIT is in flight, the outcome is unknown to us: the
 server may have committed and then lost the socket, or never received the COMMIT.
 `committed` asks a fresh connection, and fences the id at the same time so that a
@@ -56,13 +56,12 @@ def new_command_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def record_and_commit(command_ids: list[uuid.UUID]) -> str:
-    """The one statement that ends a transaction: record its command ids, then COMMIT.
+def record_and_commit(command_id: uuid.UUID) -> str:
+    """The one statement that ends a transaction: record its command id, then COMMIT.
 
-    Sent as one simple query, so recording the ids costs no round trip of its own. The
-    ids are uuid objects we made, so their text is safe to inline."""
-    values = ", ".join(f"('{command_id}')" for command_id in command_ids)
-    return f"INSERT INTO command_ids (id) VALUES {values}; COMMIT"
+    Sent as one simple query, so recording the id costs no round trip of its own. The
+    id is a uuid we made, so its text is safe to inline."""
+    return f"INSERT INTO command_ids (id) VALUES ('{command_id}'); COMMIT"
 
 
 async def committed(

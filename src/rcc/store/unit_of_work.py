@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import uuid
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -72,18 +71,18 @@ class UnitOfWork:
 
     The transaction is begun and ended with plain BEGIN / COMMIT statements (not
     asyncpg's Transaction) so that the COMMIT can carry the command ids in the same
-    round trip. `command_ids` are the ids of the commands it carries (one, unless a
-    batch shares the transaction)."""
+    round trip. `command_id` names the transaction: the commands it carries (one, or a
+    group of job creations sharing it) commit or not together, so one id answers for all
+    of them, and a group records one row, not one per command."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         metadata: dict[str, Any] | None = None,
-        command_ids: list[uuid.UUID] | None = None,
     ) -> None:
         self._pool = pool
         self.metadata = metadata or {}
-        self.command_ids = command_ids or [new_command_id()]
+        self.command_id = new_command_id()
         self._writes: dict[str, StreamWrite] = {}
         self._workflows: list[WorkflowBlob] = []
         self._conn: Any = None
@@ -260,7 +259,7 @@ class UnitOfWork:
         effect: return if it did, re-raise the error if it certainly did not, raise
         OutcomeUnknown if that cannot be found out in time."""
         try:
-            await self._conn.execute(record_and_commit(self.command_ids))
+            await self._conn.execute(record_and_commit(self.command_id))
         except BaseException as error:
             self._open = False
             # Never back to the pool half-way through a COMMIT; closing the socket also
@@ -268,11 +267,11 @@ class UnitOfWork:
             self._discard()
             if isinstance(error, asyncio.CancelledError) or not isinstance(error, Exception):
                 raise
-            if not await committed(self._pool, self.command_ids[0]):
+            if not await committed(self._pool, self.command_id):
                 raise
             log.warning(
                 "COMMIT of command %s answered %s, yet it committed",
-                self.command_ids[0],
+                self.command_id,
                 type(error).__name__,
             )
         self._open = False
