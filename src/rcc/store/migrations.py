@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +34,17 @@ class MigrationError(RuntimeError):
 
 
 def discover(schema_dir: Path = SCHEMA_DIR) -> list[Migration]:
-    """The migrations in version order; each number once.
-
-    Gaps are allowed: numbers are reserved for work that lands on parallel branches, so
-    a branch may hold 0010 before 0008 exists. A later-landing lower number is still
-    applied (in version order among what is missing), so migrations stay independent."""
+    """The migrations in version order; numbering must be 1, 2, 3, ... with no gaps, so a
+    database that has applied N has applied exactly the first N, in the order written."""
     found = []
     for path in sorted(schema_dir.glob("*.sql")):
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNNN_what.sql")
         found.append(Migration(int(match[1]), match[2], path.read_text()))
-    for previous, migration in itertools.pairwise(found):
-        if migration.version == previous.version:
-            raise MigrationError(f"two migrations numbered {migration.version:04d}")
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"migration {expected:04d} is missing")
     return found
 
 
