@@ -51,3 +51,17 @@ async def snapshot(conn: asyncpg.Connection) -> dict[str, list[Any]]:
         table: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1")]
         for table in LEDGER_TABLES
     }
+
+
+# The job lifecycle as the product defines it, written in the tests rather than imported
+# from the code under test: a job is created, may be queued, runs, and ends once
+# (succeeded, failed or cancelled); it may fail or be cancelled from any unfinished
+# status, and nothing follows an end.
+JOB_LIFECYCLE: dict[str, frozenset[str]] = {
+    "created": frozenset({"queued", "running", "failed", "cancelled"}),
+    "queued": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"succeeded", "failed", "cancelled"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}

@@ -29,21 +29,12 @@ from rcc.domain.prices import JOB_PRICES_RCC
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
-from tests.helpers import balance_of
+from tests.helpers import JOB_LIFECYCLE, balance_of
 
 T = TypeVar("T")
 JOB_TYPES = st.sampled_from(sorted(JOB_PRICES_RCC))
 STATUSES = st.sampled_from(["queued", "running", "succeeded", "failed", "cancelled"])
-# The job lifecycle as the product defines it, written here rather than imported from
-# the code under test (tests/test_ledger_stateful_concurrent.py holds the same table).
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "created": frozenset({"queued", "running", "failed", "cancelled"}),
-    "queued": frozenset({"running", "failed", "cancelled"}),
-    "running": frozenset({"succeeded", "failed", "cancelled"}),
-    "succeeded": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
-}
+TRANSITIONS = JOB_LIFECYCLE
 
 
 @dataclass

@@ -33,21 +33,11 @@ from rcc.domain.errors import DomainError, IllegalTransition, InsufficientCredit
 from rcc.service import commands as c
 from rcc.service.bus import execute_alone
 from rcc.service.handlers import Done
-from tests.helpers import balance_of
+from tests.helpers import JOB_LIFECYCLE, balance_of
 
 T = TypeVar("T")
 
-# The job lifecycle as the product defines it: a job is created, may be queued, runs,
-# and ends once (succeeded, failed or cancelled); it may fail or be cancelled from any
-# unfinished status, and nothing follows an end.
-ALLOWED: dict[str, frozenset[str]] = {
-    "created": frozenset({"queued", "running", "failed", "cancelled"}),
-    "queued": frozenset({"running", "failed", "cancelled"}),
-    "running": frozenset({"succeeded", "failed", "cancelled"}),
-    "succeeded": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
-}
+ALLOWED = JOB_LIFECYCLE
 RELEASING = frozenset({"failed", "cancelled"})  # these give the reserve back
 STATUS_OF_EVENT = {
     "job_queued": "queued",
