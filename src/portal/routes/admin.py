@@ -15,10 +15,11 @@ import asyncpg
 import msgspec
 from litestar import Request, Response, Router, get, patch
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from portal.errors import ApiError, domain_response
+from portal.idempotency import IdempotencyKey
 from portal.identity import admin_or_service_reader, client_ip, identity_of
 from portal.job_views import page_with_waiting_reasons
 from portal.responses import BODY, SIGNED_IN, errors
@@ -31,7 +32,6 @@ from rcc.service.bus import execute
 from rcc.service.commands import PatchUser
 
 CSV_MAX_ROWS = 100_000
-MAX_KEY_LENGTH = 200  # as for POST /jobs
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 READ = errors(400, *SIGNED_IN)
 
@@ -84,10 +84,7 @@ async def patch_user(
     data: JSONBody[AdminUserPatch],
     state: State,
     request: Request[Any, Any, Any],
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(name="Idempotency-Key", required=False, max_length=MAX_KEY_LENGTH),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[UserView]:
     """Adjust a user's RCC (MANUAL_ADJUST, a reason required) and/or toggle admin.
 

@@ -11,13 +11,14 @@ from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import File
 
 from comfy_adapter.logs import JobLog, job_log
 from comfy_adapter.outputs import OutputStore
 from portal.consistency import caught_up
 from portal.errors import DATABASE_GONE, ApiError, domain_response
+from portal.idempotency import IdempotencyKey
 from portal.identity import (
     Identity,
     client_ip,
@@ -35,8 +36,6 @@ from rcc.domain.errors import DomainError
 from rcc.domain.workflow import workflow_problem
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
-
-MAX_KEY_LENGTH = 200
 
 
 async def me(request: Request[Any, Any, Any]) -> Identity:
@@ -59,10 +58,7 @@ async def create_job(
     data: JSONBody[CreateJobBody],
     state: State,
     request: Request[Any, Any, Any],
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(name="Idempotency-Key", required=False, max_length=MAX_KEY_LENGTH),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[JobView]:
     """Reserve the job's cost and create it (201). 402 when the balance is short;
     nothing is written then. Repeating an Idempotency-Key returns the first job."""
@@ -161,10 +157,7 @@ async def cancel_job(
     job_id: FromPath[str],
     state: State,
     request: Request[Any, Any, Any],
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(name="Idempotency-Key", required=False, max_length=MAX_KEY_LENGTH),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[JobView]:
     """Cancel a job that has not ended; its whole reserve is released. Repeating an
     Idempotency-Key answers like the first cancel (200), not 409."""
