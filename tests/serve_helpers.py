@@ -14,6 +14,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,16 +168,29 @@ def in_fresh_loop(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+@asynccontextmanager
+async def bench_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh `rcc_bench_*` database name, dropped afterwards whatever happened."""
+    database = f"rcc_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        yield database
+    finally:
+        await drop_bench_database(server_url, database)
+
+
+async def bench(
+    env: dict[str, str], database: str, suite: str, *args: str, limit_s: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`rcc bench <suite> ... --database <database>` as a real process."""
+    command = [sys.executable, "-m", "rcc.cli", "bench", suite, *args, "--database", database]
+    return await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=limit_s
+    )
+
+
 async def run_bench(
     env: dict[str, str], server_url: str, suite: str, *args: str, limit_s: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    """`rcc bench <suite> ... --database <fresh rcc_bench_*>` as a real process; the
-    database it made is dropped afterwards whatever happened."""
-    database = f"rcc_bench_{uuid.uuid4().hex[:12]}"
-    command = [sys.executable, "-m", "rcc.cli", "bench", suite, *args, "--database", database]
-    try:
-        return await asyncio.to_thread(
-            subprocess.run, command, env=env, capture_output=True, text=True, timeout=limit_s
-        )
-    finally:
-        await drop_bench_database(server_url, database)
+    """`rcc bench <suite> ...` on a fresh bench database, dropped afterwards."""
+    async with bench_database(server_url) as database:
+        return await bench(env, database, suite, *args, limit_s=limit_s)

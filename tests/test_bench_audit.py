@@ -3,29 +3,19 @@ business (docs/AUDIT.md), not the tests'."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import subprocess
-import sys
-import uuid
-
-import asyncpg
 
 from rcc.store.database import connect_owner
 from tests.conftest import with_database
+from tests.serve_helpers import bench, bench_database
 
 
 async def test_bench_audit_chains_verifies_exports_and_replays(
     cli_env: dict[str, str], server_url: str
 ) -> None:
-    database = f"rcc_bench_audit_{uuid.uuid4().hex[:12]}"  # unique: parallel workers
-    command = [
-        *(sys.executable, "-m", "rcc.cli", "bench", "audit"),
-        *("--events", "3000", "--recent", "400", "--database", database),
-    ]
-    try:
-        done = await asyncio.to_thread(
-            subprocess.run, command, env=cli_env, capture_output=True, text=True, timeout=300
+    async with bench_database(server_url) as database:
+        done = await bench(
+            cli_env, database, "audit", "--events", "3000", "--recent", "400", limit_s=300
         )
         assert done.returncode == 0, done.stdout + done.stderr
         rows = [re.split(r"\s{2,}", line.strip()) for line in done.stdout.splitlines()]
@@ -47,9 +37,3 @@ async def test_bench_audit_chains_verifies_exports_and_replays(
             assert chained == await owner.fetchval("SELECT count(*) FROM events") >= 3000
         finally:
             await owner.close()
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
