@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
@@ -27,7 +27,7 @@ from comfy_adapter.client import BackendError, OutputMissing, OutputTooLarge, Un
 from comfy_adapter.config import AdapterSettings
 from comfy_adapter.logs import RunLog
 from comfy_adapter.outputs import OutputStore
-from comfy_adapter.store import JobRow, mark_cleaned
+from comfy_adapter.store import JobRow, fill_workflows, mark_cleaned
 from comfy_adapter.waits import get_within
 from rcc.domain.errors import DomainError, IllegalTransition
 from rcc.service.bus import execute
@@ -153,10 +153,20 @@ class JobRun:
         accepted = await self._submit()
         await self._follow(probe_first=not accepted)
 
+    async def _workflow(self) -> dict[str, Any]:
+        """The prompt to submit. A row folded from a batch names a new job's workflow by
+        its digest (workflow_blobs): the body is fetched here, right before it is needed,
+        whichever way the run began (dispatch, reconciliation, a resubmission)."""
+        if not self.row.workflow and self.row.workflow_digest:
+            async with self.ctx.pool.acquire() as conn:
+                await fill_workflows(conn, [self.row])
+            self.log.workflow = self.row.workflow or {}
+        return self.row.workflow or {}
+
     async def _submit(self) -> bool:
         """POST /prompt, retrying a backend that does not answer. True when accepted;
         False when the answer is unknown (the follow loop asks /queue and /history)."""
-        workflow = self.row.workflow or {}
+        workflow = await self._workflow()
         settings = self.ctx.settings
         last = ""
         for attempt in range(1, settings.retries + 1):

@@ -275,9 +275,6 @@ class AdapterWorker:
             while self._to_queue:
                 chunk = self._to_queue[:QUEUE_MARK_CONCURRENCY]
                 del self._to_queue[:QUEUE_MARK_CONCURRENCY]
-                # Rows folded from the batch in memory name their workflow by digest.
-                async with self.pool.acquire() as conn:
-                    await store.fill_workflows(conn, chunk)
                 marked = await asyncio.gather(*(self._mark_queued(row) for row in chunk))
                 for row, ok in zip(chunk, marked, strict=True):
                     if ok:
