@@ -189,11 +189,12 @@ async def test_reconcile_applies_what_the_ledger_lacks_once(
     double.events = sorted([*events, old], key=lambda e: -e["created"])  # newest first
     for event in events[:2]:  # the webhook delivered these two
         await delivered(http, event)
+    since = ago(86400)  # once: the clock may tick between the call and the check
     async with stripe_client(pay_settings.stripe_secret_key, double.url) as client:
-        listed = await list_events(client, ago(86400))
+        listed = await list_events(client, since)
     assert sorted(e["id"] for e in listed) == sorted(e["id"] for e in events)
     pages = [c.params for c in double.calls if c.path == "/v1/events"]
-    assert len(pages) == 3 and all(p["created[gte]"] == str(ago(86400)) for p in pages)
+    assert len(pages) == 3 and all(p["created[gte]"] == str(since) for p in pages)
     assert [p.get("starting_after") is not None for p in pages] == [False, True, True]
     said: list[str] = []
     report = await reconcile(pool, listed, pay_settings.catalog, said.append)
