@@ -12,7 +12,6 @@ asks again and the key answers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import msgspec
 from rcc.domain.errors import DomainError
 from rcc.service.commands import ExpireLot
 from rcc.service.stripe_inbox import execute_retrying
+from rcc.service.ticking import tick_until_stopped
 from rcc.store.lot_expiries import due_expiries, mark_done
 
 log = logging.getLogger("rcc.expiry")
@@ -93,16 +93,11 @@ class ExpiryScheduler:
 
     async def run(self) -> None:
         """Tick until stopped; a full batch ticks again at once, errors back off."""
-        errors = 0
-        while not self.stop_event.is_set():
-            wait = self.interval_s
-            try:
-                if len(await self.tick()) >= self.batch_size:
-                    wait = 0.0
-                errors = 0
-            except Exception as error:  # a worker outlives any one failed tick
-                errors += 1
-                log.exception("expiry tick failed (attempt %s): %s", errors, error)
-                wait = min(30.0, 0.5 * 2**errors)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), wait)
+        await tick_until_stopped(
+            self.tick,
+            self.stop_event,
+            name="expiry",
+            interval_s=self.interval_s,
+            batch_size=self.batch_size,
+            max_backoff_s=30.0,
+        )

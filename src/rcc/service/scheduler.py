@@ -24,6 +24,7 @@ from rcc.domain.errors import DomainError
 from rcc.domain.lots import LotPolicy
 from rcc.service.payment_commands import GrantScheduledMonth
 from rcc.service.stripe_inbox import execute_retrying
+from rcc.service.ticking import tick_until_stopped
 
 log = logging.getLogger("rcc.scheduler")
 
@@ -122,19 +123,14 @@ class GrantScheduler:
 
     async def run(self) -> None:
         """Tick until stopped; a full batch ticks again at once, errors back off."""
-        errors = 0
-        while not self.stop_event.is_set():
-            wait = self.interval_s
-            try:
-                if len(await self.tick()) >= self.batch_size:
-                    wait = 0.0
-                errors = 0
-            except Exception as error:  # a worker outlives any one failed tick
-                errors += 1
-                log.exception("scheduler tick failed (attempt %s): %s", errors, error)
-                wait = min(self.interval_s, 0.5 * 2**errors)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), wait)
+        await tick_until_stopped(
+            self.tick,
+            self.stop_event,
+            name="scheduler",
+            interval_s=self.interval_s,
+            batch_size=self.batch_size,
+            max_backoff_s=self.interval_s,
+        )
 
 
 @contextlib.asynccontextmanager
