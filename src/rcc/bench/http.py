@@ -64,6 +64,7 @@ from rcc.bench.ledger import (
 from rcc.bench.table import aligned, machine_line, server_line
 from rcc.bootstrap import database_url
 from rcc.config import Settings
+from rcc.follower.horizon import held_back
 from rcc.projector.wait import wait_for
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
@@ -401,6 +402,15 @@ async def check(url: str, cast: Cast, ledger: Ledger, own_server: bool) -> Check
     pool = await create_pool(url, min_size=1, max_size=4)
     try:
         async with pool.acquire() as conn:
+            # A transaction open anywhere on the server (the horizon is server-wide)
+            # holds committed events back from `head`: wait them out, or the check
+            # below would compare read models that could not have seen them yet.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CATCH_UP_TIMEOUT_S):
+                    while True:
+                        if not await held_back(conn):
+                            break
+                        await asyncio.sleep(0.05)
             last = await head(conn)
         log("waiting for the projections to apply the whole log")
         caught_up = await wait_for(pool, last, [p.name for p in ALL], CATCH_UP_TIMEOUT_S)
