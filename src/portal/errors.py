@@ -27,6 +27,8 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
     domain.Invalid: 422,
     domain.TooManyJobs: 429,
     domain.PayloadTooLarge: 413,
+    domain.DailyLimitReached: 429,  # h6
+    domain.AccountBlocked: 403,  # h6
 }
 
 _CODES = {
@@ -67,7 +69,8 @@ def domain_response(error: domain.DomainError) -> Response[dict[str, Any]]:
     """The HTTP answer for a refused command."""
     body = msgspec.to_builtins(error)
     status = STATUS_OF.get(type(error), 422)
-    return Response(body, status_code=status)
+    headers = {"Retry-After": str(body.pop("retry_after_s"))} if "retry_after_s" in body else None
+    return Response(body, status_code=status, headers=headers)
 
 
 def _validation_fields(exc: ValidationException) -> list[dict[str, Any]]:

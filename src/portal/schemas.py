@@ -69,11 +69,18 @@ class AdminUserPatch(Strict, frozen=True, kw_only=True):
     reason: str | None = None
     is_admin: bool | None = None
     expires_at: datetime | None = None  # with a positive rcc_delta: a lot that expires then
+    blocked: bool | None = None  # h6: block or unblock, with a reason (alone in its patch)
 
 
 class NextExpiry(msgspec.Struct, frozen=True, kw_only=True):
     amount_rcc: int  # what is left of the lots expiring at that instant
     expires_at: datetime
+
+
+class DailyUse(msgspec.Struct, frozen=True, kw_only=True):
+    used_rcc: int
+    limit_rcc: int | None  # None: unlimited
+    resets_at: datetime
 
 
 class Me(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +94,9 @@ class Me(msgspec.Struct, frozen=True, kw_only=True):
     available_rcc: int = 0  # the same number as balance_rcc
     held_rcc: int = 0  # set aside by open holds (none yet)
     next_expiry: NextExpiry | None = None
+    daily: DailyUse | None = None  # h6: today's spending against the plan's daily limit
+    blocked: bool = False  # h6
+    blocked_reason: str = ""
 
 
 class LotView(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,6 +13,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody
 
+from portal.blocking import not_blocked
 from portal.errors import ApiError
 from portal.identity import signed_in_user
 from portal.responses import BODY, SIGNED_IN, errors
@@ -129,7 +130,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-@post("/checkout/topup", status_code=200, guards=[signed_in_user], responses=CHECKOUT)
+@post("/checkout/topup", status_code=200, guards=[signed_in_user, not_blocked], responses=CHECKOUT)
 async def checkout_topup(
     data: JSONBody[TopupCheckout],
     state: State,
@@ -148,7 +149,12 @@ async def checkout_topup(
     return await _checkout(settings, params, _request_key(who.user_id, "topup", idempotency_key))
 
 
-@post("/checkout/subscription", status_code=200, guards=[signed_in_user], responses=CHECKOUT)
+@post(
+    "/checkout/subscription",
+    status_code=200,
+    guards=[signed_in_user, not_blocked],  # h6: blocked accounts cannot pay
+    responses=CHECKOUT,
+)
 async def checkout_subscription(
     data: JSONBody[SubscriptionCheckout],
     state: State,

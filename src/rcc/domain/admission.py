@@ -11,6 +11,8 @@ from datetime import datetime
 import msgspec
 
 from rcc.domain import wallet as wallets
+from rcc.domain.blocking import account_block
+from rcc.domain.daily import daily_limit_refusal, day_of
 from rcc.domain.errors import DomainError, Invalid
 from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
@@ -36,23 +38,31 @@ def admit_job(
     max_open_jobs: int | None,
     max_workflow_bytes: int,
     now: datetime,
+    price_rcc: int | None = None,  # the policy's price (h6); None: the built-in table
+    daily_limit_rcc: int | None = None,  # the plan's or a policy's limit (h6); None: none
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
     workflow is too large, the type is unknown, too many jobs are open, or the balance
     cannot cover it. The job's event keeps the workflow's digest, not its body."""
+    if blocked := account_block(user):
+        return blocked
     blob = workflow_blob(workflow) if workflow else None
     if blob is not None and (refused_size := too_large(blob, max_workflow_bytes)):
         return refused_size
     cost = job_cost(job_type)
     if cost is None:
         return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
+    cost = cost if price_rcc is None else price_rcc
     if too_many := wallets.open_job_limit(wallet, max_open_jobs):
         return too_many
+    if not user.is_admin and (over := daily_limit_refusal(wallet, cost, daily_limit_rcc, now)):
+        return over
     draws: tuple[tuple[str, int], ...] = ()
     if user.is_admin:
         charge: list[Event] = [AdminBypassed(job=job_id)]
     else:
-        reserved = wallets.reserve(wallet, job_id, cost, now)
+        day = day_of(now) if daily_limit_rcc is not None else ""  # counted under a limit
+        reserved = wallets.reserve(wallet, job_id, cost, now, day)
         if isinstance(reserved, DomainError):
             return reserved
         charge = reserved

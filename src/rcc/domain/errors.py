@@ -49,6 +49,24 @@ class IdempotencyKeyReused(DomainError, frozen=True, kw_only=True, tag="idempote
     """The key was first used for a different command: refusing beats guessing."""
 
 
+# --- plans and blocking (h6) ----------------------------------------------------------
+
+
+class DailyLimitReached(DomainError, frozen=True, kw_only=True, tag="daily_limit_reached"):
+    """The plan's (or a policy's) daily spending limit would be exceeded: a 429."""
+
+    used_rcc: int
+    limit_rcc: int
+    resets_at: str  # RFC 3339, the next UTC midnight
+    retry_after_s: int
+
+
+class AccountBlocked(DomainError, frozen=True, kw_only=True, tag="account_blocked"):
+    """An admin blocked the account: it may sign in and read, not spend (a 403)."""
+
+    reason: str
+
+
 def error_code(error: DomainError) -> str:
     """The snake_case code that clients see in `{"error": ...}`."""
     return str(type(error).__struct_config__.tag)

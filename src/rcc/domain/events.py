@@ -65,6 +65,7 @@ class CreditsReserved(LedgerEvent, frozen=True, kw_only=True, tag="credits_reser
     job: str
     amount: int
     draws: Draws = ()  # empty only before lots
+    day: str = ""  # the UTC day (YYYY-MM-DD) it counts against the daily limit (h6)
 
     @property
     def delta(self) -> int:
@@ -87,6 +88,7 @@ class CreditsReleased(LedgerEvent, frozen=True, kw_only=True, tag="credits_relea
     relot: str | None = None  # the new lot for the rest (amount - the draws above)
     relot_expires_at: datetime | None = None
     at: datetime | None = None
+    day: str = ""  # the UTC day of the release: gives that day's allowance back (h6)
 
     @property
     def delta(self) -> int:
@@ -497,6 +499,37 @@ class ModelDeleted(Event, frozen=True, kw_only=True, tag="model_deleted"):
     was_installed: bool = True  # False: only the record of a failed install was removed
 
 
+# --- policies, plans and blocking (h6) ----------------------------------------------
+# Policy changes live in the one `policies` stream, so every change is serialised and
+# its `before` is exact; blocking lives in the account's own stream (`user-<id>`).
+
+PolicyValue = int | list[int] | None  # None: no limit (only for keys that allow it)
+
+
+class PolicySet(Event, frozen=True, kw_only=True, tag="policy_set"):
+    """An admin set a policy key for a scope from `effective_at` on (docs/POLICIES.md)."""
+
+    key: str
+    scope: str  # "global", "plan", "org" or "user"
+    scope_id: str = ""  # the plan, org or user id; empty for global
+    value: PolicyValue = None
+    effective_at: datetime
+    reason: str
+    actor: str
+    before: PolicyValue = None  # what this scope resolved to when the change was made
+    after: PolicyValue = None
+
+
+class AccountBlockChanged(Event, frozen=True, kw_only=True, tag="account_block_changed"):
+    """An admin blocked or unblocked an account (a user; an org at merge) with a reason."""
+
+    account_id: str
+    blocked: bool
+    reason: str
+    actor: str
+    account_kind: str = "user"
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -541,6 +574,9 @@ AnyEvent = (
     | ModelInstalled
     | ModelInstallFailed
     | ModelDeleted
+    # --- policies, plans and blocking (h6)
+    | PolicySet
+    | AccountBlockChanged
 )
 
 _encoder = msgspec.json.Encoder()
@@ -623,6 +659,7 @@ def subscription_stream(subscription_id: str) -> str:
 
 
 OPS_COMFYUI_STREAM = "ops-comfyui"
+POLICIES_STREAM = "policies"  # every PolicySet (h6)
 
 
 def model_stream(name: str) -> str:

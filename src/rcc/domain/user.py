@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from rcc.domain.events import AdminStatusChanged, Event, UserRegistered
+from rcc.domain.events import AccountBlockChanged, AdminStatusChanged, Event, UserRegistered
 
 
 class UserState(msgspec.Struct, frozen=True, kw_only=True):
@@ -13,6 +13,8 @@ class UserState(msgspec.Struct, frozen=True, kw_only=True):
     wallet_id: str = ""
     is_admin: bool = False
     registered: bool = False
+    blocked: bool = False  # by an admin: may sign in and read, not spend (h6)
+    blocked_reason: str = ""
 
 
 def evolve(state: UserState, event: Event) -> UserState:
@@ -27,6 +29,10 @@ def evolve(state: UserState, event: Event) -> UserState:
             )
         case AdminStatusChanged():
             return msgspec.structs.replace(state, is_admin=event.is_admin)
+        case AccountBlockChanged():
+            return msgspec.structs.replace(
+                state, blocked=event.blocked, blocked_reason=event.reason if event.blocked else ""
+            )
     return state
 
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from rcc.domain import daily
 from rcc.domain.errors import (
     DomainError,
     InsufficientCredits,
@@ -68,6 +69,10 @@ class WalletState(msgspec.Struct, frozen=True, kw_only=True):
     # still return credits to it (bounded by the lots, not by the open jobs).
     pinned: dict[str, int] = {}
     lot_seq: int = 0  # lots created so far: the next lot is L<lot_seq + 1>
+    # What jobs reserved on `spend_day` (UTC) less what was released that day: the daily
+    # limit is checked against it under this wallet's lock (rcc.domain.daily, h6).
+    spend_day: str = ""
+    spent_today: int = 0
 
 
 def evolve(state: WalletState, event: Event) -> WalletState:
@@ -91,6 +96,7 @@ def evolve(state: WalletState, event: Event) -> WalletState:
                 open_jobs=state.open_jobs + 1,
                 lots=apply_draws(state.lots, event.draws, -1),
                 pinned=pin(state.pinned, event.draws, +1),
+                **daily.counted(state.spend_day, state.spent_today, event.day, event.amount),
             )
         case AdminBypassed():
             return msgspec.structs.replace(state, open_jobs=state.open_jobs + 1)
@@ -175,6 +181,9 @@ def _released(state: WalletState, event: CreditsReleased) -> WalletState:
     if event.relot is not None:
         rest = event.amount - sum(amount for _, amount in event.draws)
         after = _new_lot(after, event.relot, "release", rest, event.at, event.relot_expires_at)
+    after = msgspec.structs.replace(
+        after, **daily.counted(state.spend_day, state.spent_today, event.day, -event.amount)
+    )
     return _unpinned(after, event.drawn)
 
 
@@ -227,9 +236,10 @@ def _drawable_total(state: WalletState, now: datetime) -> int:
 
 
 def reserve(
-    state: WalletState, job: str, cost: int, now: datetime
+    state: WalletState, job: str, cost: int, now: datetime, day: str = ""
 ) -> list[Event] | InsufficientCredits:
-    """JOB_RESERVE: draw the cost from the lots in spending order, recording the draws."""
+    """JOB_RESERVE: draw the cost from the lots in spending order, recording the draws;
+    `day` counts it against that UTC day's limit (empty: no daily limit applies)."""
     opening = with_lots(state, now)
     lotted = fold(opening, state) if opening else state
     draws, short = plan_draws(drawable(lotted.lots, to_us(now)), cost)
@@ -240,7 +250,10 @@ def reserve(
             balance_rcc=can,
             cost_rcc=cost,
         )
-    return [*opening, CreditsReserved(job=job, amount=cost, draws=tuple(draws))]
+    return [
+        *opening,
+        CreditsReserved(job=job, amount=cost, draws=tuple(draws), day=day),
+    ]
 
 
 def release(
@@ -249,18 +262,19 @@ def release(
     """JOB_RELEASE: return exactly what the job drew (`drawn`, kept by the job). A draw
     whose lot has expired (or expires within the draw guard) comes back as one new lot
     lasting RELEASE_GRACE, so nobody loses credits to a failed job."""
+    day = daily.release_day(state, now)
     if not drawn:
         # Reserved before lots: a new lot without expiry, as the migrated lot it would
         # have been drawn from never expires.
         if not state.lots_on:
-            return [CreditsReleased(job=job, amount=amount)]
-        return [CreditsReleased(job=job, amount=amount, relot=next_lot(state), at=now)]
+            return [CreditsReleased(job=job, amount=amount, day=day)]
+        return [CreditsReleased(job=job, amount=amount, relot=next_lot(state), at=now, day=day)]
     drawn = tuple((lot_id, n) for lot_id, n in drawn)
     guard_us = to_us(now + DRAW_GUARD)
     live = {lot.id for lot in state.lots if lot.live_at(guard_us)}
     back = tuple((lot_id, n) for lot_id, n in drawn if lot_id in live)
     if sum(n for _, n in back) == amount:
-        return [CreditsReleased(job=job, amount=amount, draws=back, drawn=drawn)]
+        return [CreditsReleased(job=job, amount=amount, draws=back, drawn=drawn, day=day)]
     return [
         CreditsReleased(
             job=job,
@@ -270,6 +284,7 @@ def release(
             relot=next_lot(state),
             relot_expires_at=now + RELEASE_GRACE,
             at=now,
+            day=day,
         )
     ]
 

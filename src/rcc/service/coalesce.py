@@ -38,6 +38,7 @@ from rcc.domain import user as users
 from rcc.domain import wallet as wallets
 from rcc.domain.errors import DomainError, IdempotencyKeyReused, NotFound
 from rcc.domain.events import user_stream
+from rcc.policy.terms import job_terms
 from rcc.service.commands import CreateJob
 from rcc.service.handlers import Done, accepted, admit, fingerprint, stage_admission
 from rcc.store.event_store import Appended
@@ -164,6 +165,7 @@ class Coalescer:
             asked = [a.key for a in group if a.key]
             remembered = await uow.serialise(*asked) if asked else {}
             people = await _lock_wallets(uow, sorted({a.cmd.user_id for a in group}))
+            terms = await job_terms(uow.conn, list(people))  # policy prices, limits (h6)
             decided: list[Any] = []
             first_by_key: dict[str, int] = {}
             keys: list[Remember] = []
@@ -176,7 +178,7 @@ class Coalescer:
                     decided.append(NotFound(detail="user not found"))
                 else:
                     user, wallet = people[ask.cmd.user_id]
-                    admitted = admit(ask.cmd, user, wallet.state)
+                    admitted = admit(ask.cmd, user, wallet.state, terms[ask.cmd.user_id])
                     if isinstance(admitted, DomainError):
                         decided.append(admitted)
                         continue

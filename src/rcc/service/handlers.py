@@ -44,10 +44,12 @@ from rcc.domain.events import (
     wallet_stream,
 )
 from rcc.domain.lots import lifetime
+from rcc.policy.terms import JobTerms, job_terms
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
+from rcc.service.policy_handlers import POLICY_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
@@ -238,7 +240,8 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
     if isinstance(loaded, DomainError):
         return loaded
     user, wallet, version = loaded
-    admitted = admit(cmd, user, wallet)
+    terms = await job_terms(uow.conn, [cmd.user_id])  # prices and limits by policy (h6)
+    admitted = admit(cmd, user, wallet, terms[cmd.user_id])
     if isinstance(admitted, DomainError):
         return admitted
     stage_admission(uow, admitted, version)
@@ -246,9 +249,16 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
 
 
 def admit(
-    cmd: c.CreateJob, user: users.UserState, wallet: wallets.WalletState
+    cmd: c.CreateJob,
+    user: users.UserState,
+    wallet: wallets.WalletState,
+    terms: JobTerms | None = None,
 ) -> Admitted | DomainError:
-    """The pure decision for one CreateJob against the wallet as it stands."""
+    """The pure decision for one CreateJob against the wallet as it stands, on the
+    user's terms (policy prices and limits) when given."""
+    max_open = cmd.max_open_jobs
+    if terms is not None and terms.max_running is not None and not user.is_admin:
+        max_open = terms.max_running
     return admit_job(
         user=user,
         wallet=wallet,
@@ -256,9 +266,11 @@ def admit(
         job_type=cmd.job_type,
         workflow=cmd.workflow,
         metadata=cmd.metadata,
-        max_open_jobs=cmd.max_open_jobs,
+        max_open_jobs=max_open,
         max_workflow_bytes=cmd.max_workflow_bytes,
         now=_now(),
+        price_rcc=terms.prices.get(cmd.job_type) if terms else None,
+        daily_limit_rcc=terms.daily_limit_rcc if terms else None,
     )
 
 
@@ -426,6 +438,7 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
+    **POLICY_HANDLERS,  # policy_handlers.py: policies and blocking (h6)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

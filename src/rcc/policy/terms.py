@@ -1,0 +1,52 @@
+"""What the job path reads from policies: a job's price, the daily limit and the
+number of unfinished jobs allowed, for each user of a transaction, in one step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+
+from rcc.domain.prices import JOB_PRICES_RCC
+from rcc.policy.book import PolicyBook, int_or_none, resolve
+from rcc.policy.store import current_book, plans_of
+
+
+class JobTerms(msgspec.Struct, frozen=True, kw_only=True):
+    """One user's terms for new jobs, resolved at `at` (user > org > plan > global)."""
+
+    plan: str
+    prices: dict[str, int]
+    daily_limit_rcc: int | None
+    max_running: int | None  # None: no policy set (RCC_MAX_RUNNING_JOBS_PER_USER applies)
+
+
+def terms_for(
+    book: PolicyBook,
+    user_id: str,
+    plan: str,
+    at: datetime,
+    org: str | None = None,
+) -> JobTerms:
+    """The terms from a book for one user on `plan` at `at`."""
+
+    def value(key: str, **default: None) -> int | None:
+        return int_or_none(resolve(book, key, user=user_id, org=org, plan=plan, at=at, **default))
+
+    prices = {t: value(f"price.{t}") for t in JOB_PRICES_RCC}
+    return JobTerms(
+        plan=plan,
+        prices={t: p for t, p in prices.items() if p is not None},
+        daily_limit_rcc=value("limits.daily_rcc"),
+        max_running=value("jobs.max_running", default=None),
+    )
+
+
+async def job_terms(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[str, JobTerms]:
+    """Every user's terms now: the policy book (cached) and their plans, two lookups."""
+    book = await current_book(conn)
+    plans = await plans_of(conn, user_ids)
+    now = datetime.now(UTC)
+    return {u: terms_for(book, u, plans[u], now) for u in user_ids}
