@@ -13,6 +13,7 @@ from typing import Any
 
 from rcc.audit_cli import add_audit_commands
 from rcc.config import Settings, load_settings
+from rcc.policy_cli import add_policy_commands
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=_tokens_revoke)
 
     add_audit_commands(sub)
+    add_policy_commands(sub)  # h6: rcc policy get|set|history|seed-plans
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     ledger = bench.add_parser("ledger", help="create-job throughput vs a plain UPDATE baseline")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
+import msgspec
 from litestar import Request, Router, get
 from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
@@ -15,10 +16,11 @@ from portal.credits import live_lots, lot_view, next_expiry, wallet_state
 from portal.identity import signed_in_user
 from portal.responses import SIGNED_IN, errors
 from portal.routes.jobs import me
-from portal.schemas import Lots, Me, Reason
+from portal.schemas import DailyUse, Lots, Me, Reason
 from projections import queries
 from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
+from rcc.policy.terms import daily_standing
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -36,6 +38,8 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         plan = await conn.fetchval(
             "SELECT plan FROM users WHERE id = $1 AND plan_active_until > now()", who.user_id
         )
+        wallet = wallet_state(next((r["state"] for r in heads if r["stream_id"][0] == "w"), None))
+        daily = await daily_standing(conn, who.user_id, wallet, who.is_admin)  # h6
     found = {row["stream_id"].split("-", 1)[0]: row["state"] for row in heads}
     user, wallet = found.get("user", {}), wallet_state(found.get("wallet"))
     now = datetime.now(UTC)
@@ -52,6 +56,9 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         available_rcc=spendable,
         held_rcc=0,
         next_expiry=next_expiry(wallet, now),
+        daily=DailyUse(**msgspec.structs.asdict(daily)),  # h6: policies and plans
+        blocked=bool(user.get("blocked", False)),
+        blocked_reason=str(user.get("blocked_reason", "")),
     )
 
 

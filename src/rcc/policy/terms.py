@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
+from rcc.domain.daily import DailySpend, resets_at, used_today
 from rcc.domain.prices import JOB_PRICES_RCC
 from rcc.policy.book import PolicyBook, int_or_none, resolve
 from rcc.policy.store import current_book, plans_of
@@ -50,3 +51,23 @@ async def job_terms(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[s
     plans = await plans_of(conn, user_ids)
     now = datetime.now(UTC)
     return {u: terms_for(book, u, plans[u], now) for u in user_ids}
+
+
+class DailyStanding(msgspec.Struct, frozen=True, kw_only=True):
+    used_rcc: int
+    limit_rcc: int | None
+    resets_at: datetime
+
+
+async def daily_standing(
+    conn: asyncpg.Connection, user_id: str, wallet: DailySpend, is_admin: bool = False
+) -> DailyStanding:
+    """Today's spending against the user's daily limit (GET /me's `daily`); admins have
+    none. Spending is counted while a limit applies (rcc.domain.daily)."""
+    now = datetime.now(UTC)
+    terms = (await job_terms(conn, [user_id]))[user_id]
+    return DailyStanding(
+        used_rcc=used_today(wallet, now),
+        limit_rcc=None if is_admin else terms.daily_limit_rcc,
+        resets_at=resets_at(now),
+    )

@@ -23,7 +23,7 @@ from rcc.domain.events import (
 )
 from rcc.policy.book import resolve
 from rcc.policy.keys import KEYS, SCOPES, value_problem
-from rcc.policy.store import load_book
+from rcc.policy.store import load_book, plans_of
 from rcc.service.commands import Command
 from rcc.service.policy_commands import SetAccountBlocked, SetPolicy
 from rcc.store.unit_of_work import UnitOfWork
@@ -84,6 +84,8 @@ async def set_policy(cmd: SetPolicy, uow: UnitOfWork) -> PolicyChanged | DomainE
     book = await load_book(uow.conn, head.version)
     effective_at = max(cmd.effective_at or now, now)
     scope = {cmd.scope: cmd.scope_id} if cmd.scope != "global" else {}
+    if cmd.scope == "user":  # what the user had, through its plan too
+        scope["plan"] = (await plans_of(uow.conn, [cmd.scope_id]))[cmd.scope_id]
     before = resolve(book, cmd.key, at=effective_at, **scope)
     event = PolicySet(
         key=cmd.key, scope=cmd.scope, scope_id=cmd.scope_id, value=cmd.value,
