@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
+from rcc.audit import verify
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
@@ -68,3 +69,4 @@ async def test_a_blocked_account_signs_in_but_cannot_spend_and_its_job_finishes(
     assert (await client.patch(path, json=unblock, headers=admin)).status_code == 200
     assert (await client.post("/jobs", json=IMAGE_JOB, headers=headers)).status_code == 201
     assert (await client.get("/me")).json()["blocked"] is False
+    assert (await verify(owner)).ok

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
+from rcc.audit import verify
 from rcc.domain.errors import DailyLimitReached
 from rcc.service import commands as c
 from rcc.service.bus import execute, execute_alone
@@ -107,3 +108,4 @@ async def test_a_daily_limit_racing_200_jobs_is_never_exceeded(
     assert reserved == sum(accepted)
     state = await owner.fetchval("SELECT state FROM streams WHERE stream_id = $1", f"wallet-{user}")
     assert state["spent_today"] == sum(accepted)
+    assert (await verify(owner)).ok  # the folded state agrees with the events alone

@@ -251,3 +251,16 @@ async def test_the_cli_sets_gets_and_shows_history(cli_env: dict[str, str]) -> N
     assert seeded.strip().endswith('"value":20}')
     history = run_rcc(cli_env, "policy", "history", "limits.daily_rcc", "--plan", "enterprise")
     assert '"resolved":null' in history and "seed plan limits" in history
+
+
+async def test_the_signup_grant_and_its_lifetime_follow_their_policies(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    admin = await bearer(pool, "admin")
+    for key, value in (("grants.signup_rcc", 15), ("lots.signup_days", 3)):
+        assert (await _put(client, admin, key, scope="global", value=value)).status_code == 200
+    await sign_up(client)
+    me = (await client.get("/me")).json()
+    assert me["balance_rcc"] == 15
+    expires = datetime.fromisoformat(me["next_expiry"]["expires_at"])
+    assert abs((expires - datetime.now(UTC)) - timedelta(days=3)) < timedelta(minutes=1)

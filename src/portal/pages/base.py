@@ -29,6 +29,7 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     balance_rcc: int | None
     plan: str | None
     csrf_token: str | None
+    blocked_reason: str | None = None  # h6: the admin's reason while the account is blocked
 
 
 class SignInRequired(Exception):
@@ -80,6 +81,7 @@ async def viewer_of(request: Request[Any, Any, Any]) -> Viewer | None:
         balance_rcc=found.balance_rcc,
         plan=found.plan,
         csrf_token=who.csrf_token,
+        blocked_reason=found.blocked_reason,
     )
 
 

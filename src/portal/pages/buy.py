@@ -16,6 +16,7 @@ from litestar.response import Template
 
 from portal.pages import reads
 from portal.pages.base import member, render
+from portal.pages.policies import plan_comparison
 from rcc.config import Settings
 
 RECENT = timedelta(hours=1)
@@ -29,6 +30,7 @@ async def buy(request: Request[Any, Any, Any], state: State) -> Template:
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
         mark = await reads.last_ledger_id(conn, viewer.user_id)
+        plans = await plan_comparison(conn, settings)  # h6
     return render(
         request,
         "buy.html",
@@ -37,6 +39,7 @@ async def buy(request: Request[Any, Any, Any], state: State) -> Template:
         catalog=settings.catalog,
         payments_ready=bool(settings.stripe_secret_key),
         ledger_mark=mark,
+        plans=plans,
     )
 
 

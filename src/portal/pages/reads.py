@@ -15,6 +15,7 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     balance_rcc: int
     plan: str | None
+    blocked_reason: str | None = None  # h6: set while an admin has blocked the account
 
 
 async def account(conn: asyncpg.Connection, user_id: str) -> Account:
@@ -24,12 +25,19 @@ async def account(conn: asyncpg.Connection, user_id: str) -> Account:
         """SELECT (SELECT state->>'email' FROM streams WHERE stream_id = $1) AS email,
                   (SELECT (state->>'balance')::bigint FROM streams WHERE stream_id = $2)
                       AS balance,
-                  (SELECT plan FROM users WHERE id = $3 AND plan_active_until > now()) AS plan""",
+                  (SELECT plan FROM users WHERE id = $3 AND plan_active_until > now()) AS plan,
+                  (SELECT state->>'blocked_reason' FROM streams
+                    WHERE stream_id = $1 AND (state->>'blocked')::boolean) AS blocked""",
         f"user-{user_id}",
         f"wallet-{user_id}",
         user_id,
     )
-    return Account(email=row["email"] or "", balance_rcc=int(row["balance"] or 0), plan=row["plan"])
+    return Account(
+        email=row["email"] or "",
+        balance_rcc=int(row["balance"] or 0),
+        plan=row["plan"],
+        blocked_reason=row["blocked"],
+    )
 
 
 def last_days(days: int, today: date | None = None) -> list[date]:

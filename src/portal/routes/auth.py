@@ -20,6 +20,7 @@ from portal.schemas import Credentials, SignedIn
 from portal.sessions import COOKIE, LIFETIME, end_session, open_session
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
+from rcc.policy.grants import register_per_hour, signup_terms
 from rcc.service.accounts import record_sign_in, user_id_by_email
 from rcc.service.bus import execute
 from rcc.service.commands import RegisterUser
@@ -94,14 +95,15 @@ async def register(
     address on top of the per-minute one (docs/SECURITY.md, finding 11)."""
     settings: Settings = state.settings
     await _limit(state, request, "register", settings.rate_limits.register_per_min)
-    await _limit(state, request, "register", settings.rate_limits.register_per_hour, 3600)
+    async with state.pool.acquire() as conn:  # h6: these three are policies now
+        per_hour = await register_per_hour(conn, settings)
+        signup_grant, lots = await signup_terms(conn, settings)
+    await _limit(state, request, "register", per_hour, 3600)
     if problem := password_problem(data.password):
         raise ApiError(422, "weak_password", problem)
     done = await execute(
         state.pool,
-        RegisterUser(
-            email=data.email, signup_grant_rcc=settings.signup_grant_rcc, lots=settings.lots
-        ),
+        RegisterUser(email=data.email, signup_grant_rcc=signup_grant, lots=lots),
         metadata={"actor": "self", "client_ip": client_ip(request)},
     )
     if isinstance(done, DomainError):

@@ -25,6 +25,7 @@ from rcc.adapters.stripe_events import NotAnEvent, parse_event, version_problem
 from rcc.config import Settings
 from rcc.domain.catalog import Catalog
 from rcc.domain.prices import JOB_PRICES_RCC
+from rcc.policy.grants import lot_policy
 from rcc.service.checkout import open_checkout, subscription_params, topup_params
 from rcc.service.stripe_inbox import NotApplied, apply_event
 
@@ -205,9 +206,9 @@ async def stripe_webhook(
         log.warning("stripe event %s refused: %s", event.id, problem)
         raise ApiError(400, "unsupported_api_version", problem)
     try:
-        applied = await apply_event(
-            state.pool, event, settings.catalog, via="webhook", lots=settings.lots
-        )
+        async with state.pool.acquire() as conn:
+            lots = await lot_policy(conn, settings)  # h6: lots.topup_days is a policy
+        applied = await apply_event(state.pool, event, settings.catalog, via="webhook", lots=lots)
     except NotApplied as error:
         log.warning("stripe event not applied, Stripe will retry: %s", error)
         raise ApiError(503, "retry_later", str(error)) from None

@@ -29,16 +29,32 @@ _cache: list[_Cached] = []  # at most one: the newest book this process has seen
 
 async def current_book(conn: asyncpg.Connection) -> PolicyBook:
     """The book as the database holds it now (in this transaction's view)."""
-    head = await conn.fetchrow(
-        "SELECT version, last_hash FROM streams WHERE stream_id = $1", POLICIES_STREAM
+    return (await book_and_plans(conn, []))[0]
+
+
+async def book_and_plans(
+    conn: asyncpg.Connection, user_ids: Sequence[str]
+) -> tuple[PolicyBook, dict[str, str]]:
+    """The current book and each user's plan, in one round trip (the job path's cost)."""
+    row = await conn.fetchrow(
+        """SELECT s.version, s.last_hash,
+                  (SELECT coalesce(jsonb_object_agg(u.id, u.plan), '{}'::jsonb) FROM users u
+                    WHERE u.id = ANY($2::text[]) AND u.plan IS NOT NULL
+                      AND u.plan_active_until > now()) AS plans
+             FROM (SELECT 1) AS one
+             LEFT JOIN streams s ON s.stream_id = $1""",
+        POLICIES_STREAM,
+        list(user_ids),
     )
-    if head is None:
-        return PolicyBook()
-    if _cache and (_cache[0].version, _cache[0].last_hash) == (head[0], bytes(head[1])):
-        return _cache[0].book
+    plans = {u: row["plans"].get(u, FREE_PLAN) for u in user_ids}
+    if row["version"] is None:
+        return PolicyBook(), plans
+    stamp = (row["version"], bytes(row["last_hash"]))
+    if _cache and (_cache[0].version, _cache[0].last_hash) == stamp:
+        return _cache[0].book, plans
     book = await load_book(conn)
-    _cache[:] = [_Cached(head[0], bytes(head[1]), book)]
-    return book
+    _cache[:] = [_Cached(stamp[0], stamp[1], book)]
+    return book, plans
 
 
 async def load_book(conn: asyncpg.Connection, up_to_version: int | None = None) -> PolicyBook:

@@ -12,7 +12,7 @@ import msgspec
 from rcc.domain.daily import DailySpend, resets_at, used_today
 from rcc.domain.prices import JOB_PRICES_RCC
 from rcc.policy.book import PolicyBook, int_or_none, resolve
-from rcc.policy.store import current_book, plans_of
+from rcc.policy.store import book_and_plans
 
 
 class JobTerms(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,9 +46,8 @@ def terms_for(
 
 
 async def job_terms(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[str, JobTerms]:
-    """Every user's terms now: the policy book (cached) and their plans, two lookups."""
-    book = await current_book(conn)
-    plans = await plans_of(conn, user_ids)
+    """Every user's terms now: the policy book (cached) and their plans, one round trip."""
+    book, plans = await book_and_plans(conn, user_ids)
     now = datetime.now(UTC)
     return {u: terms_for(book, u, plans[u], now) for u in user_ids}
 
