@@ -71,6 +71,8 @@ async def test_policy_and_plan_pages_the_plan_comparison_and_the_blocked_banner(
     await _set(admin, "limits.daily_rcc", "plan", "free", "30", "free tier daily cap")
     await expect(admin.locator('[data-daily-limit="free"]')).to_have_text("30 RCC")
     await expect(admin.locator('[data-daily-limit="pro"]')).to_have_text("unlimited")
+    await admin.wait_for_load_state("networkidle")  # the reload after the change is done
+    await expect(admin.get_by_role("heading", name="Plans", exact=True)).to_be_visible()
     await shoot(admin, "admin-plans")
 
     user = await user_context.new_page()

@@ -26,18 +26,8 @@ from portal.forwarded import parse_networks, trusted_proxies_middleware
 from portal.identity import read_only_roles_write_nothing
 from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
-from portal.routes import (
-    account,
-    admin,
-    audit,
-    auth,
-    gitlab,
-    health,
-    jobs,
-    operations,
-    payments,
-    policies,  # h6
-)
+from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
+from portal.routes.policies import plans_router, policies_router  # h6
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -71,8 +61,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             jobs.router,
             jobs.logs_router,
             admin.router,
-            policies.router,  # h6: /admin/policies
-            policies.public_router,  # h6: /plans
+            policies_router,  # h6: /admin/policies
+            plans_router,  # h6: /plans
             operations.router,
             payments.router,
             audit.router,

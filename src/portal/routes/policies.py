@@ -234,9 +234,9 @@ async def block_user(
     return Response(done.result, status_code=200)
 
 
-public_router = Router(path="/", route_handlers=[list_plans], tags=["plans"])
+plans_router = Router(path="/", route_handlers=[list_plans], tags=["plans"])
 
-router = Router(
+policies_router = Router(
     path="/admin",
     route_handlers=[list_policies, put_policy, policy_history],
     guards=[admin_or_service_reader],

@@ -42,8 +42,9 @@ def admit_job(
     daily_limit_rcc: int | None = None,  # the plan's or a policy's limit (h6); None: none
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
-    workflow is too large, the type is unknown, too many jobs are open, or the balance
-    cannot cover it. The job's event keeps the workflow's digest, not its body."""
+    account is blocked, the workflow is too large, the type is unknown, too many jobs
+    are open, today's limit would be passed, or the balance cannot cover it. The job's
+    event keeps the workflow's digest, not its body."""
     if blocked := account_block(user):
         return blocked
     blob = workflow_blob(workflow) if workflow else None
