@@ -242,13 +242,12 @@ async def test_a_plan_price_change_reaches_only_that_plans_new_jobs(
 async def test_the_cli_sets_gets_and_shows_history(cli_env: dict[str, str]) -> None:
     from tests.serve_helpers import run_rcc
 
-    out = run_rcc(cli_env, "policy", "set", "jobs.max_running", "4", "--reason", "ops")
-    assert '"value":4' in out and '"before":2' in out
-    refused = run_rcc(cli_env, "policy", "get", "jobs.max_running", "--plan", "pro")
-    assert refused.strip().endswith('{"key":"jobs.max_running","value":4}')
-    run_rcc(cli_env, "policy", "seed-plans")
-    seeded = run_rcc(cli_env, "policy", "get", "limits.daily_rcc", "--plan", "free")
-    assert seeded.strip().endswith('"value":20}')
+    out = run_rcc(cli_env, "policy", "set", "limits.daily_rcc", "25", "--reason", "ops")
+    assert '"value":25' in out and '"before":null' in out
+    seeded = run_rcc(cli_env, "policy", "seed-plans")
+    assert seeded.count('"scope":"plan"') == 4  # free, starter, pro, enterprise
+    got = run_rcc(cli_env, "policy", "get", "limits.daily_rcc", "--plan", "free")
+    assert got.strip().endswith('{"key":"limits.daily_rcc","value":20}')
     history = run_rcc(cli_env, "policy", "history", "limits.daily_rcc", "--plan", "enterprise")
     assert '"resolved":null' in history and "seed plan limits" in history
 
