@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models: ModelStoreSettings = ModelStoreSettings()
     audit: AuditSettings = AuditSettings()  # anchors: see rcc.audit_settings
     lots: LotPolicy = LotPolicy()  # how long granted credits last: see rcc.domain.lots
+    # RCC_READER_PASSWORD: `rcc migrate` lets the rcc_reader role log in with it
+    # (docs/READ_API.md); empty leaves the role as it is (NOLOGIN when created).
+    reader_password: str = ""
 
     @property
     def pgdata(self) -> Path:
@@ -206,4 +209,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         models=load_model_store(env),
         audit=load_audit_settings(env),
         lots=_lot_policy(env),
+        reader_password=env.get("RCC_READER_PASSWORD", ""),
     )

@@ -34,17 +34,18 @@ class MigrationError(RuntimeError):
 
 
 def discover(schema_dir: Path = SCHEMA_DIR) -> list[Migration]:
-    """The migrations in version order; numbering must be 1, 2, 3, ... with no gaps, so a
-    database that has applied N has applied exactly the first N, in the order written."""
+    """The migrations in version order, each number once. Numbers are reserved per piece
+    of work, so a branch may lack a lower one for a while; `migrate` refuses to apply a
+    migration below one already applied, so every database applies them in order."""
     found = []
     for path in sorted(schema_dir.glob("*.sql")):
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNNN_what.sql")
         found.append(Migration(int(match[1]), match[2], path.read_text()))
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise MigrationError(f"migration {expected:04d} is missing")
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a number: {versions}")
     return found
 
 
@@ -73,6 +74,11 @@ async def migrate(conn: asyncpg.Connection, schema_dir: Path = SCHEMA_DIR) -> li
                         "it was applied; add a new migration instead"
                     )
                 continue
+            if done and migration.version < max(done):
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} is older than "
+                    f"{max(done):04d}, which this database has applied already"
+                )
             await _apply(conn, migration)
             applied_now.append(migration.version)
     finally:
