@@ -21,6 +21,9 @@ CREATE TABLE lots (
 CREATE INDEX lots_wallet_spending ON lots (wallet_id, priority, expires_at, granted_at)
     WHERE remaining > 0;
 GRANT SELECT, INSERT, UPDATE, DELETE ON lots TO rcc_app;
+-- From position 0: on an existing database the projector builds it from the whole log.
+INSERT INTO follower_checkpoints (name, kind) VALUES ('lots', 'projection')
+    ON CONFLICT (name) DO NOTHING;
 
 -- The reader: may read the views of rcc_read and nothing else. NOLOGIN here; `rcc
 -- migrate` gives it LOGIN with RCC_READER_PASSWORD when that is set. A role is global
