@@ -13,6 +13,7 @@ import asyncpg
 from projections._wallets import WalletOwners, wallet_of
 from rcc.domain.events import (
     CreditsAdjusted,
+    CreditsClawedBack,
     CreditsExpired,
     CreditsReleased,
     LedgerEvent,
@@ -73,8 +74,9 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
 
 
 def _note(event: LedgerEvent) -> str | None:
-    """What a line says beyond its reason: which lot expired, or that a release came
-    back as a new lot because the lot it was drawn from expired meanwhile."""
+    """What a line says beyond its reason: which lot expired, that a release came back
+    as a new lot because the lot it was drawn from expired meanwhile, or which lots a
+    clawback took from (the refunded payment's own first)."""
     match event:
         case CreditsExpired():
             return f"lot {event.lot} expired"
@@ -85,6 +87,11 @@ def _note(event: LedgerEvent) -> str | None:
             return (
                 f"returned as new lot {event.relot} until {until:%Y-%m-%d %H:%M} UTC: "
                 "the lot it was drawn from expired"
+            )
+        case CreditsClawedBack() if event.draws:
+            taken = ", ".join(f"{lot} ({amount})" for lot, amount in event.draws)
+            return (
+                f"taken from lot {taken}" if len(event.draws) == 1 else f"taken from lots {taken}"
             )
     return None
 
