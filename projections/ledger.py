@@ -16,7 +16,9 @@ from rcc.domain.events import (
     CreditsClawedBack,
     CreditsExpired,
     CreditsReleased,
+    CreditsRolledOver,
     LedgerEvent,
+    SubscriptionLotSuperseded,
     WalletOpened,
 )
 from rcc.projector.model import Handler, Projection
@@ -78,6 +80,11 @@ def _note(event: LedgerEvent) -> str | None:
     as a new lot because the lot it was drawn from expired meanwhile, or which lots a
     clawback took from (the refunded payment's own first)."""
     match event:
+        case SubscriptionLotSuperseded():
+            kept = f"; part rolled over as lot {event.rolled_over}" if event.rolled_over else ""
+            return f"lot {event.lot} ended: the next month's credits were granted{kept}"
+        case CreditsRolledOver():
+            return f"rolled over from lot {', '.join(event.from_lots)} for one more month"
         case CreditsExpired():
             return f"lot {event.lot} expired"
         case CreditsReleased() if event.relot is not None:

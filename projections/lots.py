@@ -21,6 +21,7 @@ from rcc.domain.events import (
     CreditsExpired,
     CreditsReleased,
     CreditsReserved,
+    CreditsRolledOver,
     Draws,
     GrantEvent,
     LotsOpened,
@@ -90,6 +91,8 @@ class Batch:
 
 def _source(event: GrantEvent) -> str:
     match event:
+        case CreditsRolledOver():
+            return "rollover"
         case SignupGranted():
             return "signup"
         case TopupGranted():

@@ -109,7 +109,16 @@ def _lot_policy(env: dict[str, str]) -> LotPolicy:
         signup_days=_days(env, "RCC_SIGNUP_CREDITS_DAYS", default.signup_days),
         topup_days=_days(env, "RCC_TOPUP_CREDITS_DAYS", default.topup_days),
         subscription_days=_days(env, "RCC_SUBSCRIPTION_CREDITS_DAYS", default.subscription_days),
+        subscription_rollover_rcc=_rollover(env),
     )
+
+
+def _rollover(env: dict[str, str]) -> int:
+    """RCC_SUBSCRIPTION_ROLLOVER_RCC: how much of a month may roll into the next (0)."""
+    cap = _int(env, "RCC_SUBSCRIPTION_ROLLOVER_RCC", 0)
+    if cap < 0:
+        raise SystemExit(f"RCC_SUBSCRIPTION_ROLLOVER_RCC must not be negative, got {cap}")
+    return cap
 
 
 def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:

@@ -497,6 +497,27 @@ class ModelDeleted(Event, frozen=True, kw_only=True, tag="model_deleted"):
     was_installed: bool = True  # False: only the record of a failed install was removed
 
 
+# --- subscription months (h2) ------------------------------------------------------
+
+
+class SubscriptionLotSuperseded(
+    CreditsExpired, frozen=True, kw_only=True, tag="subscription_lot_superseded"
+):
+    """CREDITS_EXPIRED for a subscription month's lot at the instant the next month's
+    credits are granted (in that grant's transaction), before its backstop expiry."""
+
+    by: str  # the next month's lot
+    rolled_over: str | None = None  # the lot that carries part of it one more month
+
+
+class CreditsRolledOver(GrantEvent, frozen=True, kw_only=True, tag="credits_rolled_over"):
+    """Up to RCC_SUBSCRIPTION_ROLLOVER_RCC of a superseded month, as a lot lasting one
+    more month; a ledger line of the month's grant."""
+
+    reason: ClassVar[str] = "SUBSCRIPTION_GRANT"
+    from_lots: tuple[str, ...] = ()  # the superseded lots it carries part of
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -541,6 +562,9 @@ AnyEvent = (
     | ModelInstalled
     | ModelInstallFailed
     | ModelDeleted
+    # --- subscription months (h2)
+    | SubscriptionLotSuperseded
+    | CreditsRolledOver
 )
 
 _encoder = msgspec.json.Encoder()
