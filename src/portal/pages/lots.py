@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
+from litestar.params import FromPath
 from litestar.response import Template
 
 from portal.consistency import caught_up
@@ -44,7 +45,9 @@ async def lots_panel(conn: asyncpg.Connection, wallet_id: str) -> LotsPanel:
 
 
 @get("/app/admin/users/{user_id:str}")
-async def user_lots(request: Request[Any, Any, Any], state: State, user_id: str) -> Template:
+async def user_lots(
+    request: Request[Any, Any, Any], state: State, user_id: FromPath[str]
+) -> Template:
     """One user's balance and lots, with a grant form that takes an expiry."""
     viewer = await admin(request)
     await caught_up(state.pool, user_id, ["users", "lots"], state.settings.read_wait_s)
