@@ -38,6 +38,9 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END
 $$;
 
+-- rcc_read.balances sums a wallet's open jobs (held_rcc): find them by wallet.
+CREATE INDEX wallet_open_jobs_wallet ON wallet_open_jobs (wallet_id);
+
 CREATE SCHEMA rcc_read;
 -- Views run with their owner's rights, so the reader needs nothing on the tables.
 REVOKE ALL ON SCHEMA rcc_read FROM PUBLIC;
