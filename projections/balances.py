@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from projections._wallets import wallet_of
+from projections.read_notify import wallets_changed
 from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
@@ -150,6 +151,7 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
             list(old),
             *_columns(old.values()),
         )
+    await wallets_changed(conn, batch.wallets)
 
 
 def _columns(deltas: Iterable[WalletDelta]) -> list[list[object]]:

@@ -13,9 +13,12 @@ import asyncpg
 from projections._wallets import WalletOwners, wallet_of
 from rcc.domain.events import (
     CreditsAdjusted,
+    CreditsClawedBack,
     CreditsExpired,
     CreditsReleased,
+    CreditsRolledOver,
     LedgerEvent,
+    SubscriptionLotSuperseded,
     WalletOpened,
 )
 from rcc.projector.model import Handler, Projection
@@ -73,9 +76,15 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
 
 
 def _note(event: LedgerEvent) -> str | None:
-    """What a line says beyond its reason: which lot expired, or that a release came
-    back as a new lot because the lot it was drawn from expired meanwhile."""
+    """What a line says beyond its reason: which lot expired, that a release came back
+    as a new lot because the lot it was drawn from expired meanwhile, or which lots a
+    clawback took from (the refunded payment's own first)."""
     match event:
+        case SubscriptionLotSuperseded():
+            kept = f"; part rolled over as lot {event.rolled_over}" if event.rolled_over else ""
+            return f"lot {event.lot} ended: the next month's credits were granted{kept}"
+        case CreditsRolledOver():
+            return f"rolled over from lot {', '.join(event.from_lots)} for one more month"
         case CreditsExpired():
             return f"lot {event.lot} expired"
         case CreditsReleased() if event.relot is not None:
@@ -85,6 +94,11 @@ def _note(event: LedgerEvent) -> str | None:
             return (
                 f"returned as new lot {event.relot} until {until:%Y-%m-%d %H:%M} UTC: "
                 "the lot it was drawn from expired"
+            )
+        case CreditsClawedBack() if event.draws:
+            taken = ", ".join(f"{lot} ({amount})" for lot, amount in event.draws)
+            return (
+                f"taken from lot {taken}" if len(event.draws) == 1 else f"taken from lots {taken}"
             )
     return None
 

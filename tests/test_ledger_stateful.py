@@ -91,7 +91,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.admin[user] = admin
         return user
 
-    @rule(user=users, amount=st.integers(-3, 30), kind=st.sampled_from(["topup", "subscription"]))
+    # A subscription month ends the previous month's lot (tests/test_subscription_months.py),
+    # which this model of a single number does not follow: grants here are the other kinds.
+    @rule(user=users, amount=st.integers(-3, 30), kind=st.sampled_from(["topup", "signup"]))
     def grant(self, user: str, amount: int, kind: str) -> None:
         outcome = self.run(
             execute(self.pool, c.GrantCredits(user_id=user, kind=kind, amount=amount))

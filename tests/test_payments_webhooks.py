@@ -229,9 +229,14 @@ async def test_monthly_plan_first_invoice_and_renewal(
     assert (await delivered(http, first))["outcome"] == "granted"
     assert (await delivered(http, renewal))["outcome"] == "granted"
     assert (await delivered(http, renewal))["duplicate"] is True
-    assert await balance(pool, user) == 2 * STARTER_PER_MONTH
+    # The renewal ends the first month's credits (no rollover by default: issue 12).
+    assert await balance(pool, user) == STARTER_PER_MONTH
     ledger = (await http.get("/ledger")).json()["items"]
-    assert [(e["reason"], e["delta"]) for e in ledger] == [("SUBSCRIPTION_GRANT", 300)] * 2
+    assert [(e["reason"], e["delta"]) for e in ledger] == [
+        ("SUBSCRIPTION_GRANT", 300),
+        ("CREDITS_EXPIRED", -300),
+        ("SUBSCRIPTION_GRANT", 300),
+    ]
     await caught_up(pool)
     me = (await http.get("/me")).json()
     assert me["plan"] == "starter"

@@ -1,4 +1,5 @@
-"""A wallet's lots as the API shows them, from the wallet's head (never stale)."""
+"""A wallet's lots as the API shows them: from the `lots` read model (GET /credits/lots,
+the pages) or from the wallet's head (GET /me's next expiry)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import msgspec
 
 from portal.schemas import LotView, NextExpiry
+from projections.lot_queries import LotRow
 from rcc.domain import wallet as wallets
 from rcc.domain.lots import Lot, from_us, spending_key, to_us
 
@@ -25,16 +27,16 @@ def live_lots(state: wallets.WalletState, now: datetime) -> list[Lot]:
     )
 
 
-def lot_view(lot: Lot) -> LotView:
-    """One lot as `GET /credits/lots` lists it."""
+def lot_row_view(lot: LotRow) -> LotView:
+    """One row of the lots read model as `GET /credits/lots` lists it."""
     return LotView(
-        id=lot.id,
+        id=lot.lot_id,
         source=lot.source,
         amount_rcc=lot.amount,
         remaining_rcc=lot.remaining,
         priority=lot.priority,
-        granted_at=from_us(lot.effective_us) if lot.effective_us else None,
-        expires_at=from_us(lot.expires_us) if lot.expires_us is not None else None,
+        granted_at=lot.granted_at,
+        expires_at=lot.expires_at,
         ref=lot.ref,
     )
 

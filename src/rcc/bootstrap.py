@@ -8,6 +8,7 @@ from rcc.config import Settings
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded
 from rcc.store.migrations import migrate
+from rcc.store.reader_role import enable_reader_login
 
 
 def database_url(settings: Settings) -> str:
@@ -26,11 +27,14 @@ def direct_database_url(settings: Settings) -> str:
     return database_url(settings)
 
 
-async def migrate_database(url: str) -> list[int]:
-    """Apply pending migrations with the URL's own role (the app role cannot create tables)."""
+async def migrate_database(url: str, reader_password: str = "") -> list[int]:
+    """Apply pending migrations with the URL's own role (the app role cannot create
+    tables); with a reader password, let the rcc_reader role log in with it."""
     conn = await connect_owner(url)
     try:
-        return await migrate(conn)
+        applied = await migrate(conn)
+        await enable_reader_login(conn, reader_password)
+        return applied
     finally:
         await conn.close()
 
@@ -41,7 +45,7 @@ async def open_pool(
     """Migrate (on the direct URL), then open the service pool: on DATABASE_URL, or on
     the direct URL for workers that LISTEN or hold session locks (`direct=True`)."""
     direct_url = direct_database_url(settings)
-    await migrate_database(direct_url)
+    await migrate_database(direct_url, settings.reader_password)
     if direct:
         return await create_pool(direct_url, max_size=max_size)
     return await create_pool(

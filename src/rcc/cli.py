@@ -75,7 +75,7 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.store.migrations import MigrationError
 
     try:
-        applied = await migrate_database(direct_database_url(settings))
+        applied = await migrate_database(direct_database_url(settings), settings.reader_password)
     except MigrationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

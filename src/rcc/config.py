@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models: ModelStoreSettings = ModelStoreSettings()
     audit: AuditSettings = AuditSettings()  # anchors: see rcc.audit_settings
     lots: LotPolicy = LotPolicy()  # how long granted credits last: see rcc.domain.lots
+    # RCC_READER_PASSWORD: `rcc migrate` lets the rcc_reader role log in with it
+    # (docs/READ_API.md); empty leaves the role as it is (NOLOGIN when created).
+    reader_password: str = ""
 
     @property
     def pgdata(self) -> Path:
@@ -106,7 +109,16 @@ def _lot_policy(env: dict[str, str]) -> LotPolicy:
         signup_days=_days(env, "RCC_SIGNUP_CREDITS_DAYS", default.signup_days),
         topup_days=_days(env, "RCC_TOPUP_CREDITS_DAYS", default.topup_days),
         subscription_days=_days(env, "RCC_SUBSCRIPTION_CREDITS_DAYS", default.subscription_days),
+        subscription_rollover_rcc=_rollover(env),
     )
+
+
+def _rollover(env: dict[str, str]) -> int:
+    """RCC_SUBSCRIPTION_ROLLOVER_RCC: how much of a month may roll into the next (0)."""
+    cap = _int(env, "RCC_SUBSCRIPTION_ROLLOVER_RCC", 0)
+    if cap < 0:
+        raise SystemExit(f"RCC_SUBSCRIPTION_ROLLOVER_RCC must not be negative, got {cap}")
+    return cap
 
 
 def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:
@@ -206,4 +218,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         models=load_model_store(env),
         audit=load_audit_settings(env),
         lots=_lot_policy(env),
+        reader_password=env.get("RCC_READER_PASSWORD", ""),
     )

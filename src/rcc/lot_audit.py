@@ -27,6 +27,7 @@ from rcc.domain.events import (
     Event,
     GrantEvent,
     LotsOpened,
+    SubscriptionLotSuperseded,
     WalletOpened,
 )
 
@@ -135,7 +136,9 @@ class LotAudit:
         if lot is None or lot.expired:
             problem(f"lot {event.lot} expired but it does not exist (or expired already)")
             return
-        if lot.expires_at is None or at < lot.expires_at:
+        # A month's lot ends early, when the next month's credits are granted.
+        early = isinstance(event, SubscriptionLotSuperseded)
+        if not early and (lot.expires_at is None or at < lot.expires_at):
             problem(f"lot {event.lot} expired at {at.isoformat()}, before its time")
         if event.amount != lot.remaining:
             problem(f"lot {event.lot} expired {event.amount} but {lot.remaining} was left")

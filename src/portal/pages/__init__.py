@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from portal.pages import account, admin, admin_ops, buy, credits, jobs, policies, run
+from portal.pages import account, admin, admin_ops, buy, credits, jobs, lots, policies, run
 from portal.pages.site import page_router, static_files, template_config
 
 
@@ -22,6 +22,7 @@ def router() -> Router:
             *admin.handlers,
             *admin_ops.handlers,
             *policies.handlers,  # h6: /app/admin/policies, /app/admin/plans
+            *lots.handlers,
         ]
     )
 

@@ -16,6 +16,7 @@ from portal.pages import charts, reads
 from portal.pages.base import member, render
 from portal.pages.format import REASONS
 from portal.pages.jobs import known
+from portal.pages.lots import lots_panel
 from projections import queries
 from rcc.config import Settings
 
@@ -49,7 +50,7 @@ async def credits(
     viewer = await member(request)
     assert viewer.user_id is not None
     settings: Settings = state.settings
-    await caught_up(state.pool, viewer.user_id, ["ledger"], settings.read_wait_s)
+    await caught_up(state.pool, viewer.user_id, ["ledger", "lots"], settings.read_wait_s)
     reason = known(reason, REASONS)
     first, last = parse_day(since), parse_day(until)
     end = day_start(last + timedelta(days=1)) if last else None  # `until` day included
@@ -66,6 +67,7 @@ async def credits(
             limit=PAGE_SIZE,
         )
         used = await reads.consumption_per_day(conn, viewer.user_id, days)
+        lots = await lots_panel(conn, viewer.user_id)
     chart = charts.bar_chart(
         used, title=f"RCC used per day, last {CHART_DAYS} days", what="RCC used"
     )
@@ -83,6 +85,7 @@ async def credits(
         chart=chart,
         used_total=sum(v for _, v in used),
         chart_days=CHART_DAYS,
+        lots=lots,
     )
 
 

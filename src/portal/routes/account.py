@@ -12,12 +12,12 @@ from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from portal.consistency import caught_up
-from portal.credits import live_lots, lot_view, next_expiry, wallet_state
+from portal.credits import lot_row_view, next_expiry, wallet_state
 from portal.identity import signed_in_user
 from portal.responses import SIGNED_IN, errors
 from portal.routes.jobs import me
 from portal.schemas import DailyUse, Lots, Me, Reason
-from projections import queries
+from projections import lot_queries, queries
 from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
 from rcc.policy.terms import daily_standing
@@ -65,19 +65,17 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
 @get("/credits/lots", responses=errors(*SIGNED_IN))
 async def get_lots(state: State, request: Request[Any, Any, Any]) -> Lots:
     """Your credit lots that can still be spent, in the order they are spent: the lowest
-    priority number first, then the soonest expiry (none last), then the oldest."""
+    priority number first, then the soonest expiry (none last), then the oldest. Read
+    from the lots read model once it has applied your wallet's latest event."""
     who = await me(request)
     assert who.user_id is not None
+    await caught_up(state.pool, who.user_id, ["lots", "balances"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
+    now = datetime.now(UTC)
     async with pool.acquire() as conn:
-        head = await conn.fetchval(
-            "SELECT state FROM streams WHERE stream_id = $1", f"wallet-{who.user_id}"
-        )
-    wallet, now = wallet_state(head), datetime.now(UTC)
-    return Lots(
-        items=[lot_view(lot) for lot in live_lots(wallet, now)],
-        available_rcc=wallets.spendable(wallet, now),
-    )
+        lots = await lot_queries.live_lots(conn, who.user_id, now)
+        available = await lot_queries.available(conn, who.user_id, now)
+    return Lots(items=[lot_row_view(lot) for lot in lots], available_rcc=available)
 
 
 @get("/ledger", responses=errors(400, *SIGNED_IN))

@@ -416,6 +416,27 @@
     check().then((again) => { if (again) every(() => (Date.now() - started > 180000 ? 10000 : 1500), check); });
   }
 
+  // --- admin: one user's lots, a grant that may expire (h2) -------------------------------
+  function adminGrant() {
+    const form = $("form[data-grant]");
+    if (!form) return;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const delta = Number(form.elements.rcc_delta.value), reason = form.elements.reason.value.trim();
+      if (!Number.isInteger(delta) || delta <= 0) { showError(form, "Enter a whole number of RCC above zero."); return; }
+      if (!reason) { showError(form, "A reason is required; it goes into the ledger."); return; }
+      const body = { rcc_delta: delta, reason };
+      // The input is read as UTC (the page says so), sent with its zone.
+      if (form.elements.expires_at.value) body.expires_at = `${form.elements.expires_at.value}:00Z`;
+      const button = $("button[type=submit]", form);
+      button.disabled = true;
+      const answer = await api("PATCH", `/admin/users/${form.dataset.grant}`, body);
+      button.disabled = false;
+      if (!answer.ok) { showError(form, problem(answer)); return; }
+      window.location.reload();
+    });
+  }
+
   // --- admin: users ---------------------------------------------------------------------
   function adminUsers() {
     const said = $("[data-live-message]");
@@ -607,6 +628,7 @@
     buy();
     arrival();
     adminUsers();
+    adminGrant();
     adminModels();
     adminComfyui();
   });

@@ -530,6 +530,27 @@ class AccountBlockChanged(Event, frozen=True, kw_only=True, tag="account_block_c
     account_kind: str = "user"
 
 
+# --- subscription months (h2) ------------------------------------------------------
+
+
+class SubscriptionLotSuperseded(
+    CreditsExpired, frozen=True, kw_only=True, tag="subscription_lot_superseded"
+):
+    """CREDITS_EXPIRED for a subscription month's lot at the instant the next month's
+    credits are granted (in that grant's transaction), before its backstop expiry."""
+
+    by: str  # the next month's lot
+    rolled_over: str | None = None  # the lot that carries part of it one more month
+
+
+class CreditsRolledOver(GrantEvent, frozen=True, kw_only=True, tag="credits_rolled_over"):
+    """Up to RCC_SUBSCRIPTION_ROLLOVER_RCC of a superseded month, as a lot lasting one
+    more month; a ledger line of the month's grant."""
+
+    reason: ClassVar[str] = "SUBSCRIPTION_GRANT"
+    from_lots: tuple[str, ...] = ()  # the superseded lots it carries part of
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -577,6 +598,9 @@ AnyEvent = (
     # --- policies, plans and blocking (h6)
     | PolicySet
     | AccountBlockChanged
+    # --- subscription months (h2)
+    | SubscriptionLotSuperseded
+    | CreditsRolledOver
 )
 
 _encoder = msgspec.json.Encoder()

@@ -33,7 +33,10 @@ class LotPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     signup_days: int | None = 30
     topup_days: int | None = 365
-    subscription_days: int | None = 31  # a month: about when the next month's grant comes
+    # A backstop: a month's credits end when the next month's are granted (see
+    # rcc.domain.subscription_months), or after this if no next month comes.
+    subscription_days: int | None = 31
+    subscription_rollover_rcc: int = 0  # carried into the next month, at most
 
 
 class Lot(msgspec.Struct, frozen=True, array_like=True):

@@ -177,7 +177,9 @@ async def _plain_indexes(conn: asyncpg.Connection, table: str) -> list[_Index]:
 
 
 async def _swap(conn: asyncpg.Connection, tables: Sequence[str]) -> None:
-    """Move the live tables out and the rebuilt ones in, keeping the live grants."""
+    """Move the live tables out and the rebuilt ones in, keeping the live grants and
+    pointing every view over them (rcc_read's) at the rebuilt ones."""
+    views = await _views_over(conn, tables)
     for table in tables:
         grants = await conn.fetch(
             """SELECT a.privilege_type,
@@ -194,3 +196,28 @@ async def _swap(conn: asyncpg.Connection, tables: Sequence[str]) -> None:
             await conn.execute(
                 f"GRANT {grant['privilege_type']} ON public.{table} TO {grant['who']}"
             )
+    # A view follows its tables' OIDs, not their names: left alone it would go on
+    # reading the retired tables (and be dropped with them). Replacing its query in
+    # this transaction keeps the view itself, so its grants and readers stay.
+    for name, definition in views:
+        await conn.execute(f"CREATE OR REPLACE VIEW {name} AS {definition}")
+
+
+async def _views_over(conn: asyncpg.Connection, tables: Sequence[str]) -> list[tuple[str, str]]:
+    """The views that read these tables, with definitions whose names are all
+    schema-qualified (read with an empty search path), so they bind to `public`."""
+    path = await conn.fetchval("SELECT current_setting('search_path')")
+    await conn.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+    rows = await conn.fetch(
+        """SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS definition
+             FROM pg_depend d
+             JOIN pg_rewrite r ON r.oid = d.objid
+             JOIN pg_class v ON v.oid = r.ev_class
+            WHERE d.classid = 'pg_rewrite'::regclass
+              AND d.refclassid = 'pg_class'::regclass
+              AND d.refobjid = ANY($1::regclass[])
+              AND v.relkind = 'v' AND v.oid <> d.refobjid""",
+        [f"public.{table}" for table in tables],
+    )
+    await conn.execute("SELECT set_config('search_path', $1, true)", path)
+    return [(row["name"], row["definition"]) for row in rows]

@@ -45,6 +45,7 @@ from rcc.domain.events import (
 )
 from rcc.domain.lots import lifetime
 from rcc.policy.terms import JobTerms, job_terms
+from rcc.domain.subscription_months import month_grant
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
@@ -208,6 +209,16 @@ async def grant_credits(cmd: c.GrantCredits, uow: UnitOfWork) -> WalletMoved | D
     elif grant_type is SubscriptionGranted:
         extra["period"] = cmd.detail
     last = lifetime(cmd.lots, cmd.kind)
+    if grant_type is SubscriptionGranted:
+        # A month ends the earlier months' lots, with an optional rollover.
+        return await _move_wallet(
+            uow,
+            cmd.user_id,
+            lambda w: month_grant(
+                w, cmd.amount, _now(), lifetime=last,
+                rollover_cap=cmd.lots.subscription_rollover_rcc, ref=cmd.ref, period=cmd.detail,
+            ),
+        )  # fmt: skip
     # The lot's time is taken under the wallet's lock, so lots are dated in stream order.
     return await _move_wallet(
         uow,

@@ -31,7 +31,6 @@ from rcc.domain.events import (
     PaymentSucceeded,
     StripeEventReceived,
     SubscriptionEnded,
-    SubscriptionGranted,
     SubscriptionLinked,
     SubscriptionMonthGranted,
     SubscriptionPaymentHeld,
@@ -43,6 +42,7 @@ from rcc.domain.events import (
 )
 from rcc.domain.lots import LotPolicy, lifetime
 from rcc.domain.payment import PaymentState, SubscriptionState
+from rcc.domain.subscription_months import month_grant
 from rcc.domain.user import UserState
 from rcc.service import payment_commands as pc
 from rcc.service.commands import Command
@@ -172,9 +172,9 @@ def _grant(w: _Writes, key: str, event: Event) -> None:
             )  # fmt: skip
         case SubscriptionMonthGranted():
             period = payments.month_span(payment.period_start or 0, event.month_index)
-            granted = wallets.grant(
-                wallet, SubscriptionGranted, event.credits, w.now,
-                lifetime=lifetime(w.policy, "subscription"), ref=key, period=period,
+            granted = month_grant(
+                wallet, event.credits, w.now, lifetime=lifetime(w.policy, "subscription"),
+                rollover_cap=w.policy.subscription_rollover_rcc, ref=key, period=period,
             )  # fmt: skip
         case _:
             return
