@@ -44,8 +44,8 @@ from rcc.domain.events import (
     wallet_stream,
 )
 from rcc.domain.lots import lifetime
-from rcc.policy.terms import JobTerms, job_terms
 from rcc.domain.subscription_months import month_grant
+from rcc.policy.terms import JobTerms, job_terms
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
