@@ -10,8 +10,12 @@ import asyncpg
 import httpx
 
 from rcc.audit import verify
+from rcc.domain.errors import DomainError
+from rcc.service.bus import execute
+from rcc.service.commands import MarkJob
+from rcc.service.handlers import Done
 from rcc.service.hold_timeout_scheduler import HoldTimeoutScheduler
-from tests.portal_helpers import bearer, grant, sign_up
+from tests.portal_helpers import IMAGE_JOB, bearer, grant, sign_up
 from tests.projection_helpers import drain
 
 ALL = ("credits:read", "credits:hold", "credits:usage")
@@ -187,3 +191,46 @@ async def test_scopes_and_one_service_cannot_touch_anothers_hold(
     assert over.status_code == 422  # more than it holds
     assert (await client.post(f"/holds/{hold['id']}/void", headers=mine)).status_code == 200
     assert await _read(client, wallet, reader) == {"balance": 6, "held": 0}
+
+
+async def test_a_job_is_a_hold_success_captures_what_it_charged_failure_voids(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    member = await sign_up(client)
+    await grant(pool, member.user_id, 20)
+    video = {**IMAGE_JOB, "type": "VIDEO_TASK"}  # 5 RCC
+
+    async def start() -> str:
+        created = await client.post("/jobs", json=video, headers=member.headers)
+        assert created.status_code == 201, created.text
+        assert (created.json()["held_rcc"], created.json()["charged_rcc"]) == (5, 0)
+        job_id = str(created.json()["id"])
+        assert isinstance(await execute(pool, MarkJob(job_id=job_id, status="running")), Done)
+        return job_id
+
+    metered, failed = await start(), await start()
+    # A metered price captures less than it held; the rest comes back in the same commit.
+    done = await execute(pool, MarkJob(job_id=metered, status="succeeded", charged_rcc=2))
+    assert isinstance(done, Done) and done.result["released_rcc"] == 3
+    assert isinstance(await execute(pool, MarkJob(job_id=failed, status="failed")), Done)
+    whole = await start()
+    too_much = await execute(pool, MarkJob(job_id=whole, status="succeeded", charged_rcc=6))
+    assert isinstance(too_much, DomainError)  # more than held: refused, nothing written
+    assert isinstance(await execute(pool, MarkJob(job_id=whole, status="succeeded")), Done)
+    jobs = [metered, whole, failed]
+    assert (await client.get("/me")).json()["balance_rcc"] == 20 - 2 - 5
+
+    await drain(pool)
+    views = {j: (await client.get(f"/jobs/{j}")).json() for j in jobs}
+    assert [(views[j]["held_rcc"], views[j]["charged_rcc"]) for j in jobs] == [
+        (0, 2),
+        (0, 5),
+        (0, 0),
+    ]
+    ledger = (await client.get("/ledger", params={"reason": "JOB_RELEASE"})).json()["items"]
+    by_job = {row["job_id"]: (row["delta"], row["note"]) for row in ledger}
+    assert by_job[metered] == (3, "settles a capture of 2 RCC")
+    assert by_job[failed] == (5, None)
+    assert whole not in by_job
+    report = await verify(owner)
+    assert report.ok, report.problems
