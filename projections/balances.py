@@ -17,8 +17,11 @@ from projections._wallets import wallet_of
 from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
+    CreditsUsed,
+    HoldReleased,
     JobCancelled,
     JobCreated,
     JobFailed,
@@ -78,6 +81,10 @@ def on_ledger(batch: Batch, event: LedgerEvent, record: RecordedEvent) -> None:
         case CreditsReserved():
             delta.consumed += event.amount
         case CreditsReleased():
+            delta.consumed -= event.amount
+        case CreditsHeld() | CreditsUsed():  # service holds and usage (h1)
+            delta.consumed += event.amount
+        case HoldReleased():
             delta.consumed -= event.amount
         case CreditsAdjusted():
             delta.adjusted += event.amount
