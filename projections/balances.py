@@ -18,8 +18,11 @@ from projections.read_notify import wallets_changed
 from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
+    CreditsUsed,
+    HoldReleased,
     JobCancelled,
     JobCreated,
     JobFailed,
@@ -79,6 +82,10 @@ def on_ledger(batch: Batch, event: LedgerEvent, record: RecordedEvent) -> None:
         case CreditsReserved():
             delta.consumed += event.amount
         case CreditsReleased():
+            delta.consumed -= event.amount
+        case CreditsHeld() | CreditsUsed():  # service holds and usage (h1)
+            delta.consumed += event.amount
+        case HoldReleased():
             delta.consumed -= event.amount
         case CreditsAdjusted():
             delta.adjusted += event.amount

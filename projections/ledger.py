@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from projections._wallets import WalletOwners, wallet_of
+from projections.ledger_holds import hold_note, service_of
 from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
@@ -59,8 +60,8 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
             event.reason,
             event.job_id,
             event.external_ref,
-            adjusted.actor if adjusted else None,
-            adjusted.note if adjusted else _note(event),
+            adjusted.actor if adjusted else service_of(event),
+            adjusted.note if adjusted else hold_note(event) or _note(event),
             record.recorded_at,
         )
         for column, value in zip(columns, row, strict=True):

@@ -19,11 +19,14 @@ from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
     CreditsExpired,
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
     CreditsRolledOver,
+    CreditsUsed,
     Draws,
     GrantEvent,
+    HoldReleased,
     LotsOpened,
     SignupGranted,
     SubscriptionGranted,
@@ -130,12 +133,14 @@ def on_adjusted(batch: Batch, event: CreditsAdjusted, record: RecordedEvent) -> 
 
 
 def on_drawn(
-    batch: Batch, event: CreditsReserved | CreditsClawedBack, record: RecordedEvent
+    batch: Batch,
+    event: CreditsReserved | CreditsClawedBack | CreditsHeld | CreditsUsed,
+    record: RecordedEvent,
 ) -> None:
     batch.draw(wallet_of(record.stream_id), event.draws, -1, record)
 
 
-def on_released(batch: Batch, event: CreditsReleased, record: RecordedEvent) -> None:
+def on_released(batch: Batch, event: CreditsReleased | HoldReleased, record: RecordedEvent) -> None:
     wallet = wallet_of(record.stream_id)
     batch.draw(wallet, event.draws, +1, record)
     rest = event.amount - sum(amount for _, amount in event.draws)
@@ -199,6 +204,9 @@ HANDLERS: dict[type, Handler[Batch]] = {
     CreditsClawedBack: on_drawn,
     CreditsReleased: on_released,
     CreditsExpired: on_expired,
+    CreditsHeld: on_drawn,  # a service's hold draws like a job's reserve
+    CreditsUsed: on_drawn,
+    HoldReleased: on_released,
 }
 
 PROJECTION = Projection(NAME, TABLES, Batch, HANDLERS, flush)

@@ -27,8 +27,17 @@ from projections.views import (
 _USER = """SELECT id, email, is_admin, balance AS balance_rcc, plan, plan_active_until,
                   created_at, last_activity_at, wallet_id, payment_issue, payment_issue_at
              FROM users"""
+# A job is a hold (docs/HOLDS.md): `held_rcc` while it is open, `charged_rcc` once it
+# succeeded (its price less what a capture below the hold returned as JOB_RELEASE).
 _JOB = """SELECT id, user_id, type, cost_rcc, status, duration_ms, output_uris, error, metadata,
-                 created_at, started_at, ended_at, queued_at, bypass, backend, prompt_id
+                 created_at, started_at, ended_at, queued_at, bypass, backend, prompt_id,
+                 CASE WHEN NOT bypass AND status IN ('created', 'queued', 'running')
+                      THEN cost_rcc ELSE 0 END AS held_rcc,
+                 CASE WHEN bypass OR status <> 'succeeded' THEN 0
+                      ELSE cost_rcc - coalesce((SELECT sum(l.delta) FROM rcc_ledger l
+                                                 WHERE l.job_id = jobs.id
+                                                   AND l.reason = 'JOB_RELEASE'), 0)
+                 END::bigint AS charged_rcc
             FROM jobs"""
 _LEDGER = """SELECT id, user_id, delta, reason, job_id, external_ref, created_at, wallet_id,
                     actor, note FROM rcc_ledger"""

@@ -49,6 +49,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     prompt_id: str | None = None
     # Why a created or queued job does not run yet; null once it runs (portal/job_views.py).
     waiting_reason: str | None = None
+    held_rcc: int = 0  # its hold, while it is open (h1: a job is a hold)
+    charged_rcc: int = 0  # what its hold captured, once it succeeded
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,7 +43,14 @@ async def grant(pool: asyncpg.Pool, user_id: str, amount: int) -> None:
     assert isinstance(done, Done), done
 
 
-async def bearer(pool: asyncpg.Pool, role: str, user_id: str | None = None) -> dict[str, str]:
+async def bearer(
+    pool: asyncpg.Pool,
+    role: str,
+    user_id: str | None = None,
+    *,
+    name: str = "",
+    scopes: tuple[str, ...] = (),
+) -> dict[str, str]:
     async with pool.acquire() as conn:
-        _, secret = await create_token(conn, role, user_id)
+        _, secret = await create_token(conn, role, user_id, name, scopes)
     return {"authorization": f"Bearer {secret}"}

@@ -10,7 +10,11 @@ the wallet's events with a fold written here (not the code under test's):
   before a later one is touched);
 * the balance is the sum of the unexpired remainders, now and, through time travel, at
   every past instant the test noted;
-* an expiry takes exactly what was left, never early; the audit's lot checks agree.
+* an expiry takes exactly what was left, never early; the audit's lot checks agree;
+* holds (h1): service holds authorized, captured (any part), voided and timed out by
+  the scheduler in the same bursts, and jobs whose success captures less than they
+  held: every hold ends exactly once, a capture never exceeds its hold, and at the end
+  every hold has ended (the timeout scheduler voids what was left).
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
     CreditsExpired,
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
     GrantEvent,
+    HoldReleased,
+    HoldSettled,
     decode_event,
 )
 from rcc.domain.lots import LotPolicy
@@ -49,6 +56,8 @@ from rcc.service import commands as c
 from rcc.service.bus import execute_alone
 from rcc.service.expiry_scheduler import ExpiryScheduler
 from rcc.service.handlers import Done
+from rcc.service.hold_commands import AuthorizeHold, CaptureHold, VoidHold
+from rcc.service.hold_timeout_scheduler import HoldTimeoutScheduler
 from rcc.store.time_travel import wallet_as_of
 
 T = TypeVar("T")
@@ -62,8 +71,13 @@ OPS = st.one_of(
     st.tuples(st.just("end"), st.integers(0, 20), st.sampled_from([0.0, 1.0, 2.0])),
     st.tuples(st.just("claw"), st.integers(1, 4), st.just(0.0)),
     st.tuples(st.just("tick"), st.just(0), st.just(0.0)),
+    st.tuples(st.just("hold"), st.integers(1, 6), st.sampled_from([1.0, 2.0, 3.0])),
+    st.tuples(st.just("capture"), st.integers(0, 20), st.floats(0.0, 1.0)),
+    st.tuples(st.just("void"), st.integers(0, 20), st.just(0.0)),
+    st.tuples(st.just("htick"), st.just(0), st.just(0.0)),
 )
-ENDS = ["failed", "cancelled", "succeeded"]
+ENDS = ["failed", "cancelled", "succeeded", "succeeded"]  # the last captures 1 RCC only
+MAX_HOLD_TIMEOUT_S = 3
 
 
 @dataclass
@@ -93,9 +107,9 @@ def replay_lots(rows: list[asyncpg.Record], until: datetime | None = None) -> di
         match event:
             case GrantEvent() | CreditsAdjusted() if event.lot and event.amount > 0:
                 lots[event.lot] = ModelLot(event.amount, event.expires_at, len(lots))
-            case CreditsReserved() | CreditsClawedBack() | CreditsAdjusted():
+            case CreditsReserved() | CreditsClawedBack() | CreditsAdjusted() | CreditsHeld():
                 _check_draws(lots, event.draws, at)
-            case CreditsReleased():
+            case CreditsReleased() | HoldReleased():
                 for lot_id, n in event.draws:
                     assert lots[lot_id].live(at), f"returned to expired {lot_id}"
                     lots[lot_id].remaining += n
@@ -129,6 +143,27 @@ def _check_draws(
             assert lot.remaining == 0, f"skipped {lot_id} for a later lot"
 
 
+def check_holds(rows: list[asyncpg.Record]) -> int:
+    """Every hold on the wallet ends at most once, accounting for exactly what it held
+    (captured + returned, a capture never above the hold); returns how many are open."""
+    held: dict[str, int] = {}
+    ends: dict[str, int] = {}
+    for row in rows:
+        event = decode_event(row["type"], row["data"])
+        match event:
+            case CreditsHeld():
+                held[event.hold] = event.amount
+            case HoldReleased() | HoldSettled():
+                ends[event.hold] = ends.get(event.hold, 0) + 1
+                assert ends[event.hold] == 1, f"hold {event.hold} ended twice"
+                settled = event.held if isinstance(event, HoldSettled) else event.amount
+                captured = 0 if isinstance(event, HoldSettled) else event.captured
+                assert 0 <= captured <= held[event.hold] == event.held
+                if isinstance(event, HoldReleased):
+                    assert settled + captured == held[event.hold]
+    return len(held) - len(ends)
+
+
 def unexpired(lots: dict[str, ModelLot], at: datetime) -> int:
     return sum(lot.remaining for lot in lots.values() if lot.live(at))
 
@@ -141,6 +176,7 @@ class LotMachine(RuleBasedStateMachine):
         super().__init__()
         self.user = ""
         self.jobs: list[str] = []
+        self.holds: list[tuple[str, int]] = []
         self.instants: list[datetime] = []
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -173,7 +209,22 @@ class LotMachine(RuleBasedStateMachine):
                     cmd = c.CreateJob(user_id=self.user, job_type=arg)
                 case "end" if self.jobs:
                     job = self.jobs[arg % len(self.jobs)]
-                    cmd = c.MarkJob(job_id=job, status=ENDS[int(extra)], error="e")
+                    charged = 1 if int(extra) == 3 else None
+                    cmd = c.MarkJob(
+                        job_id=job, status=ENDS[int(extra)], error="e", charged_rcc=charged
+                    )
+                case "hold":
+                    cmd = AuthorizeHold(
+                        wallet_id=self.user, amount=arg, timeout_s=int(extra), reason="r",
+                        service="svc",
+                    )  # fmt: skip
+                case "capture" if self.holds:
+                    hold_id, amount = self.holds[arg % len(self.holds)]
+                    cmd = CaptureHold(hold_id=hold_id, amount=round(amount * extra), service="svc")
+                case "void" if self.holds:
+                    cmd = VoidHold(hold_id=self.holds[arg % len(self.holds)][0], service="svc")
+                case "htick":
+                    return await HoldTimeoutScheduler(self.pool).tick()
                 case "claw":
                     cmd = c.ClawBack(user_id=self.user, amount=arg, ref=None)
                 case "tick":
@@ -189,6 +240,8 @@ class LotMachine(RuleBasedStateMachine):
         for op, outcome in zip(ops, outcomes, strict=True):
             if op[0] == "job" and isinstance(outcome, Done):
                 self.jobs.append(str(outcome.result["job_id"]))
+            if op[0] == "hold" and isinstance(outcome, Done):
+                self.holds.append((outcome.result["id"], outcome.result["amount_rcc"]))
 
     @rule(seconds=st.floats(0.1, 0.8))
     def time_passes(self, seconds: float) -> None:
@@ -219,6 +272,7 @@ class LotMachine(RuleBasedStateMachine):
             return
         rows, now, spendable, past = self.run(read())
         lots = replay_lots(rows)
+        check_holds(rows)
         assert spendable == unexpired(lots, now), (spendable, lots)
         for instant, balance in past:
             assert balance == unexpired(replay_lots(rows, instant), instant), instant
@@ -242,6 +296,21 @@ async def test_lots_hold_under_concurrent_bursts_and_time(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     await asyncio.to_thread(run_state_machine_as_test, LotMachine, settings=bounded)
+    # Every hold ends: what nobody settled, the timeout scheduler voids (exactly once).
+    await asyncio.sleep(MAX_HOLD_TIMEOUT_S + 0.1)
+    await asyncio.gather(HoldTimeoutScheduler(pool).tick(), HoldTimeoutScheduler(pool).tick())
+    open_holds = await owner.fetchval(
+        "SELECT count(*) FROM streams WHERE stream_id LIKE 'hold-%' AND state->>'status' = 'held'"
+    )
+    assert open_holds == 0
+    wallets_rows = await owner.fetch(
+        "SELECT stream_id, type, data FROM events WHERE stream_id LIKE 'wallet-%' "
+        "ORDER BY stream_id, version"
+    )
+    by_wallet: dict[str, list[asyncpg.Record]] = {}
+    for row in wallets_rows:
+        by_wallet.setdefault(row["stream_id"], []).append(row)
+    assert sum(check_holds(rows) for rows in by_wallet.values()) == 0
     # The whole audit, lot checks included, over everything the bursts did.
     report = await verify(owner)
     assert report.ok, report.problems[:5]
@@ -250,3 +319,12 @@ async def test_lots_hold_under_concurrent_bursts_and_time(
         "SELECT count(*) FROM events WHERE type = 'credits_reserved' AND data->'draws' <> '[]'"
     )
     assert expired > 0 and drawn > 0, "the examples must expire and draw lots"
+    ends = dict(
+        await owner.fetch(
+            """SELECT CASE WHEN type = 'hold_released' THEN data->>'captured' <> '0'
+                           ELSE data->>'timeout' = 'true' END AS kind, count(*)
+                 FROM events WHERE type IN ('hold_released', 'hold_voided')
+                GROUP BY 1"""
+        )
+    )
+    assert ends.get(True, 0) > 0, "the examples must capture part of a hold and time one out"

@@ -26,7 +26,18 @@ from portal.forwarded import parse_networks, trusted_proxies_middleware
 from portal.identity import read_only_roles_write_nothing
 from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
-from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
+from portal.routes import (
+    account,
+    admin,
+    audit,
+    auth,
+    credits_api,
+    gitlab,
+    health,
+    jobs,
+    operations,
+    payments,
+)
 from portal.routes.policies import plans_router, policies_router  # h6
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
@@ -66,6 +77,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             operations.router,
             payments.router,
             audit.router,
+            credits_api.router,  # the service credits API (h1: holds, usage)
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),

@@ -1,5 +1,5 @@
 """A wallet's lots as the API shows them: from the `lots` read model (GET /credits/lots,
-the pages) or from the wallet's head (GET /me's next expiry)."""
+the pages) or from the wallet's head (GET /me's next expiry, the service API)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,20 @@ def live_lots(state: wallets.WalletState, now: datetime) -> list[Lot]:
     at = to_us(now)
     return sorted(
         (lot for lot in state.lots if lot.remaining > 0 and lot.live_at(at)), key=spending_key
+    )
+
+
+def lot_view(lot: Lot) -> LotView:
+    """One lot of a wallet's head as the service API lists it (never stale)."""
+    return LotView(
+        id=lot.id,
+        source=lot.source,
+        amount_rcc=lot.amount,
+        remaining_rcc=lot.remaining,
+        priority=lot.priority,
+        granted_at=from_us(lot.effective_us) if lot.effective_us else None,
+        expires_at=from_us(lot.expires_us) if lot.expires_us is not None else None,
+        ref=lot.ref,
     )
 
 

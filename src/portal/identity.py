@@ -28,6 +28,8 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None
     email: str = ""
     csrf_token: str | None = None
+    service: str = ""  # a service token's name (its id if unnamed): the ledger shows it
+    scopes: tuple[str, ...] = ()  # a service token's credits scopes (docs/HOLDS.md)
 
     @property
     def is_admin(self) -> bool:
@@ -46,7 +48,13 @@ async def _resolve(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity |
             token = await authenticate(conn, secret.strip())
         if token is None:
             raise ApiError(401, "unauthorized", "unknown or revoked token")
-        return Identity(via="token", role=token.role, user_id=token.user_id)
+        return Identity(
+            via="token",
+            role=token.role,
+            user_id=token.user_id,
+            service=token.service if token.role == "service" else "",
+            scopes=token.scopes,
+        )
     cookie = connection.cookies.get(COOKIE)
     if not cookie:
         return None

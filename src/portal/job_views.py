@@ -44,6 +44,8 @@ def created_job_view(
             "bypass": bool(result["bypass"]),
             "backend": None,
             "prompt_id": None,
+            "held_rcc": 0 if result["bypass"] else int(result["cost_rcc"]),
+            "charged_rcc": 0,
         }
     )
 

@@ -92,7 +92,7 @@ class Me(msgspec.Struct, frozen=True, kw_only=True):
     open_jobs: int
     csrf_token: str | None = None
     available_rcc: int = 0  # the same number as balance_rcc
-    held_rcc: int = 0  # set aside by open holds (none yet)
+    held_rcc: int = 0  # set aside by open service holds (a job's hold shows on the job)
     next_expiry: NextExpiry | None = None
     daily: DailyUse | None = None  # h6: today's spending against the plan's daily limit
     blocked: bool = False  # h6

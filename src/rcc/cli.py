@@ -86,10 +86,18 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 async def _tokens_create(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.bootstrap import open_pool
     from rcc.service.accounts import ensure_user
-    from rcc.service.tokens import create_token
+    from rcc.service.tokens import create_token, parse_scopes
 
     if args.role == "user" and not args.email:
         print("--role user needs --email", file=sys.stderr)
+        return 2
+    try:
+        scopes = parse_scopes(args.scope or "")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if scopes and args.role != "service":
+        print("--scope is for --role service only", file=sys.stderr)
         return 2
     pool = await open_pool(settings, max_size=2)
     try:
@@ -102,7 +110,7 @@ async def _tokens_create(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"error: {found.detail}", file=sys.stderr)
                 return 2
         async with pool.acquire() as conn:
-            token_id, secret = await create_token(conn, args.role, user_id, args.name or "")
+            token_id, secret = await create_token(conn, args.role, user_id, args.name or "", scopes)
     finally:
         await pool.close()
     print(f"token id {token_id} (role {args.role}); the token is shown once:", file=sys.stderr)
@@ -332,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     create = tokens.add_parser("create", help="print a new token as the last line")
     create.add_argument("--role", required=True, choices=["admin", "service", "user", "auditor"])
     create.add_argument("--email")
-    create.add_argument("--name")
+    create.add_argument("--name", help="a service token's name names it in the ledger")
+    create.add_argument(
+        "--scope", help="service scopes, comma-separated: credits:read,credits:hold,credits:usage"
+    )
     create.set_defaults(run=_tokens_create)
     revoke = tokens.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id")

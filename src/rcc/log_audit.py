@@ -24,8 +24,11 @@ import msgspec
 
 from rcc.anchors import Anchor
 from rcc.domain.events import (
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
+    HoldReleased,
+    HoldSettled,
     LedgerEvent,
     UnknownEventType,
     decode_event,
@@ -95,8 +98,10 @@ class StreamState:
 @dataclass
 class _Jobs:
     reserved: dict[str, int] = field(default_factory=dict)
-    released: dict[str, list[int]] = field(default_factory=dict)
+    released: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # (amount, captured)
     ended: dict[str, str] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)  # service holds: hold -> amount
+    settled: dict[str, list[int]] = field(default_factory=dict)  # hold -> [returned + captured]
 
 
 class LogAuditor:
@@ -269,7 +274,13 @@ class LogAuditor:
         if isinstance(event, CreditsReserved):
             self._jobs.reserved[event.job] = event.amount
         elif isinstance(event, CreditsReleased):
-            self._jobs.released.setdefault(event.job, []).append(event.amount)
+            self._jobs.released.setdefault(event.job, []).append((event.amount, event.captured))
+        elif isinstance(event, CreditsHeld):
+            self._jobs.held[event.hold] = event.amount
+        elif isinstance(event, HoldReleased):
+            self._jobs.settled.setdefault(event.hold, []).append(event.amount + event.captured)
+        elif isinstance(event, HoldSettled):
+            self._jobs.settled.setdefault(event.hold, []).append(event.held)
         elif entry.type in _ENDED:
             self._jobs.ended[entry.stream_id.removeprefix("job-")] = entry.type
 
@@ -356,19 +367,34 @@ def _where(entry: Entry) -> str:
     return f"{entry.stream_id} v{entry.version} (position {entry.position})"
 
 
+def _check_holds(jobs: _Jobs, report: AuditReport) -> None:
+    """Every service hold ends at most once, and its end accounts for exactly what it held
+    (captured + returned); nothing ends a hold that never began."""
+    for hold_id, ends in sorted(jobs.settled.items()):
+        if len(ends) > 1:
+            report.problem(None, f"hold {hold_id}: ended {len(ends)} times")
+        if hold_id not in jobs.held:
+            report.problem(None, f"hold {hold_id}: ended without a HOLD")
+        elif any(total != jobs.held[hold_id] for total in ends):
+            report.problem(None, f"hold {hold_id}: settled {ends} but held {jobs.held[hold_id]}")
+
+
 def _check_jobs(jobs: _Jobs, report: AuditReport) -> None:
-    for job_id, amounts in sorted(jobs.released.items()):
-        if len(amounts) > 1:
-            report.problem(None, f"job {job_id}: released {len(amounts)} times")
+    for job_id, releases in sorted(jobs.released.items()):
+        if len(releases) > 1:
+            report.problem(None, f"job {job_id}: released {len(releases)} times")
         if job_id not in jobs.reserved:
             report.problem(None, f"job {job_id}: released without a reserve")
-        elif any(a != jobs.reserved[job_id] for a in amounts):
+        elif any(a + c != jobs.reserved[job_id] for a, c in releases):
             report.problem(
-                None, f"job {job_id}: released {amounts} but reserved {jobs.reserved[job_id]}"
+                None, f"job {job_id}: released {releases} but reserved {jobs.reserved[job_id]}"
             )
+        # A release that settles a capture follows a success; any other, a failure.
+        allowed = {"job_succeeded"} if releases[0][1] else {"job_failed", "job_cancelled"}
         ended = jobs.ended.get(job_id)
-        if ended not in {"job_failed", "job_cancelled"}:
+        if ended not in allowed:
             report.problem(None, f"job {job_id}: released but its job ended as {ended}")
+    _check_holds(jobs, report)
     for job_id, ended in sorted(jobs.ended.items()):
         released = job_id in jobs.released
         if ended in {"job_failed", "job_cancelled"} and job_id in jobs.reserved and not released:

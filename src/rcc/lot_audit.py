@@ -7,7 +7,9 @@ events alone and checks that
 * nothing is drawn from (or returned to) a lot at or after its expiry, judged by the
   time the event was recorded;
 * a debit's draws add up to its amount, and a release returns exactly what its job's
-  reserve drew (to the same lots, or as one new lot for what went to expired lots);
+  reserve (or its service hold) drew (to the same lots, or as one new lot for what went
+  to expired lots); after a capture below the hold, exactly the last draws' part
+  (`lots.returned_part`);
 * an expiry takes exactly what was left, and never before the lot's time;
 * a wallet moving to lots opens its one lot with exactly its balance.
 """
@@ -22,14 +24,18 @@ from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
     CreditsExpired,
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
+    CreditsUsed,
     Event,
     GrantEvent,
+    HoldReleased,
     LotsOpened,
     SubscriptionLotSuperseded,
     WalletOpened,
 )
+from rcc.domain.lots import returned_part
 
 Problem = Callable[[str], None]
 
@@ -48,6 +54,7 @@ class LotAudit:
     lots: dict[tuple[str, str], _Lot] = field(default_factory=dict)
     lotted: set[str] = field(default_factory=set)  # wallets whose credits live in lots
     reserves: dict[str, tuple[str, dict[str, int]]] = field(default_factory=dict)
+    drawn: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # in order
     checked: int = 0  # lots seen
 
     def see(
@@ -66,11 +73,18 @@ class LotAudit:
                 self._create(wallet, event.lot, event.amount, event.expires_at, problem)
             case CreditsReserved():
                 self._draw(wallet, event.draws, event.amount, at, problem)
-                self.reserves[event.job] = (wallet, dict(event.draws))
-            case CreditsAdjusted() | CreditsClawedBack():
+                self.reserves[f"job {event.job}"] = (wallet, dict(event.draws))
+                self.drawn[f"job {event.job}"] = event.draws
+            case CreditsHeld():
+                self._draw(wallet, event.draws, event.amount, at, problem)
+                self.reserves[f"hold {event.hold}"] = (wallet, dict(event.draws))
+                self.drawn[f"hold {event.hold}"] = event.draws
+            case CreditsAdjusted() | CreditsClawedBack() | CreditsUsed():
                 self._draw(wallet, event.draws, -event.delta, at, problem)
             case CreditsReleased():
-                self._release(wallet, event, at, problem)
+                self._release(wallet, f"job {event.job}", event, at, problem)
+            case HoldReleased():
+                self._release(wallet, f"hold {event.hold}", event, at, problem)
             case CreditsExpired():
                 self._expire(wallet, event, at, problem)
 
@@ -112,22 +126,34 @@ class LotAudit:
             problem(f"lot {lot_id} {what} at {at.isoformat()}, after it expired")
         return lot
 
-    def _release(self, wallet: str, event: CreditsReleased, at: datetime, problem: Problem) -> None:
+    def _release(
+        self,
+        wallet: str,
+        owner: str,
+        event: CreditsReleased | HoldReleased,
+        at: datetime,
+        problem: Problem,
+    ) -> None:
+        """`owner` ("job <id>" or "hold <id>") returns what it drew: all of it, or after
+        a capture exactly `returned_part` of its draws."""
         if wallet not in self.lotted:
             return
-        drawn = self.reserves.pop(event.job, (wallet, {}))[1]
+        drawn = self.reserves.pop(owner, (wallet, {}))[1]
+        in_order = self.drawn.pop(owner, ())
+        if event.captured and in_order:
+            drawn = dict(returned_part(in_order, event.amount))
         back = dict(event.draws)
         for lot_id, n in back.items():
             if drawn.get(lot_id) != n:
-                problem(f"job {event.job} returned {n} to lot {lot_id}, drew {drawn.get(lot_id)}")
+                problem(f"{owner} returned {n} to lot {lot_id}, drew {drawn.get(lot_id)}")
             lot = self._usable(wallet, lot_id, at, "returned to", problem)
             if lot is not None:
                 lot.remaining += n
         rest = event.amount - sum(back.values())
         if drawn and rest != sum(n for lot_id, n in drawn.items() if lot_id not in back):
-            problem(f"job {event.job} released {event.amount}, its draws do not account for it")
+            problem(f"{owner} released {event.amount}, its draws do not account for it")
         if rest and event.relot is None:
-            problem(f"job {event.job} released {rest} RCC to no lot")
+            problem(f"{owner} released {rest} RCC to no lot")
         if event.relot is not None:
             self._create(wallet, event.relot, rest, event.relot_expires_at, problem)
 

@@ -54,7 +54,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         open_jobs=wallet.open_jobs,
         csrf_token=who.csrf_token,
         available_rcc=spendable,
-        held_rcc=0,
+        held_rcc=wallet.held,
         next_expiry=next_expiry(wallet, now),
         daily=DailyUse(**msgspec.structs.asdict(daily)),  # h6: policies and plans
         blocked=bool(user.get("blocked", False)),

@@ -89,6 +89,9 @@ class CreditsReleased(LedgerEvent, frozen=True, kw_only=True, tag="credits_relea
     relot_expires_at: datetime | None = None
     at: datetime | None = None
     day: str = ""  # the UTC day of the release: gives that day's allowance back (h6)
+    # > 0: this release settles a capture of `captured` RCC (the job's success charged
+    # less than it held); `amount` is the rest of the hold, returned.
+    captured: int = 0
 
     @property
     def delta(self) -> int:
@@ -249,6 +252,7 @@ class JobSucceeded(Event, frozen=True, kw_only=True, tag="job_succeeded"):
     job_id: str
     output_uris: list[str] = []
     duration_ms: int | None = None
+    charged_rcc: int | None = None  # what its hold captured (None: before holds, the price)
 
 
 class JobFailed(Event, frozen=True, kw_only=True, tag="job_failed"):
@@ -551,6 +555,103 @@ class CreditsRolledOver(GrantEvent, frozen=True, kw_only=True, tag="credits_roll
     from_lots: tuple[str, ...] = ()  # the superseded lots it carries part of
 
 
+# --- holds and service usage (h1) ---------------------------------------------------
+# A service hold lives in its own stream `hold-<id>` (its lifecycle) and moves credits
+# on its wallet's stream (ledger lines HOLD, HOLD_RELEASE, USAGE). See docs/HOLDS.md.
+
+
+class CreditsHeld(LedgerEvent, frozen=True, kw_only=True, tag="credits_held"):
+    """HOLD: a service set credits aside, drawn from lots in the spending order."""
+
+    reason: ClassVar[str] = "HOLD"
+    hold: str
+    amount: int
+    draws: Draws = ()
+    service: str = ""  # the token's name: who asked
+    note: str = ""  # the service's reason
+
+    @property
+    def delta(self) -> int:
+        return -self.amount
+
+
+class HoldReleased(LedgerEvent, frozen=True, kw_only=True, tag="hold_released"):
+    """HOLD_RELEASE: a hold's credits coming back, to the lots they were drawn from (or
+    as a new lot when that lot has expired). `captured` > 0: it settles a capture of
+    that much and `amount` is the rest; 0: a void (by the service or the timeout)."""
+
+    reason: ClassVar[str] = "HOLD_RELEASE"
+    hold: str
+    amount: int
+    held: int  # the whole hold (what leaves the wallet's `held`)
+    captured: int = 0
+    draws: Draws = ()
+    drawn: Draws = ()  # what the hold drew (no longer pinned by it)
+    relot: str | None = None
+    relot_expires_at: datetime | None = None
+    at: datetime | None = None
+    service: str = ""
+    timeout: bool = False  # voided by the scheduler at its timeout
+
+    @property
+    def delta(self) -> int:
+        return self.amount
+
+
+class HoldSettled(Event, frozen=True, kw_only=True, tag="hold_settled"):
+    """A hold captured in full: nothing comes back. Not a ledger line (its HOLD row
+    already took the credits); it only closes the hold on the wallet."""
+
+    hold: str
+    held: int
+    drawn: Draws = ()
+
+
+class CreditsUsed(LedgerEvent, frozen=True, kw_only=True, tag="credits_used"):
+    """USAGE: a service's one-shot charge, drawn from lots in the spending order."""
+
+    reason: ClassVar[str] = "USAGE"
+    amount: int
+    draws: Draws = ()
+    service: str = ""
+    note: str = ""
+
+    @property
+    def delta(self) -> int:
+        return -self.amount
+
+
+class HoldAuthorized(Event, frozen=True, kw_only=True, tag="hold_authorized"):
+    """A hold began (its own stream): what it holds, for whom and until when."""
+
+    hold_id: str
+    wallet_id: str
+    amount: int
+    draws: Draws = ()
+    service: str = ""
+    note: str = ""
+    expires_at: datetime
+
+
+class HoldCaptured(Event, frozen=True, kw_only=True, tag="hold_captured"):
+    """A hold ended by a capture of `amount` (≤ what it held)."""
+
+    hold_id: str
+    amount: int
+
+
+class HoldVoided(Event, frozen=True, kw_only=True, tag="hold_voided"):
+    """A hold ended with nothing captured: voided by its service or by its timeout."""
+
+    hold_id: str
+    timeout: bool = False
+
+
+def hold_stream(hold_id: str) -> str:
+    """The stream of one service hold."""
+    return f"hold-{hold_id}"
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -601,6 +702,14 @@ AnyEvent = (
     # --- subscription months (h2)
     | SubscriptionLotSuperseded
     | CreditsRolledOver
+    # holds and service usage (h1)
+    | CreditsHeld
+    | HoldReleased
+    | HoldSettled
+    | CreditsUsed
+    | HoldAuthorized
+    | HoldCaptured
+    | HoldVoided
 )
 
 _encoder = msgspec.json.Encoder()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from rcc.domain.errors import IllegalTransition
+from rcc.domain.errors import IllegalTransition, Invalid
 from rcc.domain.events import (
     Event,
     JobCancelled,
@@ -41,6 +41,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     backend: str = ""  # the ComfyUI backend and prompt id the adapter recorded, if any
     prompt_id: str = ""
     draws: list[tuple[str, int]] = []  # what the reserve drew: a release returns exactly this
+    charged_rcc: int = 0  # what its hold captured when it succeeded
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -64,7 +65,8 @@ def evolve(state: JobState, event: Event) -> JobState:
         case JobStarted():
             return msgspec.structs.replace(state, status="running")
         case JobSucceeded():
-            return msgspec.structs.replace(state, status="succeeded")
+            charged = held(state) if event.charged_rcc is None else event.charged_rcc
+            return msgspec.structs.replace(state, status="succeeded", charged_rcc=charged)
         case JobFailed():
             return msgspec.structs.replace(state, status="failed")
         case JobCancelled():
@@ -84,6 +86,20 @@ def check_transition(state: JobState, target: str) -> IllegalTransition | None:
     return None
 
 
-def refund_due(state: JobState) -> int:
-    """What failing or cancelling this job gives back: the whole reserve, or 0 for a bypass."""
+def held(state: JobState) -> int:
+    """What the job's hold set aside: its price, or 0 for an admin's bypass."""
     return 0 if state.bypass else state.cost_rcc
+
+
+def captured(state: JobState, target: str, charged: int | None) -> int | Invalid:
+    """What moving to `target` captures of the hold: on success `charged` (≤ the hold;
+    None: all of it), else nothing."""
+    if target != "succeeded":
+        if charged is not None:
+            return Invalid(detail="charged_rcc goes only with success")
+        return 0
+    if charged is None:
+        return held(state)
+    if not 0 <= charged <= held(state):
+        return Invalid(detail=f"charged_rcc must be between 0 and the {held(state)} RCC held")
+    return charged

@@ -127,6 +127,21 @@ def apply_draws(
     )
 
 
+def returned_part(drawn: list[Draw] | tuple[Draw, ...], amount: int) -> tuple[Draw, ...]:
+    """The part of `drawn` that a capture below the hold gives back: `amount` taken from
+    the last draws first, so what is kept (captured) is what the spending order drew
+    first. Deterministic: the audit recomputes it from the reserve's draws."""
+    back: list[Draw] = []
+    left = amount
+    for lot_id, n in reversed(drawn):
+        if left <= 0:
+            break
+        take = min(n, left)
+        back.append((lot_id, take))
+        left -= take
+    return tuple(reversed(back))
+
+
 def draws_total(draws: list[Draw] | tuple[Draw, ...]) -> dict[str, int]:
     """Draws summed per lot."""
     total: dict[str, int] = {}

@@ -20,10 +20,14 @@ from rcc.domain.events import (
     CreditsAdjusted,
     CreditsClawedBack,
     CreditsExpired,
+    CreditsHeld,
     CreditsReleased,
     CreditsReserved,
+    CreditsUsed,
     Event,
     GrantEvent,
+    HoldReleased,
+    HoldSettled,
     JobSettled,
     LedgerEvent,
     LotsOpened,
@@ -45,6 +49,7 @@ from rcc.domain.lots import (
     pin,
     plan_draws,
     prune,
+    returned_part,
     to_us,
 )
 
@@ -73,6 +78,7 @@ class WalletState(msgspec.Struct, frozen=True, kw_only=True):
     # limit is checked against it under this wallet's lock (rcc.domain.daily, h6).
     spend_day: str = ""
     spent_today: int = 0
+    held: int = 0  # set aside by open service holds (out of the balance already)
 
 
 def evolve(state: WalletState, event: Event) -> WalletState:
@@ -112,7 +118,21 @@ def evolve(state: WalletState, event: Event) -> WalletState:
                 priority=event.priority, ref=event.external_ref,
             )  # fmt: skip
             return msgspec.structs.replace(after, balance=state.balance + event.amount)
-        case CreditsAdjusted() | CreditsClawedBack():
+        case CreditsHeld():
+            return msgspec.structs.replace(
+                state,
+                balance=state.balance - event.amount,
+                held=state.held + event.amount,
+                lots=apply_draws(state.lots, event.draws, -1),
+                pinned=pin(state.pinned, event.draws, +1),
+            )
+        case HoldReleased():
+            return _hold_released(state, event)
+        case HoldSettled():
+            return _unpinned(
+                msgspec.structs.replace(state, held=state.held - event.held), event.drawn
+            )
+        case CreditsAdjusted() | CreditsClawedBack() | CreditsUsed():
             lots = apply_draws(state.lots, event.draws, -1)
             return msgspec.structs.replace(
                 state, balance=state.balance + event.delta, lots=prune(lots, state.pinned)
@@ -187,6 +207,20 @@ def _released(state: WalletState, event: CreditsReleased) -> WalletState:
     return _unpinned(after, event.drawn)
 
 
+def _hold_released(state: WalletState, event: HoldReleased) -> WalletState:
+    """A hold's credits back: its draws to their lots, the rest as a new lot."""
+    after = msgspec.structs.replace(
+        state,
+        balance=state.balance + event.amount,
+        held=state.held - event.held,
+        lots=apply_draws(state.lots, event.draws, +1),
+    )
+    if event.relot is not None:
+        rest = event.amount - sum(amount for _, amount in event.draws)
+        after = _new_lot(after, event.relot, "release", rest, event.at, event.relot_expires_at)
+    return _unpinned(after, event.drawn)
+
+
 def _unpinned(state: WalletState, drawn: tuple[Draw, ...]) -> WalletState:
     """A job ended: its lots are no longer pinned; exhausted ones may leave."""
     if not drawn:
@@ -235,11 +269,11 @@ def _drawable_total(state: WalletState, now: datetime) -> int:
     return sum(lot.remaining for lot in drawable(state.lots, to_us(now)))
 
 
-def reserve(
-    state: WalletState, job: str, cost: int, now: datetime, day: str = ""
-) -> list[Event] | InsufficientCredits:
-    """JOB_RESERVE: draw the cost from the lots in spending order, recording the draws;
-    `day` counts it against that UTC day's limit (empty: no daily limit applies)."""
+def _take(
+    state: WalletState, cost: int, now: datetime
+) -> tuple[list[Event], tuple[Draw, ...]] | InsufficientCredits:
+    """Draw `cost` from the lots in spending order: the opening of lots (for a wallet
+    from before them) and the draws, or what is short."""
     opening = with_lots(state, now)
     lotted = fold(opening, state) if opening else state
     draws, short = plan_draws(drawable(lotted.lots, to_us(now)), cost)
@@ -250,41 +284,143 @@ def reserve(
             balance_rcc=can,
             cost_rcc=cost,
         )
+    return opening, tuple(draws)
+
+
+def reserve(
+    state: WalletState, job: str, cost: int, now: datetime, day: str = ""
+) -> list[Event] | InsufficientCredits:
+    """JOB_RESERVE: draw the cost from the lots in spending order, recording the draws;
+    `day` counts it against that UTC day's limit (empty: no daily limit applies)."""
+    taken = _take(state, cost, now)
+    if isinstance(taken, InsufficientCredits):
+        return taken
+    opening, draws = taken
+    return [*opening, CreditsReserved(job=job, amount=cost, draws=draws, day=day)]
+
+
+def hold(
+    state: WalletState, hold_id: str, amount: int, now: datetime, service: str, note: str
+) -> list[Event] | InsufficientCredits:
+    """HOLD: set credits aside for a service, drawn like a job's reserve."""
+    taken = _take(state, amount, now)
+    if isinstance(taken, InsufficientCredits):
+        return taken
+    opening, draws = taken
     return [
         *opening,
-        CreditsReserved(job=job, amount=cost, draws=tuple(draws), day=day),
+        CreditsHeld(hold=hold_id, amount=amount, draws=draws, service=service, note=note),
     ]
 
 
+def use(
+    state: WalletState, amount: int, now: datetime, service: str, note: str
+) -> list[Event] | InsufficientCredits:
+    """USAGE: a service's one-shot charge, drawn in the spending order."""
+    taken = _take(state, amount, now)
+    if isinstance(taken, InsufficientCredits):
+        return taken
+    opening, draws = taken
+    return [*opening, CreditsUsed(amount=amount, draws=draws, service=service, note=note)]
+
+
+class GiveBack(msgspec.Struct, frozen=True, kw_only=True):
+    """How credits drawn earlier come back: to their lots, the rest as one new lot."""
+
+    draws: tuple[Draw, ...] = ()
+    relot: str | None = None
+    relot_expires_at: datetime | None = None
+    at: datetime | None = None
+
+
+def give_back(state: WalletState, back: tuple[Draw, ...], amount: int, now: datetime) -> GiveBack:
+    """Return `amount` that was drawn as `back`: each draw to its lot while the lot is
+    live beyond the draw guard; what was drawn from a lot that has expired since comes
+    back as one new lot lasting RELEASE_GRACE, so nobody loses credits to a failure."""
+    guard_us = to_us(now + DRAW_GUARD)
+    live = {lot.id for lot in state.lots if lot.live_at(guard_us)}
+    to_lots = tuple((lot_id, n) for lot_id, n in back if lot_id in live)
+    if sum(n for _, n in to_lots) == amount:
+        return GiveBack(draws=to_lots)
+    return GiveBack(
+        draws=to_lots,
+        relot=next_lot(state),
+        relot_expires_at=now + RELEASE_GRACE,
+        at=now,
+    )
+
+
 def release(
-    state: WalletState, job: str, amount: int, now: datetime, drawn: list[Draw] | tuple[Draw, ...]
+    state: WalletState,
+    job: str,
+    amount: int,
+    now: datetime,
+    drawn: list[Draw] | tuple[Draw, ...],
+    captured: int = 0,
 ) -> list[Event]:
-    """JOB_RELEASE: return exactly what the job drew (`drawn`, kept by the job). A draw
-    whose lot has expired (or expires within the draw guard) comes back as one new lot
-    lasting RELEASE_GRACE, so nobody loses credits to a failed job."""
+    """JOB_RELEASE: return exactly what the job drew (`drawn`, kept by the job), or, when
+    its success `captured` less than it held, the rest (`amount`, the last draws
+    first). See give_back for lots that expired meanwhile."""
     day = daily.release_day(state, now)
     if not drawn:
         # Reserved before lots: a new lot without expiry, as the migrated lot it would
         # have been drawn from never expires.
         if not state.lots_on:
-            return [CreditsReleased(job=job, amount=amount, day=day)]
-        return [CreditsReleased(job=job, amount=amount, relot=next_lot(state), at=now, day=day)]
+            return [CreditsReleased(job=job, amount=amount, captured=captured, day=day)]
+        return [
+            CreditsReleased(
+                job=job, amount=amount, relot=next_lot(state), at=now, captured=captured, day=day
+            )
+        ]
     drawn = tuple((lot_id, n) for lot_id, n in drawn)
-    guard_us = to_us(now + DRAW_GUARD)
-    live = {lot.id for lot in state.lots if lot.live_at(guard_us)}
-    back = tuple((lot_id, n) for lot_id, n in drawn if lot_id in live)
-    if sum(n for _, n in back) == amount:
-        return [CreditsReleased(job=job, amount=amount, draws=back, drawn=drawn, day=day)]
+    back = returned_part(drawn, amount) if captured else drawn
+    given = give_back(state, back, amount, now)
     return [
         CreditsReleased(
             job=job,
             amount=amount,
-            draws=back,
+            draws=given.draws,
             drawn=drawn,
-            relot=next_lot(state),
-            relot_expires_at=now + RELEASE_GRACE,
-            at=now,
+            relot=given.relot,
+            relot_expires_at=given.relot_expires_at,
+            at=given.at,
+            captured=captured,
             day=day,
+        )
+    ]
+
+
+def end_hold(
+    state: WalletState,
+    hold_id: str,
+    held: int,
+    captured: int,
+    drawn: tuple[Draw, ...],
+    now: datetime,
+    *,
+    service: str = "",
+    timeout: bool = False,
+) -> list[Event]:
+    """A hold ends: captured in full (HoldSettled), or the rest comes back in the same
+    transaction as a HOLD_RELEASE that says what it settles (a void captures 0)."""
+    if captured == held:
+        return [HoldSettled(hold=hold_id, held=held, drawn=drawn)]
+    rest = held - captured
+    back = returned_part(drawn, rest) if captured else drawn
+    given = give_back(state, back, rest, now)
+    return [
+        HoldReleased(
+            hold=hold_id,
+            amount=rest,
+            held=held,
+            captured=captured,
+            draws=given.draws,
+            drawn=drawn,
+            relot=given.relot,
+            relot_expires_at=given.relot_expires_at,
+            at=given.at,
+            service=service,
+            timeout=timeout,
         )
     ]
 

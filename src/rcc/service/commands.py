@@ -95,6 +95,9 @@ class MarkJob(Command, frozen=True, kw_only=True):
     backend: str | None = None
     prompt_id: str | None = None
     actor: str | None = None
+    # On success: what the job's hold captures (≤ its price; None: all of it), so a
+    # metered price can charge less than it held. The rest comes back (JOB_RELEASE).
+    charged_rcc: int | None = None
 
 
 class RecordPrompt(Command, frozen=True, kw_only=True):

@@ -48,6 +48,7 @@ from rcc.domain.subscription_months import month_grant
 from rcc.policy.terms import JobTerms, job_terms
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
+from rcc.service.holds import HOLD_HANDLERS
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.service.policy_handlers import POLICY_HANDLERS
@@ -316,7 +317,7 @@ def accepted(admitted: Admitted) -> JobAccepted:
     )
 
 
-def _job_event(cmd: c.MarkJob) -> Event:
+def _job_event(cmd: c.MarkJob, captured: int) -> Event:
     match cmd.status:
         case "queued":
             return JobQueued(job_id=cmd.job_id)
@@ -324,7 +325,10 @@ def _job_event(cmd: c.MarkJob) -> Event:
             return JobStarted(job_id=cmd.job_id, backend=cmd.backend, prompt_id=cmd.prompt_id)
         case "succeeded":
             return JobSucceeded(
-                job_id=cmd.job_id, output_uris=cmd.output_uris, duration_ms=cmd.duration_ms
+                job_id=cmd.job_id,
+                output_uris=cmd.output_uris,
+                duration_ms=cmd.duration_ms,
+                charged_rcc=captured,
             )
         case "failed":
             return JobFailed(job_id=cmd.job_id, error=cmd.error or "failed")
@@ -333,8 +337,9 @@ def _job_event(cmd: c.MarkJob) -> Event:
 
 
 async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
-    """Move a job; failing or cancelling it releases its whole reserve in the same
-    transaction. A terminal job refuses every move, so a release happens at most once."""
+    """Move a job. A job is a hold on its wallet: success captures it (the whole price,
+    or `charged_rcc` of it, the rest coming back), failing or cancelling voids it, in the
+    same transaction. A terminal job refuses every move, so a hold ends at most once."""
     if cmd.status not in {"queued", "running", "succeeded", "failed", "cancelled"}:
         return Invalid(detail=f"unknown job status {cmd.status!r}")
     stream = job_stream(cmd.job_id)
@@ -347,11 +352,14 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
     job = heads[stream].as_state(jobs.JobState)  # re-read under the lock
     if refused := jobs.check_transition(job, cmd.status):
         return refused
-    event = _job_event(cmd)
+    captured = jobs.captured(job, cmd.status, cmd.charged_rcc)
+    if isinstance(captured, DomainError):
+        return captured
+    event = _job_event(cmd, captured)
     uow.stage(stream, heads[stream].version, [event], jobs.evolve(job, event))
-    released = jobs.refund_due(job) if cmd.status in {"failed", "cancelled"} else 0
+    released = jobs.held(job) - captured if cmd.status in jobs.TERMINAL else 0
     wallet = heads[wallet_id].as_state(wallets.WalletState)
-    closing = _closing_events(wallet, job, cmd.status, released)
+    closing = _closing_events(wallet, job, cmd.status, released, captured)
     if closing:
         after = _fold_wallet(wallet, closing)
         uow.stage(wallet_id, heads[wallet_id].version, closing, after)
@@ -360,15 +368,15 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
 
 
 def _closing_events(
-    wallet: wallets.WalletState, job: jobs.JobState, status: str, released: int
+    wallet: wallets.WalletState, job: jobs.JobState, status: str, released: int, captured: int
 ) -> list[Event]:
-    """What the wallet records when a job ends: the release of its reserve (exactly its
-    draws), or that it settled (so it no longer counts as open). Nothing while the job
-    is still going."""
+    """What the wallet records when a job ends: the release of what its hold does not
+    capture (exactly its draws, or the rest of them after a partial capture), or that
+    it settled (captured in full: it no longer counts as open). Nothing while it runs."""
     if status not in jobs.TERMINAL:
         return []
     if released:
-        return wallets.release(wallet, job.job_id, released, _now(), job.draws)
+        return wallets.release(wallet, job.job_id, released, _now(), job.draws, captured)
     return [JobSettled(job=job.job_id, draws=tuple(job.draws))]
 
 
@@ -450,6 +458,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
     **POLICY_HANDLERS,  # policy_handlers.py: policies and blocking (h6)
+    **HOLD_HANDLERS,  # holds.py: service holds (authorize, capture, void) and usage
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

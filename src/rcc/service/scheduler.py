@@ -135,10 +135,11 @@ class GrantScheduler:
 
 @contextlib.asynccontextmanager
 async def running_scheduler(settings: Settings) -> AsyncIterator[GrantScheduler]:
-    """The monthly grants' and the lot expiries' schedulers in the background for the
-    life of the block (`rcc serve`, `rcc portal`)."""
+    """The monthly grants', the lot expiries' and the hold timeouts' schedulers in the
+    background for the life of the block (`rcc serve`, `rcc portal`)."""
     from rcc.background import running
     from rcc.service.expiry_scheduler import ExpiryScheduler
+    from rcc.service.hold_timeout_scheduler import HoldTimeoutScheduler
 
     def make(pool: asyncpg.Pool) -> GrantScheduler:
         return GrantScheduler(pool, lots=settings.lots)
@@ -146,5 +147,6 @@ async def running_scheduler(settings: Settings) -> AsyncIterator[GrantScheduler]
     async with (
         running(settings, make, pool_size=2, name="rcc-grant-scheduler") as it,
         running(settings, ExpiryScheduler, pool_size=2, name="rcc-expiry-scheduler"),
+        running(settings, HoldTimeoutScheduler, pool_size=2, name="rcc-hold-timeouts"),
     ):
         yield it

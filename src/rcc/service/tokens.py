@@ -10,6 +10,8 @@ import asyncpg
 import msgspec
 
 ROLES = ("admin", "service", "user", "auditor")
+# What a service token may do with the credits API (docs/HOLDS.md); other roles get none.
+SCOPES = ("credits:read", "credits:hold", "credits:usage")
 _PREFIX = "rcc_"
 
 
@@ -17,6 +19,21 @@ class TokenIdentity(msgspec.Struct, frozen=True, kw_only=True):
     token_id: str
     role: str
     user_id: str | None
+    name: str = ""
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def service(self) -> str:
+        """How the ledger names this token's service: its name, else its id."""
+        return self.name or self.token_id
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """`a,b` as scopes; ValueError naming an unknown one."""
+    scopes = tuple(sorted({part.strip() for part in text.split(",") if part.strip()}))
+    if unknown := [scope for scope in scopes if scope not in SCOPES]:
+        raise ValueError(f"unknown scope {unknown[0]!r}; one of {', '.join(SCOPES)}")
+    return scopes
 
 
 def _digest(secret: str) -> bytes:
@@ -25,20 +42,28 @@ def _digest(secret: str) -> bytes:
 
 
 async def create_token(
-    conn: asyncpg.Connection, role: str, user_id: str | None, name: str = ""
+    conn: asyncpg.Connection,
+    role: str,
+    user_id: str | None,
+    name: str = "",
+    scopes: tuple[str, ...] = (),
 ) -> tuple[str, str]:
     """Store a new token; return (token id, the bearer secret, shown exactly once)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
+    if scopes and role != "service":
+        raise ValueError("only service tokens carry scopes")
     token_id = str(uuid.uuid4())
     secret = f"{_PREFIX}{token_id.replace('-', '')}_{secrets.token_urlsafe(32)}"
     await conn.execute(
-        "INSERT INTO api_tokens (id, secret_hash, role, user_id, name) VALUES ($1, $2, $3, $4, $5)",
+        """INSERT INTO api_tokens (id, secret_hash, role, user_id, name, scopes)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
         uuid.UUID(token_id),
         _digest(secret),
         role,
         uuid.UUID(user_id) if user_id else None,
         name,
+        list(scopes),
     )
     return token_id, secret
 
@@ -60,7 +85,8 @@ async def authenticate(conn: asyncpg.Connection, secret: str) -> TokenIdentity |
     if not secret.startswith(_PREFIX):
         return None
     row = await conn.fetchrow(
-        "SELECT id, role, user_id FROM api_tokens WHERE secret_hash = $1 AND revoked_at IS NULL",
+        """SELECT id, role, user_id, name, scopes FROM api_tokens
+            WHERE secret_hash = $1 AND revoked_at IS NULL""",
         _digest(secret),
     )
     if row is None:
@@ -69,4 +95,6 @@ async def authenticate(conn: asyncpg.Connection, secret: str) -> TokenIdentity |
         token_id=str(row["id"]),
         role=row["role"],
         user_id=str(row["user_id"]) if row["user_id"] else None,
+        name=row["name"] or "",
+        scopes=tuple(row["scopes"] or ()),
     )

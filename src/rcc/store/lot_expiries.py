@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from rcc.domain import wallet as wallets
-from rcc.domain.events import CreditsAdjusted, CreditsReleased, Event, GrantEvent
+from rcc.domain.events import CreditsAdjusted, CreditsReleased, Event, GrantEvent, HoldReleased
 
 
 def expiring_lots(events: Sequence[Event]) -> list[tuple[str, datetime]]:
@@ -18,7 +18,7 @@ def expiring_lots(events: Sequence[Event]) -> list[tuple[str, datetime]]:
         match event:
             case GrantEvent() | CreditsAdjusted() if event.lot and event.expires_at:
                 found.append((event.lot, event.expires_at))
-            case CreditsReleased() if event.relot and event.relot_expires_at:
+            case CreditsReleased() | HoldReleased() if event.relot and event.relot_expires_at:
                 found.append((event.relot, event.relot_expires_at))
     return found
 
