@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from projections import balances, dashboard, jobs, ledger, models, ops_log, payments, users
+from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -20,6 +21,7 @@ ALL: tuple[Projection[Any], ...] = (
     dashboard.PROJECTION,
     ops_log.PROJECTION,
     models.PROJECTION,
+    BACKENDS,  # the GPU pool (h8)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -27,6 +27,7 @@ from portal.identity import read_only_roles_write_nothing
 from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
+from portal.routes.backends import router as backends_router  # the GPU pool (h8)
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -61,6 +62,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             jobs.logs_router,
             admin.router,
             operations.router,
+            backends_router,  # the GPU pool (h8)
             payments.router,
             audit.router,
             health.metrics,

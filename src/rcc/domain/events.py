@@ -497,6 +497,42 @@ class ModelDeleted(Event, frozen=True, kw_only=True, tag="model_deleted"):
     was_installed: bool = True  # False: only the record of a failed install was removed
 
 
+# --- the GPU pool (h8): the `backend-pool` stream, one for every backend -------------
+# Admin changes are rare and small; one stream keeps their order and lets a handler
+# decide on the whole pool (a URL is in it at most once). `actor` says who did it.
+
+
+class BackendAdded(Event, frozen=True, kw_only=True, tag="backend_added"):
+    backend_id: str
+    url: str
+    slots: int
+    tags: tuple[str, ...] = ()
+    actor: str = ""
+
+
+class BackendChanged(Event, frozen=True, kw_only=True, tag="backend_changed"):
+    """Slots and tags as they are now (both, whichever changed)."""
+
+    backend_id: str
+    slots: int
+    tags: tuple[str, ...] = ()
+    actor: str = ""
+
+
+class BackendDrained(Event, frozen=True, kw_only=True, tag="backend_drained"):
+    """Draining on (finish the work it has, get no more) or off again."""
+
+    backend_id: str
+    draining: bool = True
+    actor: str = ""
+
+
+class BackendRemoved(Event, frozen=True, kw_only=True, tag="backend_removed"):
+    backend_id: str
+    url: str
+    actor: str = ""
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -541,6 +577,11 @@ AnyEvent = (
     | ModelInstalled
     | ModelInstallFailed
     | ModelDeleted
+    # the GPU pool (h8)
+    | BackendAdded
+    | BackendChanged
+    | BackendDrained
+    | BackendRemoved
 )
 
 _encoder = msgspec.json.Encoder()
@@ -627,3 +668,6 @@ OPS_COMFYUI_STREAM = "ops-comfyui"
 
 def model_stream(name: str) -> str:
     return f"model-{name}"
+
+
+BACKEND_POOL_STREAM = "backend-pool"  # the GPU pool (h8)

@@ -46,6 +46,7 @@ from rcc.domain.events import (
 from rcc.domain.lots import lifetime
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
+from rcc.service.backend_handlers import BACKEND_HANDLERS
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.store.event_store import Checkpoint
@@ -426,6 +427,7 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
+    **BACKEND_HANDLERS,  # backend_handlers.py: the GPU pool (h8)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
