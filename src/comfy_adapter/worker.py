@@ -30,12 +30,12 @@ from comfy_adapter.backends import BackendPool
 from comfy_adapter.client import BackendError, ComfyClient
 from comfy_adapter.config import AdapterSettings
 from comfy_adapter.dispatch_choice import next_dispatch
-from comfy_adapter.outputs import OutputStore
 from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
 from comfy_adapter.waits import wait_event
 from rcc.domain.errors import DomainError
 from rcc.follower.batch import BatchResult
 from rcc.follower.worker import FollowerWorker
+from rcc.outputs import OutputStore
 from rcc.service.bus import execute
 from rcc.service.commands import MarkJob
 
