@@ -17,7 +17,6 @@ import msgspec
 
 from comfy_adapter.backends import Backend, BackendPool
 from comfy_adapter.client import BackendError
-from comfy_adapter.waits import wait_event
 from rcc.domain.backend_tags import unmet_reason
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,8 @@ async def read_backend(backend: Backend) -> Reading:
         return Reading(url=backend.url, healthy=False, error=str(error) or type(error).__name__)
     return Reading(
         url=backend.url,
-        healthy=backend.healthy,  # the websocket must be up too, or no message arrives
-        error="" if backend.healthy else backend.last_error,
+        healthy=True,  # it answers; a websocket that is down (yet) is said in `error`
+        error="" if backend.healthy else f"websocket: {backend.last_error}",
         queue_running=len(queue.queue_running),
         queue_pending=len(queue.queue_pending),
         in_use=len(backend.in_flight),
@@ -114,13 +113,26 @@ async def watch(
     by_type: Mapping[str, frozenset[str]],
     stop_event: asyncio.Event,
     every_s: float,
+    changed: asyncio.Event,
 ) -> None:
-    """Poll every backend every `every_s` until stopped."""
+    """Poll every backend every `every_s`, and soon after the pool changed (`changed`:
+    a new backend's health shows within moments), until stopped."""
     while not stop_event.is_set():
+        changed.clear()
         backends = [b for b in pool.backends if not b.removed]
         readings = list(await asyncio.gather(*(read_backend(b) for b in backends)))
         try:
             await record(db, adapter, readings, type_reasons(pool, by_type))
         except (asyncpg.PostgresError, OSError) as error:
             log.warning("recording backend health failed: %s", error)
-        await wait_event(stop_event, every_s)
+        await _either(stop_event, changed, every_s)
+
+
+async def _either(stop_event: asyncio.Event, changed: asyncio.Event, seconds: float) -> None:
+    """Sleep until stopped, the pool changed, or `seconds` passed."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop_event, changed)]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

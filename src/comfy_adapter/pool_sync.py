@@ -43,14 +43,16 @@ async def wanted(db: asyncpg.Pool) -> list[BackendState]:
         return await usable_backends(conn)
 
 
-def apply(pool: BackendPool, specs: list[BackendState], make_client: MakeClient) -> None:
-    """Bring `pool` to `specs` (add, change, drain, remove); return nothing."""
+def apply(pool: BackendPool, specs: list[BackendState], make_client: MakeClient) -> bool:
+    """Bring `pool` to `specs` (add, change, drain, remove); True if anything changed."""
     by_url = {spec.url: spec for spec in specs}
+    moved = False
     for backend in pool.backends:
         spec = by_url.pop(backend.url, None)
         if spec is None:
             if not backend.removed:
                 log.info("backend %s removed from the pool", backend.url)
+                moved = True
             backend.removed = True
             continue
         changed = (backend.slots, backend.tags, backend.draining, backend.removed) != (
@@ -62,13 +64,16 @@ def apply(pool: BackendPool, specs: list[BackendState], make_client: MakeClient)
         backend.slots, backend.tags = spec.slots, frozenset(spec.tags)
         backend.draining, backend.removed = spec.draining, False
         if changed:
+            moved = True
             pool.on_change()
     for spec in by_url.values():
         backend = Backend(make_client(spec.url), spec.slots, frozenset(spec.tags))
         backend.draining = spec.draining
         log.info("backend %s joins the pool", spec.url)
         pool.add(backend)
+        moved = True
     pool.drop_idle_removed()
+    return moved
 
 
 async def follow(
@@ -77,11 +82,14 @@ async def follow(
     make_client: MakeClient,
     stop_event: asyncio.Event,
     every_s: float,
+    changed: asyncio.Event,
 ) -> None:
-    """Re-read the pool every `every_s` until stopped (a failed read is tried again)."""
+    """Re-read the pool every `every_s` until stopped (a failed read is tried again);
+    `changed` is set when the pool moved, so its health is read at once."""
     while not stop_event.is_set():
         try:
-            apply(pool, await wanted(db), make_client)
+            if apply(pool, await wanted(db), make_client):
+                changed.set()
         except (asyncpg.PostgresError, OSError) as error:
             log.warning("reading the GPU pool failed: %s", error)
         await wait_event(stop_event, every_s)

@@ -339,10 +339,15 @@ class AdapterWorker:
     async def _follow_pool(self, make_client: pool_sync.MakeClient) -> None:
         """Admins' changes to the GPU pool, and each backend's health (docs/BACKENDS.md)."""
         assert self.backends is not None
-        settings = self.settings
+        settings, changed = self.settings, asyncio.Event()
         await asyncio.gather(
             pool_sync.follow(
-                self.pool, self.backends, make_client, self.stop_event, settings.pool_refresh_s
+                self.pool,
+                self.backends,
+                make_client,
+                self.stop_event,
+                settings.pool_refresh_s,
+                changed,
             ),
             health.watch(
                 self.pool,
@@ -351,6 +356,7 @@ class AdapterWorker:
                 settings.job_type_tags,
                 self.stop_event,
                 settings.health_s,
+                changed,
             ),
         )
 

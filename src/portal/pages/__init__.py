@@ -8,6 +8,7 @@ from __future__ import annotations
 from litestar import Router
 
 from portal.pages import account, admin, admin_ops, buy, credits, jobs, run
+from portal.pages.admin_backends import handlers as backend_pages  # the GPU pool (h8)
 from portal.pages.site import page_router, static_files, template_config
 
 
@@ -21,6 +22,7 @@ def router() -> Router:
             *buy.handlers,
             *admin.handlers,
             *admin_ops.handlers,
+            *backend_pages,  # the GPU pool (h8)
         ]
     )
 
