@@ -90,6 +90,7 @@ async def test_admin_sees_health_adds_drains_and_removes_backends(site: Site) ->
         added = admin.locator(f'tr[data-url="{second.url}"]')
         await expect(added).to_contain_text("48gb, video")
         await healthy_row(admin, second.url)
+        await expect(added.locator("[data-backend-slots]")).to_have_text("0 of 3")
         await shoot(admin, "admin-backends")
 
         await added.get_by_role("button", name="Drain").click()
