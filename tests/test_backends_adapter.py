@@ -86,6 +86,8 @@ async def test_drain_add_and_remove_take_effect_while_the_adapter_runs(
             await wait_until(lambda: known(worker, first_gpu.url).draining, what="the drain")
             waiting = await create_job(pool, user, SUCCESS)
             await stays_queued(pool, waiting)
+            async with pool.acquire() as conn:
+                assert (await waiting_reason(conn)).startswith("every reachable ComfyUI backend")
             # The drained backend's running job finishes there.
             assert await wait_status(pool, long_job, "succeeded", "failed") == "succeeded"
             await stays_queued(pool, waiting, 0.3)

@@ -94,11 +94,12 @@ async def test_admin_sees_health_adds_drains_and_removes_backends(site: Site) ->
         await shoot(admin, "admin-backends")
 
         await added.get_by_role("button", name="Drain").click()
-        await expect(added.locator("[data-backend-draining]")).to_have_text("yes")
+        await expect(added.locator("[data-backend-draining]")).to_have_text("draining")
         await expect(added.get_by_role("button", name="Undrain")).to_be_visible()
         await shoot(admin, "admin-backends-drained")
 
         admin.on("dialog", lambda dialog: dialog.accept())
         await added.get_by_role("button", name="Remove").click()
         await expect(added).to_have_count(0)
+        await expect(admin.locator("[data-backend-draining]")).to_have_count(0)
         await expect(seeded).to_have_count(1)

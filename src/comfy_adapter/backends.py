@@ -134,11 +134,17 @@ class BackendPool:
 
     def waiting_reason(self) -> str:
         """Why a queued job is not running yet, in a sentence."""
-        if not self.backends:
-            return "no ComfyUI backend is configured (COMFYUI_URLS is empty)"
-        if not any(b.healthy for b in self.backends):
-            details = "; ".join(f"{b.url}: {b.last_error}" for b in self.backends)
+        serving = [b for b in self.backends if not b.removed]
+        if not serving:
+            return (
+                "no ComfyUI backend is configured (COMFYUI_URLS is empty "
+                "and none was added in /admin/backends)"
+            )
+        if not any(b.healthy for b in serving):
+            details = "; ".join(f"{b.url}: {b.last_error}" for b in serving)
             return f"no ComfyUI backend is reachable ({details})"
+        if all(b.draining for b in serving if b.healthy):
+            return "every reachable ComfyUI backend is draining (undrain one in /admin/backends)"
         return "waiting for a free ComfyUI backend"
 
     def start(self) -> None:
