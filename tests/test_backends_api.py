@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
+from projections.backends import PROJECTION
+from rcc.projector.replay import replay
 from rcc.service.backend_pool import usable_backends
 from tests.portal_helpers import bearer, sign_up
+from tests.projection_helpers import drain
 
 
 async def test_round_trip_with_events_actor_and_usable_list(
@@ -67,6 +70,28 @@ async def test_round_trip_with_events_actor_and_usable_list(
         "backend_removed",
     ]
     assert {e["actor"] for e in events} == {"token:admin"}
+
+
+async def test_replay_rebuilds_the_same_list(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    admin = await bearer(pool, "admin")
+    ids = []
+    for n in range(3):
+        body = {"url": f"http://gpu-{n}:8188", "slots": n + 1, "tags": [f"t{n}"]}
+        ids.append((await client.post("/admin/backends", json=body, headers=admin)).json()["id"])
+    await client.patch(f"/admin/backends/{ids[0]}", json={"draining": True}, headers=admin)
+    await client.patch(f"/admin/backends/{ids[1]}", json={"tags": ["video"]}, headers=admin)
+    await client.delete(f"/admin/backends/{ids[2]}", headers=admin)
+    await drain(pool)
+    query = "SELECT id, url, slots, tags, draining, added_by, added_at FROM backends ORDER BY url"
+    live = [tuple(r) for r in await owner.fetch(query)]
+    await replay(owner, [PROJECTION])
+    assert [tuple(r) for r in await owner.fetch(query)] == live
+    assert [(r[1], r[3], r[4]) for r in live] == [
+        ("http://gpu-0:8188", ["t0"], True),
+        ("http://gpu-1:8188", ["video"], False),
+    ]
 
 
 async def test_validation_errors_are_clear_422s(
