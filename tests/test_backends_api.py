@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 import httpx
+import pytest
 
+from comfy_adapter.config import parse_urls
 from projections.backends import PROJECTION
 from rcc.projector.replay import replay
 from rcc.service.backend_pool import usable_backends
@@ -144,3 +146,13 @@ async def test_only_admins_reach_the_pool(client: httpx.AsyncClient, pool: async
             assert answer.json()["error"] == "forbidden"
     client.cookies.clear()
     assert (await client.get("/admin/backends")).status_code == 401
+
+
+def test_comfyui_urls_that_the_pool_would_refuse_stop_the_adapter_at_start() -> None:
+    assert parse_urls(" http://a:8188/ , http://a:8188,https://b:443") == (
+        "http://a:8188",
+        "https://b:443",
+    )
+    for bad, words in (("http://gpu", "must name its port"), ("gpu:8188", "http")):
+        with pytest.raises(SystemExit, match=words):
+            parse_urls(bad)

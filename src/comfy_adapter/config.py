@@ -8,6 +8,8 @@ from pathlib import Path
 import msgspec
 
 from rcc.domain.backend_tags import BadTagSetting, parse_job_type_tags
+from rcc.domain.backends import normalise_url
+from rcc.domain.errors import DomainError
 
 DEFAULT_TIMEOUTS_S = {"IMAGE_TASK": 600.0, "VIDEO_TASK": 3600.0}
 
@@ -62,13 +64,14 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
 
 
 def parse_urls(raw: str) -> tuple[str, ...]:
-    """COMFYUI_URLS: comma-separated base URLs, without trailing slashes, each once."""
+    """COMFYUI_URLS: comma-separated base URLs, without trailing slashes, each once; each
+    must be one the GPU pool accepts (scheme, host and port), or the adapter will not start."""
     seen: dict[str, None] = {}
     for item in raw.split(","):
-        url = item.strip().rstrip("/")
-        if url:
-            if not url.startswith(("http://", "https://")):
-                raise SystemExit(f"COMFYUI_URLS: {url!r} must start with http:// or https://")
+        if item.strip():
+            url = normalise_url(item)
+            if isinstance(url, DomainError):
+                raise SystemExit(f"COMFYUI_URLS: {url.detail}")
             seen[url] = None
     return tuple(seen)
 
