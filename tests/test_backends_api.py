@@ -72,6 +72,10 @@ async def test_round_trip_with_events_actor_and_usable_list(
         "backend_removed",
     ]
     assert {e["actor"] for e in events} == {"token:admin"}
+    logged = (await client.get("/admin/logs", headers=admin)).json()["items"]
+    actions = [e["action"] for e in logged if e["action"].startswith("backend.")]
+    assert sorted(actions) == ["backend.add", "backend.change", "backend.drain", "backend.remove"]
+    assert {e["actor"] for e in logged if e["action"].startswith("backend.")} == {"token:admin"}
 
 
 async def test_replay_rebuilds_the_same_list(

@@ -67,7 +67,9 @@ async def _run(
     scoped = f"admin-backends:{actor}:{key}" if key else None
     done = await execute(state.pool, command, metadata=metadata, idempotency_key=scoped)
     if isinstance(done, Done):
-        await wait_for(state.pool, done.checkpoint, ["backends"], state.settings.read_wait_s)
+        await wait_for(
+            state.pool, done.checkpoint, ["backends", "ops_log"], state.settings.read_wait_s
+        )
     return done
 
 
