@@ -16,6 +16,10 @@ import asyncpg
 from projections._wallets import wallet_of
 from rcc.domain.events import (
     AdminStatusChanged,
+    BackendAdded,
+    BackendChanged,
+    BackendDrained,
+    BackendRemoved,
     ComfyuiOperated,
     CreditsAdjusted,
     JobCancelled,
@@ -140,6 +144,29 @@ def on_model_deleted(batch: Batch, event: ModelDeleted, record: RecordedEvent) -
     batch.add(record, "model.delete", detail=f"{event.kind}/{event.name}")
 
 
+# --- the GPU pool (h8): who added, changed, drained or removed a backend ---------------
+
+
+def on_backend_added(batch: Batch, event: BackendAdded, record: RecordedEvent) -> None:
+    tags = ", ".join(event.tags) or "no tags"
+    detail = f"{event.url}: {event.slots} slots, {tags}"
+    batch.add(record, "backend.add", actor=event.actor, detail=detail)
+
+
+def on_backend_changed(batch: Batch, event: BackendChanged, record: RecordedEvent) -> None:
+    detail = f"{event.backend_id}: {event.slots} slots, {', '.join(event.tags) or 'no tags'}"
+    batch.add(record, "backend.change", actor=event.actor, detail=detail)
+
+
+def on_backend_drained(batch: Batch, event: BackendDrained, record: RecordedEvent) -> None:
+    action = "backend.drain" if event.draining else "backend.undrain"
+    batch.add(record, action, actor=event.actor, detail=event.backend_id)
+
+
+def on_backend_removed(batch: Batch, event: BackendRemoved, record: RecordedEvent) -> None:
+    batch.add(record, "backend.remove", actor=event.actor, detail=event.url)
+
+
 async def flush(conn: asyncpg.Connection, batch: Batch) -> None:
     rows = batch.entries
     await conn.execute(
@@ -168,6 +195,11 @@ HANDLERS: dict[type, Handler[Batch]] = {
     ModelInstalled: on_model_installed,
     ModelInstallFailed: on_model_failed,
     ModelDeleted: on_model_deleted,
+    # the GPU pool (h8)
+    BackendAdded: on_backend_added,
+    BackendChanged: on_backend_changed,
+    BackendDrained: on_backend_drained,
+    BackendRemoved: on_backend_removed,
 }
 
 PROJECTION = Projection(NAME, TABLES, Batch, HANDLERS, flush)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from projections import balances, dashboard, jobs, ledger, lots, models, ops_log, payments, users
+from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -21,6 +22,7 @@ ALL: tuple[Projection[Any], ...] = (
     ops_log.PROJECTION,
     models.PROJECTION,
     lots.PROJECTION,
+    BACKENDS,  # the GPU pool (h8)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -84,7 +84,10 @@ async def test_queued_job_says_why_it_waits_and_cancel_interrupts(
         shown = (await http.get(f"/jobs/{job_id}")).json()
         assert shown["waiting_reason"].startswith("the ComfyUI adapter is not running")
         async with running(pool, settings_for(tmp_path, [])):
-            reason = "no ComfyUI backend is configured (COMFYUI_URLS is empty)"
+            reason = (
+                "no ComfyUI backend is configured (COMFYUI_URLS is empty "
+                "and none was added in /admin/backends)"
+            )
             for _ in range(500):
                 shown = (await http.get(f"/jobs/{job_id}")).json()
                 if shown["status"] == "queued" and shown["waiting_reason"] == reason:

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 
 from comfy_adapter.run import prompt_id_for
-from comfy_adapter.status import waiting_reason
+from projections.job_waiting import waiting_reason
 from rcc.domain.events import (
     JobExecutionLogged,
     JobFailed,

@@ -15,7 +15,7 @@ import pytest
 
 from comfy_adapter import protocol as p
 from comfy_adapter.client import ComfyClient
-from comfy_adapter.outputs import OutputStore, safe_name
+from rcc.outputs import OutputStore, safe_name
 from tests.comfy_server import ComfyServer, captures
 
 RUNS_WITH_CLIENT = [

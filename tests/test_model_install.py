@@ -22,7 +22,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from comfy_adapter.downloads import (
+from comfy_ops.downloads import (
     CheckingResolver,
     DownloadPolicy,
     Failed,

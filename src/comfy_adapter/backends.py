@@ -44,9 +44,12 @@ class Tracker:
 class Backend:
     """One ComfyUI server: its client, its slots and the prompts followed on it."""
 
-    def __init__(self, client: ComfyClient, slots: int) -> None:
+    def __init__(self, client: ComfyClient, slots: int, tags: frozenset[str] = frozenset()) -> None:
         self.client = client
         self.slots = slots
+        self.tags = tags  # what it offers (docs/BACKENDS.md): jobs may require some
+        self.draining = False  # finishes what it holds, gets nothing new
+        self.removed = False  # out of the pool: dropped once it holds nothing
         self.in_flight: set[str] = set()  # job ids holding a slot
         self.healthy = False
         self.last_error = "not connected yet"
@@ -60,7 +63,9 @@ class Backend:
 
     @property
     def free(self) -> int:
-        return self.slots - len(self.in_flight) if self.healthy else 0
+        if not self.healthy or self.draining or self.removed:
+            return 0
+        return max(self.slots - len(self.in_flight), 0)
 
     def track(self, prompt_id: str, inbox: asyncio.Queue[Any]) -> None:
         """Send a prompt's messages to `inbox` (register before POST /prompt: runs can
@@ -83,11 +88,14 @@ class Backend:
             "in_flight": len(self.in_flight),
             "slots": self.slots,
             "last_error": "" if self.healthy else self.last_error,
+            "tags": sorted(self.tags),
+            "draining": self.draining,
         }
 
 
 class BackendPool:
-    """The backends of COMFYUI_URLS: chooses one with free capacity, keeps sockets up."""
+    """The pool's backends (comfy_adapter.pool_sync keeps them in step with the
+    `backend-pool` stream): chooses one with free capacity, keeps sockets up."""
 
     def __init__(
         self,
@@ -103,18 +111,22 @@ class BackendPool:
         self.reconnect_max_s = reconnect_max_s
         self.on_change = on_change
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sockets: dict[str, asyncio.Task[None]] = {}  # url -> its reconnect loop
+        self._started = False
         self._turn = 0
 
     def get(self, url: str) -> Backend | None:
         return next((b for b in self.backends if b.url == url.rstrip("/")), None)
 
-    def choose(self) -> Backend | None:
-        """A healthy backend with a free slot: the one with most free, taking turns on ties."""
+    def choose(self, required: frozenset[str] = frozenset()) -> Backend | None:
+        """A healthy backend with a free slot and every `required` tag: the one with most
+        free, taking turns on ties."""
         count = len(self.backends)
         best: Backend | None = None
         for offset in range(count):
             backend = self.backends[(self._turn + offset) % count]
-            if backend.free > 0 and (best is None or backend.free > best.free):
+            fits = backend.free > 0 and required <= backend.tags
+            if fits and (best is None or backend.free > best.free):
                 best = backend
         if best is not None:
             self._turn = (self.backends.index(best) + 1) % count
@@ -122,16 +134,49 @@ class BackendPool:
 
     def waiting_reason(self) -> str:
         """Why a queued job is not running yet, in a sentence."""
-        if not self.backends:
-            return "no ComfyUI backend is configured (COMFYUI_URLS is empty)"
-        if not any(b.healthy for b in self.backends):
-            details = "; ".join(f"{b.url}: {b.last_error}" for b in self.backends)
+        serving = [b for b in self.backends if not b.removed]
+        if not serving:
+            return (
+                "no ComfyUI backend is configured (COMFYUI_URLS is empty "
+                "and none was added in /admin/backends)"
+            )
+        if not any(b.healthy for b in serving):
+            details = "; ".join(f"{b.url}: {b.last_error}" for b in serving)
             return f"no ComfyUI backend is reachable ({details})"
+        if all(b.draining for b in serving if b.healthy):
+            return "every reachable ComfyUI backend is draining (undrain one in /admin/backends)"
         return "waiting for a free ComfyUI backend"
 
     def start(self) -> None:
+        self._started = True
         for backend in self.backends:
-            self._spawn(self._keep_connected(backend), f"ws {backend.url}")
+            self._connect(backend)
+
+    def _connect(self, backend: Backend) -> None:
+        task = asyncio.create_task(self._keep_connected(backend), name=f"ws {backend.url}")
+        self._sockets[backend.url] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add(self, backend: Backend) -> None:
+        """A backend added at run time: connected at once when the pool runs."""
+        self.backends.append(backend)
+        if self._started:
+            self._connect(backend)
+        self.on_change()
+
+    def drop_idle_removed(self) -> list[Backend]:
+        """Forget removed backends that hold nothing any more; their sockets close."""
+        gone = [b for b in self.backends if b.removed and not b.in_flight and not b.trackers]
+        for backend in gone:
+            self.backends.remove(backend)
+            task = self._sockets.pop(backend.url, None)
+            if task is not None:
+                task.cancel()
+        if gone:
+            self._turn = 0
+            self.on_change()
+        return gone
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import msgspec
 
+from rcc.domain.backend_tags import BadTagSetting, parse_job_type_tags
+from rcc.domain.backends import normalise_url
+from rcc.domain.errors import DomainError
+
 DEFAULT_TIMEOUTS_S = {"IMAGE_TASK": 600.0, "VIDEO_TASK": 3600.0}
 
 
@@ -36,6 +40,11 @@ class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: float = 5.0
     max_output_bytes: int = 4 << 30
     log_flush_s: float = 5.0  # a long run's log lines reach the job at least this often
+    # The GPU pool (docs/BACKENDS.md): how often the pool is re-read and each backend's
+    # /system_stats polled, and the tags a job type requires (RCC_JOB_TYPE_TAGS).
+    pool_refresh_s: float = 1.0
+    health_s: float = 5.0
+    job_type_tags: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
 
     def timeout_for(self, job_type: str) -> float:
         return self.timeouts_s.get(job_type, max(self.timeouts_s.values(), default=3600.0))
@@ -55,13 +64,14 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
 
 
 def parse_urls(raw: str) -> tuple[str, ...]:
-    """COMFYUI_URLS: comma-separated base URLs, without trailing slashes, each once."""
+    """COMFYUI_URLS: comma-separated base URLs, without trailing slashes, each once; each
+    must be one the GPU pool accepts (scheme, host and port), or the adapter will not start."""
     seen: dict[str, None] = {}
     for item in raw.split(","):
-        url = item.strip().rstrip("/")
-        if url:
-            if not url.startswith(("http://", "https://")):
-                raise SystemExit(f"COMFYUI_URLS: {url!r} must start with http:// or https://")
+        if item.strip():
+            url = normalise_url(item)
+            if isinstance(url, DomainError):
+                raise SystemExit(f"COMFYUI_URLS: {url.detail}")
             seen[url] = None
     return tuple(seen)
 
@@ -81,4 +91,14 @@ def load_adapter_settings(data_dir: Path, env: dict[str, str] | None = None) -> 
         retry_base_s=_float(env, "RCC_COMFYUI_RETRY_BASE_S", 0.5),
         request_timeout_s=_float(env, "RCC_COMFYUI_REQUEST_TIMEOUT_S", 10.0),
         poll_s=_float(env, "RCC_COMFYUI_POLL_S", 10.0),
+        pool_refresh_s=_float(env, "RCC_POOL_REFRESH_S", 1.0),
+        health_s=_float(env, "RCC_BACKEND_HEALTH_S", 5.0),
+        job_type_tags=_job_type_tags(env.get("RCC_JOB_TYPE_TAGS", "")),
     )
+
+
+def _job_type_tags(raw: str) -> dict[str, frozenset[str]]:
+    try:
+        return parse_job_type_tags(raw)
+    except BadTagSetting as error:
+        raise SystemExit(str(error)) from None

@@ -26,10 +26,10 @@ from comfy_adapter.backends import RECONNECTED, Backend, BackendPool, Reconnecte
 from comfy_adapter.client import BackendError, OutputMissing, OutputTooLarge, Unreachable
 from comfy_adapter.config import AdapterSettings
 from comfy_adapter.logs import RunLog
-from comfy_adapter.outputs import OutputStore
 from comfy_adapter.store import JobRow, fill_workflows, mark_cleaned
 from comfy_adapter.waits import get_within
 from rcc.domain.errors import DomainError, IllegalTransition
+from rcc.outputs import OutputStore
 from rcc.service.bus import execute
 from rcc.service.commands import Command, MarkJob, RecordExecutionLog, RecordPrompt
 from rcc.service.handlers import Done

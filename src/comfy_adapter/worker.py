@@ -25,16 +25,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from comfy_adapter import store
+from comfy_adapter import health, pool_sync, store
 from comfy_adapter.backends import BackendPool
 from comfy_adapter.client import BackendError, ComfyClient
 from comfy_adapter.config import AdapterSettings
-from comfy_adapter.outputs import OutputStore
+from comfy_adapter.dispatch_choice import next_dispatch
 from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
 from comfy_adapter.waits import wait_event
 from rcc.domain.errors import DomainError
 from rcc.follower.batch import BatchResult
 from rcc.follower.worker import FollowerWorker
+from rcc.outputs import OutputStore
 from rcc.service.bus import execute
 from rcc.service.commands import MarkJob
 
@@ -117,17 +118,20 @@ class AdapterWorker:
 
     async def _serve(self, session: aiohttp.ClientSession) -> None:
         settings = self.settings
-        clients = [
-            ComfyClient(url, session, request_timeout=settings.request_timeout_s)
-            for url in settings.urls
-        ]
+
+        def make_client(url: str) -> ComfyClient:
+            return ComfyClient(url, session, request_timeout=settings.request_timeout_s)
+
         self.backends = BackendPool(
-            clients,
+            [],
             slots=settings.slots,
             client_id=self.client_id,
             reconnect_max_s=settings.reconnect_max_s,
             on_change=self._backends_changed,
         )
+        # The GPU pool as data (pool_sync): COMFYUI_URLS only seeds an untouched pool.
+        await pool_sync.seed(self.pool, settings)
+        pool_sync.apply(self.backends, await pool_sync.wanted(self.pool), make_client)
         ctx = self._ctx = Context(
             self.pool, settings, self.backends, OutputStore(settings.outputs_dir), self.client_id
         )
@@ -140,6 +144,7 @@ class AdapterWorker:
             self._spawn(self._queue_jobs())
             self._spawn(self._dispatch(ctx))
             self._spawn(self._heartbeat())
+            self._spawn(self._follow_pool(make_client))
             await self.stop_event.wait()
         finally:
             await self._shutdown()
@@ -243,7 +248,7 @@ class AdapterWorker:
             MarkJob(
                 job_id=row.job_id,
                 status="failed",
-                error=f"ComfyUI backend {row.backend} is no longer configured (COMFYUI_URLS); "
+                error=f"ComfyUI backend {row.backend} is no longer in the GPU pool; "
                 f"prompt {row.prompt_id} was not followed",
             ),
             metadata=METADATA,
@@ -299,12 +304,12 @@ class AdapterWorker:
         while not self.stopping:
             await self._wake_dispatch.wait()
             self._wake_dispatch.clear()
-            while self.pending:
-                backend = ctx.backends.choose()
-                if backend is None:
-                    break
-                job_id, row = self.pending.popitem(last=False)
-                backend.in_flight.add(job_id)
+            while (
+                picked := next_dispatch(self.pending, ctx.backends, self.settings.job_type_tags)
+            ) is not None:
+                row, backend = picked
+                del self.pending[row.job_id]
+                backend.in_flight.add(row.job_id)
                 self._start(ctx, row, backend)
             self._wake_status.set()
 
@@ -330,6 +335,30 @@ class AdapterWorker:
     def _backends_changed(self) -> None:
         self._wake_dispatch.set()
         self._wake_status.set()
+
+    async def _follow_pool(self, make_client: pool_sync.MakeClient) -> None:
+        """Admins' changes to the GPU pool, and each backend's health (docs/BACKENDS.md)."""
+        assert self.backends is not None
+        settings, changed = self.settings, asyncio.Event()
+        await asyncio.gather(
+            pool_sync.follow(
+                self.pool,
+                self.backends,
+                make_client,
+                self.stop_event,
+                settings.pool_refresh_s,
+                changed,
+            ),
+            health.watch(
+                self.pool,
+                self.backends,
+                settings.name,
+                settings.job_type_tags,
+                self.stop_event,
+                settings.health_s,
+                changed,
+            ),
+        )
 
     # --- heartbeat ---------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from portal.routes import (
     operations,
     payments,
 )
+from portal.routes.backends import router as backends_router  # the GPU pool (h8)
 from portal.routes.policies import plans_router, policies_router  # h6
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
@@ -75,6 +76,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             policies_router,  # h6: /admin/policies
             plans_router,  # h6: /plans
             operations.router,
+            backends_router,  # the GPU pool (h8)
             payments.router,
             audit.router,
             credits_api.router,  # the service credits API (h1: holds, usage)

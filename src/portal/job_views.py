@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from comfy_adapter.status import waiting_reason
+from projections.job_waiting import waiting_reasons
 from projections.queries import job_view
 from projections.views import JobView, Page
 
@@ -65,8 +65,10 @@ async def _with_reasons(pool: asyncpg.Pool, jobs: list[JobView]) -> list[JobView
     if not any(job.status in WAITING for job in jobs):
         return jobs  # nothing waits: no need to ask about the adapter
     async with pool.acquire() as conn:
-        reason = await waiting_reason(conn)
+        reasons = await waiting_reasons(conn)
     return [
-        msgspec.structs.replace(job, waiting_reason=reason) if job.status in WAITING else job
+        msgspec.structs.replace(job, waiting_reason=reasons.of(job.type))
+        if job.status in WAITING
+        else job
         for job in jobs
     ]

@@ -154,7 +154,7 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
     pool = await open_pool(settings, max_size=8, direct=True)  # LISTEN, leader lock
     worker = AdapterWorker(pool, adapter_settings, stop_event=stop_event_on_signals())
     shown = ", ".join(adapter_settings.urls) or "none (COMFYUI_URLS is empty: jobs wait queued)"
-    print(f"adapter running; ComfyUI backends: {shown}", file=sys.stderr)
+    print(f"adapter running; COMFYUI_URLS (seeds an empty GPU pool): {shown}", file=sys.stderr)
     try:
         await worker.run()
     finally:

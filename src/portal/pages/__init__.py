@@ -8,6 +8,7 @@ from __future__ import annotations
 from litestar import Router
 
 from portal.pages import account, admin, admin_ops, buy, credits, jobs, lots, policies, run
+from portal.pages.admin_backends import handlers as backend_pages  # the GPU pool (h8)
 from portal.pages.site import page_router, static_files, template_config
 
 
@@ -23,6 +24,7 @@ def router() -> Router:
             *admin_ops.handlers,
             *policies.handlers,  # h6: /app/admin/policies, /app/admin/plans
             *lots.handlers,
+            *backend_pages,  # the GPU pool (h8)
         ]
     )
 

@@ -11,13 +11,13 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Template
 
-from comfy_adapter.logs import job_log
-from comfy_adapter.status import waiting_reason
 from portal.consistency import caught_up
 from portal.pages import reads
 from portal.pages.base import PageRefused, member, render
 from portal.pages.format import JOB_TYPES, STATUSES, UNFINISHED
 from projections import queries
+from projections.job_log import job_log
+from projections.job_waiting import waiting_reason
 from rcc.config import Settings
 
 PAGE_SIZE = 25
@@ -81,7 +81,11 @@ async def job(request: Request[Any, Any, Any], state: State, job_id: FromPath[st
             raise PageRefused(404, "No such job", "There is no job with that id.", viewer)
         log = await job_log(conn, job_id)
         refunded = await reads.released_for_job(conn, viewer.user_id, job_id)
-        waiting = await waiting_reason(conn) if found.status in ("created", "queued") else None
+        waiting = (
+            await waiting_reason(conn, job_type=found.type)
+            if found.status in ("created", "queued")
+            else None
+        )
     return render(
         request,
         "job.html",

@@ -14,8 +14,6 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import File
 
-from comfy_adapter.logs import JobLog, job_log
-from comfy_adapter.outputs import OutputStore
 from portal.consistency import caught_up
 from portal.errors import DATABASE_GONE, ApiError, domain_response
 from portal.idempotency import IdempotencyKey
@@ -30,10 +28,12 @@ from portal.job_views import created_job_view, page_with_waiting_reasons, with_w
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import CreateJobBody, JobStatus, JobType
 from projections import queries
+from projections.job_log import JobLog, job_log
 from projections.views import JobView, Page
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
 from rcc.domain.workflow import workflow_problem
+from rcc.outputs import OutputStore
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
 

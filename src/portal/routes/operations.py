@@ -20,9 +20,9 @@ from litestar import Litestar, Request, Response, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from comfy_adapter.container import ComfyuiContainer, ContainerStatus, EngineFailure, Outcome
-from comfy_adapter.downloads import Refused
-from comfy_adapter.model_installer import ModelInstaller
+from comfy_ops.container import ComfyuiContainer, ContainerStatus, EngineFailure, Outcome
+from comfy_ops.downloads import Refused
+from comfy_ops.model_installer import ModelInstaller
 from portal.errors import ApiError, domain_response
 from portal.identity import admin_or_service_reader, client_ip, identity_of
 from portal.responses import BODY, SIGNED_IN, errors, no_content

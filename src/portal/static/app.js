@@ -617,6 +617,8 @@
     load().then((again) => { if (again !== false) every(3000, load); });
   }
 
+  window.RCC = { api, problem }; // for the pages' own scripts (admin_backends.js)
+
   document.addEventListener("DOMContentLoaded", () => {
     liveBalance();
     signOut();

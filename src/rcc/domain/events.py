@@ -652,6 +652,42 @@ def hold_stream(hold_id: str) -> str:
     return f"hold-{hold_id}"
 
 
+# --- the GPU pool (h8): the `backend-pool` stream, one for every backend -------------
+# Admin changes are rare and small; one stream keeps their order and lets a handler
+# decide on the whole pool (a URL is in it at most once). `actor` says who did it.
+
+
+class BackendAdded(Event, frozen=True, kw_only=True, tag="backend_added"):
+    backend_id: str
+    url: str
+    slots: int
+    tags: tuple[str, ...] = ()
+    actor: str = ""
+
+
+class BackendChanged(Event, frozen=True, kw_only=True, tag="backend_changed"):
+    """Slots and tags as they are now (both, whichever changed)."""
+
+    backend_id: str
+    slots: int
+    tags: tuple[str, ...] = ()
+    actor: str = ""
+
+
+class BackendDrained(Event, frozen=True, kw_only=True, tag="backend_drained"):
+    """Draining on (finish the work it has, get no more) or off again."""
+
+    backend_id: str
+    draining: bool = True
+    actor: str = ""
+
+
+class BackendRemoved(Event, frozen=True, kw_only=True, tag="backend_removed"):
+    backend_id: str
+    url: str
+    actor: str = ""
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -710,6 +746,11 @@ AnyEvent = (
     | HoldAuthorized
     | HoldCaptured
     | HoldVoided
+    # the GPU pool (h8)
+    | BackendAdded
+    | BackendChanged
+    | BackendDrained
+    | BackendRemoved
 )
 
 _encoder = msgspec.json.Encoder()
@@ -797,3 +838,6 @@ POLICIES_STREAM = "policies"  # every PolicySet (h6)
 
 def model_stream(name: str) -> str:
     return f"model-{name}"
+
+
+BACKEND_POOL_STREAM = "backend-pool"  # the GPU pool (h8)

@@ -48,6 +48,7 @@ from rcc.domain.subscription_months import month_grant
 from rcc.policy.terms import JobTerms, job_terms
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
+from rcc.service.backend_handlers import BACKEND_HANDLERS
 from rcc.service.holds import HOLD_HANDLERS
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
@@ -459,6 +460,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
     **POLICY_HANDLERS,  # policy_handlers.py: policies and blocking (h6)
     **HOLD_HANDLERS,  # holds.py: service holds (authorize, capture, void) and usage
+    **BACKEND_HANDLERS,  # backend_handlers.py: the GPU pool (h8)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 import asyncpg
 import msgspec
 
-from comfy_adapter.downloads import (
+from comfy_ops.downloads import (
     Downloaded,
     DownloadPolicy,
     Failed,

@@ -1,0 +1,138 @@
+"""Each backend's health as the admins see it: every `health_s` the adapter asks
+`/system_stats` (GPU memory, ComfyUI's version) and `/queue` (ComfyUI's own line) of
+every backend in the pool and writes one `backend_health` row per URL, with the slots
+it holds. It also writes why jobs of a type wait when their tags match no live backend
+(`adapter_status.type_reasons`), which the portal adds to those jobs' `waiting_reason`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from comfy_adapter.backends import Backend, BackendPool
+from comfy_adapter.client import BackendError
+from rcc.domain.backend_tags import unmet_reason
+
+log = logging.getLogger(__name__)
+
+
+class Reading(msgspec.Struct, kw_only=True):
+    """What one poll saw of one backend."""
+
+    url: str
+    healthy: bool
+    error: str = ""
+    device: str = ""
+    vram_total: int | None = None
+    vram_free: int | None = None
+    queue_running: int | None = None
+    queue_pending: int | None = None
+    in_use: int = 0
+    comfyui_version: str = ""
+
+
+def _stats_fields(stats: dict[str, Any]) -> dict[str, Any]:
+    """GPU memory of the first device (ComfyUI runs on one) and the version."""
+    devices = stats.get("devices") or [{}]
+    first = devices[0] if isinstance(devices[0], dict) else {}
+    total, free = first.get("vram_total"), first.get("vram_free")
+    return {
+        "device": str(first.get("name") or ""),
+        "vram_total": total if isinstance(total, int) else None,
+        "vram_free": free if isinstance(free, int) else None,
+        "comfyui_version": str((stats.get("system") or {}).get("comfyui_version") or ""),
+    }
+
+
+async def read_backend(backend: Backend) -> Reading:
+    """One backend's /system_stats and /queue; unreachable says why."""
+    try:
+        stats = await backend.client.system_stats()
+        queue = await backend.client.queue()
+    except (BackendError, msgspec.DecodeError) as error:
+        return Reading(url=backend.url, healthy=False, error=str(error) or type(error).__name__)
+    return Reading(
+        url=backend.url,
+        healthy=True,  # it answers; a websocket that is down (yet) is said in `error`
+        error="" if backend.healthy else f"websocket: {backend.last_error}",
+        queue_running=len(queue.queue_running),
+        queue_pending=len(queue.queue_pending),
+        in_use=len(backend.in_flight),
+        **_stats_fields(stats),
+    )
+
+
+def type_reasons(pool: BackendPool, by_type: Mapping[str, frozenset[str]]) -> dict[str, str]:
+    """For each job type with tags no live backend (healthy, not draining) carries: why."""
+    live = [b for b in pool.backends if b.healthy and not b.draining and not b.removed]
+    return {
+        job_type: unmet_reason(required)
+        for job_type, required in by_type.items()
+        if required and not any(required <= b.tags for b in live)
+    }
+
+
+_WRITE = """
+INSERT INTO backend_health (url, adapter, checked_at, healthy, error, device, vram_total,
+                            vram_free, queue_running, queue_pending, in_use, comfyui_version)
+SELECT r.url, $1, now(), r.healthy, r.error, r.device, r.vram_total, r.vram_free,
+       r.queue_running, r.queue_pending, r.in_use, r.comfyui_version
+  FROM jsonb_to_recordset($2::jsonb) AS r(url text, healthy boolean, error text, device text,
+       vram_total bigint, vram_free bigint, queue_running int, queue_pending int, in_use int,
+       comfyui_version text)
+ON CONFLICT (url) DO UPDATE SET adapter = excluded.adapter, checked_at = excluded.checked_at,
+    healthy = excluded.healthy, error = excluded.error, device = excluded.device,
+    vram_total = excluded.vram_total, vram_free = excluded.vram_free,
+    queue_running = excluded.queue_running, queue_pending = excluded.queue_pending,
+    in_use = excluded.in_use, comfyui_version = excluded.comfyui_version"""
+
+
+async def record(
+    db: asyncpg.Pool, adapter: str, readings: list[Reading], reasons: dict[str, str]
+) -> None:
+    """Write the readings and the per-type reasons (the heartbeat row exists by then)."""
+    async with db.acquire() as conn:
+        await conn.execute(_WRITE, adapter, msgspec.json.encode(readings).decode())
+        await conn.execute(
+            "UPDATE adapter_status SET type_reasons = $2::jsonb WHERE name = $1",
+            adapter,
+            msgspec.json.encode(reasons).decode(),
+        )
+
+
+async def watch(
+    db: asyncpg.Pool,
+    pool: BackendPool,
+    adapter: str,
+    by_type: Mapping[str, frozenset[str]],
+    stop_event: asyncio.Event,
+    every_s: float,
+    changed: asyncio.Event,
+) -> None:
+    """Poll every backend every `every_s`, and soon after the pool changed (`changed`:
+    a new backend's health shows within moments), until stopped."""
+    while not stop_event.is_set():
+        changed.clear()
+        backends = [b for b in pool.backends if not b.removed]
+        readings = list(await asyncio.gather(*(read_backend(b) for b in backends)))
+        try:
+            await record(db, adapter, readings, type_reasons(pool, by_type))
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning("recording backend health failed: %s", error)
+        await _either(stop_event, changed, every_s)
+
+
+async def _either(stop_event: asyncio.Event, changed: asyncio.Event, seconds: float) -> None:
+    """Sleep until stopped, the pool changed, or `seconds` passed."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop_event, changed)]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

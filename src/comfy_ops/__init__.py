@@ -1,0 +1,1 @@
+"""ComfyUI operations beside the adapter: the container (Docker Engine API) and model files."""
