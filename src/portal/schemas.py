@@ -87,6 +87,7 @@ class Me(msgspec.Struct, frozen=True, kw_only=True):
     available_rcc: int = 0  # the same number as balance_rcc
     held_rcc: int = 0  # set aside by open holds (none yet)
     next_expiry: NextExpiry | None = None
+    billing_state: str = "healthy"  # healthy, low_balance or depleted (rcc.domain.billing)
 
 
 class LotView(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,6 +19,7 @@ from portal.schemas import Lots, Me, Reason
 from projections import queries
 from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
+from rcc.domain.billing import state_for
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -52,6 +53,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         available_rcc=spendable,
         held_rcc=0,
         next_expiry=next_expiry(wallet, now),
+        billing_state=state_for(spendable, state.settings.low_balance_rcc),  # h7
     )
 
 

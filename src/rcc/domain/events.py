@@ -497,6 +497,50 @@ class ModelDeleted(Event, frozen=True, kw_only=True, tag="model_deleted"):
     was_installed: bool = True  # False: only the record of a failed install was removed
 
 
+# --- billing states and outbound webhooks (h7) ---------------------------------------
+
+
+class BillingStateChanged(Event, frozen=True, kw_only=True, tag="billing_state_changed"):
+    """A wallet moved between healthy, low_balance and depleted (stream `billing-<wallet>`).
+
+    Written by the billing follower once per change, in the batch that moves its
+    checkpoint past `at_position`, the ledger event that caused the change."""
+
+    wallet_id: str
+    previous: str
+    state: str
+    balance: int
+    threshold: int
+    at_position: int
+
+
+class WebhookEndpointRegistered(
+    Event, frozen=True, kw_only=True, tag="webhook_endpoint_registered"
+):
+    """An admin registered an outbound webhook endpoint (its secret is not in the log)."""
+
+    endpoint_id: str
+    url: str
+    events: tuple[str, ...]
+    actor: str = ""
+
+
+class WebhookEndpointDeleted(Event, frozen=True, kw_only=True, tag="webhook_endpoint_deleted"):
+    endpoint_id: str
+    actor: str = ""
+
+
+class WebhookRedeliveryRequested(
+    Event, frozen=True, kw_only=True, tag="webhook_redelivery_requested"
+):
+    """An admin asked for a delivery to be sent again (same `webhook-id`)."""
+
+    endpoint_id: str
+    delivery_id: int
+    message_id: str
+    actor: str = ""
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -541,6 +585,11 @@ AnyEvent = (
     | ModelInstalled
     | ModelInstallFailed
     | ModelDeleted
+    # billing states and outbound webhooks (h7)
+    | BillingStateChanged
+    | WebhookEndpointRegistered
+    | WebhookEndpointDeleted
+    | WebhookRedeliveryRequested
 )
 
 _encoder = msgspec.json.Encoder()
@@ -627,3 +676,11 @@ OPS_COMFYUI_STREAM = "ops-comfyui"
 
 def model_stream(name: str) -> str:
     return f"model-{name}"
+
+
+def billing_stream(wallet_id: str) -> str:
+    return f"billing-{wallet_id}"
+
+
+def webhook_stream(endpoint_id: str) -> str:
+    return f"webhook-{endpoint_id}"

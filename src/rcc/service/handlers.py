@@ -51,6 +51,7 @@ from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
+from rcc.webhooks.commands import WEBHOOK_HANDLERS
 
 
 class UserCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -426,6 +427,7 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
+    **WEBHOOK_HANDLERS,  # rcc/webhooks/commands.py: outbound webhook endpoints (h7)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
