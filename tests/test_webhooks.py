@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from comfy_adapter.outbound_guard import DownloadAddressGuard
@@ -163,7 +162,9 @@ async def test_threshold_crossed_ten_times_sends_ten_signed_notices(
     assert all(b["data"]["user_id"] == user_id for b in bodies)
     ids = [r.headers["webhook-id"] for r in receiver.requests]
     assert len(ids) == len(set(ids))  # nothing was sent twice
-    assert all(b["id"] == r.headers["webhook-id"] for b, r in zip(bodies, receiver.requests))
+    assert all(
+        b["id"] == r.headers["webhook-id"] for b, r in zip(bodies, receiver.requests, strict=True)
+    )
 
 
 async def test_a_failing_receiver_gets_it_again_with_the_same_id_then_dead_letters(
