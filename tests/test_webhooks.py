@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from tests.conftest import portal_client
 from tests.helpers import funded_user
 from tests.portal_helpers import bearer
 from tests.serve_helpers import RccProcess, rcc_env
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, eventually
 
 ALL_TYPES = [
     "balance.low",
@@ -89,6 +89,16 @@ async def debit(pool: asyncpg.Pool, user_id: str, amount: int) -> None:
 async def grant(pool: asyncpg.Pool, user_id: str, amount: int) -> None:
     done = await execute(pool, c.GrantCredits(user_id=user_id, kind="topup", amount=amount))
     assert isinstance(done, Done), done
+
+
+async def delivery_status(pool: asyncpg.Pool, status: str) -> bool:
+    """True once the one delivery of the test has this status."""
+    async with pool.acquire() as conn:
+        return bool(await conn.fetchval("SELECT status FROM webhook_deliveries") == status)
+
+
+async def _nonempty(items: Awaitable[list[Any]]) -> bool:
+    return bool(await items)
 
 
 async def test_api_registers_lists_and_refuses_internal_addresses(
@@ -189,9 +199,7 @@ async def test_a_failing_receiver_gets_it_again_with_the_same_id_then_dead_lette
                     page = await http.get(url, params={"status": "dead"}, headers=admin)
                     return list(page.json()["items"])
 
-                async with asyncio.timeout(10):
-                    while not await dead():
-                        await asyncio.sleep(0.05)
+                await eventually(lambda: _nonempty(dead()))
                 (letter,) = await dead()
                 assert letter["attempts"] == 4 and letter["last_status"] == 500
                 listed = await http.get("/admin/webhooks/dead-letters", headers=admin)
@@ -202,11 +210,12 @@ async def test_a_failing_receiver_gets_it_again_with_the_same_id_then_dead_lette
                 )
                 assert retried.status_code == 202, retried.text
                 await always_down.wait_for(lambda r: len(r.accepted()) == 1)
-                async with asyncio.timeout(10):
-                    while (await http.get(url, headers=admin)).json()["items"][0][
-                        "status"
-                    ] != "delivered":
-                        await asyncio.sleep(0.05)
+
+                async def delivered() -> bool:
+                    page = (await http.get(url, headers=admin)).json()
+                    return bool(page["items"][0]["status"] == "delivered")
+
+                await eventually(delivered)
                 await asyncio.sleep(0.5)  # the same key again: no second delivery
                 again = await http.post(
                     f"{url}/{letter['id']}/retry", headers={**admin, "Idempotency-Key": "r1"}
@@ -233,14 +242,10 @@ async def test_the_sender_checks_the_address_again_at_delivery(
     strict = webhook_settings(db_url, tmp_path, RCC_WEBHOOK_ALLOW_PRIVATE="0")
     async with notifying(pool, strict):
         await funded_user(pool, 30)
-        async with asyncio.timeout(10):
-            while True:
-                async with pool.acquire() as conn:
-                    row = await conn.fetchrow("SELECT status, last_error FROM webhook_deliveries")
-                if row is not None and row["status"] == "dead":
-                    break
-                await asyncio.sleep(0.05)
-    assert row["last_error"].startswith("refused:")
+        await eventually(lambda: delivery_status(pool, "dead"))
+    async with pool.acquire() as conn:
+        error = await conn.fetchval("SELECT last_error FROM webhook_deliveries")
+    assert error.startswith("refused:")
     assert receiver.requests == []
 
 
@@ -268,14 +273,8 @@ async def test_kill_9_of_the_sender_mid_delivery_loses_nothing(
     receiver.release.set()
     second = RccProcess(["webhooks"], env, tmp_path / "webhooks-2.log").start()
     try:
-        await receiver.wait_for(lambda r: len(r.accepted()) >= 1, timeout=30)
-        async with asyncio.timeout(10):
-            while True:
-                async with pool.acquire() as conn:
-                    status = await conn.fetchval("SELECT status FROM webhook_deliveries")
-                if status == "delivered":
-                    break
-                await asyncio.sleep(0.05)
+        await receiver.wait_for(lambda r: len(r.accepted()) >= 1, within=30)
+        await eventually(lambda: delivery_status(pool, "delivered"))
     finally:
         second.stop()
     bodies = receiver.verified(endpoint["secret"])

@@ -7,12 +7,16 @@ the sender mid-delivery)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from standardwebhooks import Webhook
+
+from tests.adapter_helpers import wait_until
 
 
 @dataclass
@@ -70,8 +74,14 @@ class Receiver:
     def accepted(self) -> list[Received]:
         return [r for r in self.requests if r.status == 200]
 
-    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+    async def wait_for(self, predicate: Callable[[Receiver], bool], within: float = 20.0) -> None:
         """Wait until `predicate(self)` holds."""
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: predicate(self), within, "the webhook receiver")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until the async `check` answers True (a database row, an API answer)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
