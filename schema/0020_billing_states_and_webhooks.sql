@@ -61,3 +61,34 @@ CREATE TABLE webhook_expiring_notices (
 GRANT SELECT, INSERT, UPDATE ON billing_states, webhook_endpoints, webhook_deliveries,
     webhook_expiring_notices TO rcc_app;
 GRANT USAGE ON SEQUENCE webhook_deliveries_id_seq TO rcc_app;
+
+-- Auto top-up (docs/WEBHOOKS.md): each user's choice and saved card, written with the
+-- AUTO_TOPUP_* events of the stream `autotopup-<user>` in the same transaction.
+CREATE TABLE auto_topups (
+    user_id         text        PRIMARY KEY,
+    enabled         boolean     NOT NULL DEFAULT false,
+    threshold_rcc   bigint      NOT NULL DEFAULT 0,
+    pack            text        NOT NULL DEFAULT '',
+    customer_id     text,
+    payment_method  text,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per crossing below a user's threshold (`<wallet>:<position>`), inserted by
+-- the billing follower in its batch (so once per crossing); the charger creates one
+-- off-session PaymentIntent for it under the Stripe idempotency key of the crossing.
+CREATE TABLE auto_topup_charges (
+    crossing        text        PRIMARY KEY,
+    user_id         text        NOT NULL,
+    pack            text        NOT NULL,
+    status          text        NOT NULL DEFAULT 'due'
+                                CHECK (status IN ('due', 'sending', 'sent', 'declined', 'failed')),
+    payment_intent  text,
+    error           text,
+    claimed_at      timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auto_topup_charges_due ON auto_topup_charges (created_at) WHERE status IN ('due', 'sending');
+CREATE INDEX auto_topup_charges_by_user ON auto_topup_charges (user_id, created_at DESC);
+
+GRANT SELECT, INSERT, UPDATE ON auto_topups, auto_topup_charges TO rcc_app;

@@ -6,7 +6,9 @@ imported from the code under test."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from itertools import pairwise
 
 import asyncpg
 from hypothesis import given, settings
@@ -94,3 +96,29 @@ async def test_state_is_what_the_balance_implies_with_one_event_per_change(
     assert [e.previous for e in changes] == states[:-1]
     for event in changes:
         assert expected_state(event.balance) == event.state
+
+
+async def test_concurrent_debits_and_grants_keep_one_consistent_chain(pool: asyncpg.Pool) -> None:
+    """Transactions commit out of position order; the follower reads commit order, and
+    the chain it records still says what each balance implied, one event per change."""
+    user_id = await funded_user(pool, 0, email=f"{uuid.uuid4().hex[:12]}@example.com")
+    ops: list[c.Command] = [c.GrantCredits(user_id=user_id, kind="topup", amount=100)]
+    await execute(pool, ops[0])
+    racing: list[c.Command] = [
+        c.AdjustCredits(user_id=user_id, amount=-3, actor="t", note="debit") for _ in range(30)
+    ] + [c.GrantCredits(user_id=user_id, kind="topup", amount=7) for _ in range(10)]
+    await asyncio.gather(*(execute(pool, cmd) for cmd in racing))
+    await follow(pool)
+    async with pool.acquire() as conn:
+        balance = await balance_of(conn, user_id)
+        state = await conn.fetchval(
+            "SELECT state FROM billing_states WHERE wallet_id = $1", user_id
+        )
+        changes = await transitions(conn, user_id)
+    assert balance == 100 - 90 + 70
+    assert state == expected_state(balance)
+    chain = ["depleted", *(e.state for e in changes)]
+    assert [e.previous for e in changes] == chain[:-1]
+    assert all(a != b for a, b in pairwise(chain))
+    assert all(expected_state(e.balance) == e.state for e in changes)
+    assert chain[-1] == expected_state(balance)

@@ -31,6 +31,7 @@ from portal.routes import (
     admin,
     audit,
     auth,
+    auto_topup,  # h7
     gitlab,
     health,
     jobs,
@@ -75,6 +76,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             payments.router,
             audit.router,
             webhooks.router,  # outbound webhooks (h7)
+            auto_topup.router,  # auto top-up, customer portal (h7)
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),

@@ -4,9 +4,10 @@ A subscriber of the one log follower (rcc.follower). It keeps each wallet's bala
 the sum of its ledger deltas (invariant 2) in `billing_states`, and when a ledger event
 moves the wallet to another state it appends one BILLING_STATE_CHANGED to the stream
 `billing-<wallet>`. Rows, events and the checkpoint commit in the batch's transaction,
-so each change is recorded exactly once, whatever crashes; `last_position` keys every
-wallet by the last ledger position it folded, so an event is never folded twice even if
-a checkpoint were moved back.
+so each change is recorded exactly once, whatever crashes (the log is read in commit
+order, (transaction, position), not in position order: the checkpoint, not a
+position, says what was folded). Each transition carries the position of the ledger
+event that caused it (`at_position`): wallet + position is its key.
 
 Why a follower and not the ledger transaction: the create-job path (`rcc bench ledger`)
 stays as it was; the cost is a lag of one batch (milliseconds) between a debit and the
@@ -15,7 +16,7 @@ transition that it causes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,6 +33,20 @@ WALLET_PREFIX = "wallet-"
 Threshold = Callable[[str], int]  # wallet id -> low-balance threshold (RCC)
 
 
+@dataclass(frozen=True)
+class Move:
+    """One ledger event's effect on a wallet's balance (for watchers: auto top-up)."""
+
+    wallet_id: str
+    position: int
+    before: int
+    after: int
+
+
+# Called in the batch's transaction with the batch's moves, after the states are saved.
+Watcher = Callable[[asyncpg.Connection, list[Move]], Awaitable[None]]
+
+
 @dataclass
 class Row:
     balance: int
@@ -46,8 +61,9 @@ class BillingFollower:
 
     name = NAME
 
-    def __init__(self, threshold: Threshold) -> None:
+    def __init__(self, threshold: Threshold, watchers: Sequence[Watcher] = ()) -> None:
         self.threshold = threshold
+        self.watchers = list(watchers)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Decoded]) -> None:
         """Fold this batch's ledger events (inside the batch's transaction)."""
@@ -61,13 +77,14 @@ class BillingFollower:
         wallets = {record.stream_id[len(WALLET_PREFIX) :] for record, _ in ledger}
         rows = await _load(conn, wallets)
         changes: dict[str, list[BillingStateChanged]] = {}
+        moves: list[Move] = []
         for record, event in ledger:
             wallet = record.stream_id[len(WALLET_PREFIX) :]
             row = rows.setdefault(wallet, Row(balance=0, state=INITIAL, last_position=0))
-            if record.position <= row.last_position:
-                continue  # folded already
+            moves.append(Move(wallet, record.position, row.balance, row.balance + event.delta))
             row.balance += event.delta
-            row.last_position, row.updated_at, row.dirty = record.position, record.recorded_at, True
+            row.last_position = max(row.last_position, record.position)
+            row.updated_at, row.dirty = record.recorded_at, True
             threshold = self.threshold(wallet)
             new = change(row.state, row.balance, threshold)
             if new is not None:
@@ -89,6 +106,8 @@ class BillingFollower:
             ]
             await append(conn, writes, {"actor": "billing-follower"})
         await _save(conn, {w: r for w, r in rows.items() if r.dirty})
+        for watcher in self.watchers:
+            await watcher(conn, moves)
 
 
 async def _load(conn: asyncpg.Connection, wallets: set[str]) -> dict[str, Row]:

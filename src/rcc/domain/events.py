@@ -541,6 +541,49 @@ class WebhookRedeliveryRequested(
     actor: str = ""
 
 
+class AutoTopupConfigured(Event, frozen=True, kw_only=True, tag="auto_topup_configured"):
+    """A user turned auto top-up on or off, with a threshold and a pack."""
+
+    user_id: str
+    enabled: bool
+    threshold_rcc: int
+    pack: str
+
+
+class AutoTopupCardSaved(Event, frozen=True, kw_only=True, tag="auto_topup_card_saved"):
+    """A Checkout saved the user's card for off-session payments (Stripe's ids)."""
+
+    user_id: str
+    customer_id: str
+    payment_method: str
+
+
+class AutoTopupTriggered(Event, frozen=True, kw_only=True, tag="auto_topup_triggered"):
+    """A debit took the balance below the user's threshold: one charge for this crossing."""
+
+    user_id: str
+    crossing: str  # `<wallet>:<position>` of the debit
+    pack: str
+    threshold_rcc: int
+    balance: int
+
+
+class AutoTopupCharged(Event, frozen=True, kw_only=True, tag="auto_topup_charged"):
+    """Stripe took the crossing's off-session PaymentIntent (credited by its webhook)."""
+
+    user_id: str
+    crossing: str
+    payment_intent: str
+
+
+class AutoTopupDeclined(Event, frozen=True, kw_only=True, tag="auto_topup_declined"):
+    user_id: str
+    crossing: str
+    reason: str
+    in_a_row: int
+    disabled: bool = False  # the third decline in a row turns auto top-up off
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -590,6 +633,11 @@ AnyEvent = (
     | WebhookEndpointRegistered
     | WebhookEndpointDeleted
     | WebhookRedeliveryRequested
+    | AutoTopupConfigured
+    | AutoTopupCardSaved
+    | AutoTopupTriggered
+    | AutoTopupCharged
+    | AutoTopupDeclined
 )
 
 _encoder = msgspec.json.Encoder()
@@ -684,3 +732,7 @@ def billing_stream(wallet_id: str) -> str:
 
 def webhook_stream(endpoint_id: str) -> str:
     return f"webhook-{endpoint_id}"
+
+
+def autotopup_stream(user_id: str) -> str:
+    return f"autotopup-{user_id}"

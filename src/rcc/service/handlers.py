@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from rcc.autotopup.commands import AUTOTOPUP_HANDLERS
 from rcc.domain import job as jobs
 from rcc.domain import user as users
 from rcc.domain import wallet as wallets
@@ -428,6 +429,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
     **WEBHOOK_HANDLERS,  # rcc/webhooks/commands.py: outbound webhook endpoints (h7)
+    **AUTOTOPUP_HANDLERS,  # rcc/autotopup/commands.py: auto top-up (h7)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

@@ -9,6 +9,7 @@ import msgspec
 
 from rcc.domain.billing import is_downward
 from rcc.domain.events import (
+    AutoTopupDeclined,
     BillingStateChanged,
     Event,
     JobFailed,
@@ -27,6 +28,7 @@ TYPES = (
     "job.failed",
     "payment.granted",
     "payment.refunded",
+    "auto_topup.declined",  # beyond CONTRACT's list: a declined auto top-up, to tell the user
 )
 EXPIRING_AHEAD_DAYS = 7  # credits.expiring is sent this long before a lot's expiry
 
@@ -87,6 +89,15 @@ def notice_for(record: RecordedEvent, event: Event) -> Notice | None:
                 "ref": event.ref,
             }
             return Notice(message_id=msg, type="payment.granted", created_at=at, data=data)
+        case AutoTopupDeclined():
+            data = {
+                "wallet": f"user:{event.user_id}",
+                "user_id": event.user_id,
+                "reason": event.reason,
+                "declines_in_a_row": event.in_a_row,
+                "auto_topup_disabled": event.disabled,
+            }
+            return Notice(message_id=msg, type="auto_topup.declined", created_at=at, data=data)
         case PaymentRefunded():
             data = {
                 "payment": event.payment_key,

@@ -1,5 +1,6 @@
-"""The billing-state follower, the webhook outbox and the sender, run together (in
-`rcc serve`, or alone as `rcc webhooks`)."""
+"""The billing-state follower (with the auto top-up trigger), the webhook outbox, the
+webhook sender and the auto top-up charger, run together (in `rcc serve`, or alone as
+`rcc webhooks`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from rcc.autotopup.charger import AutoTopupCharger
+from rcc.autotopup.trigger import trigger_crossings
 from rcc.background import running
 from rcc.billing.follower import BillingFollower
 from rcc.bootstrap import open_pool
@@ -36,7 +39,10 @@ class NotifyWorker:
         threshold = settings.low_balance_rcc  # becomes the billing.low_balance_rcc policy
         self.follower = FollowerWorker(
             pool,
-            [BillingFollower(lambda _wallet: threshold), WebhookOutbox()],
+            [
+                BillingFollower(lambda _wallet: threshold, watchers=[trigger_crossings]),
+                WebhookOutbox(),
+            ],
             kind="subscriber",
             label="billing+webhooks",
             poll_interval=poll_interval,
@@ -51,10 +57,15 @@ class NotifyWorker:
             stop_event=self.stop_event,
         )
 
+        self.charger = AutoTopupCharger(
+            pool, settings, interval_s=send_interval, stop_event=self.stop_event
+        )
+
     def stop(self) -> None:
         """Stop following and sending after the work in hand."""
         self.follower.stop()
         self.sender.stop()
+        self.charger.stop()
 
     @property
     def stopping(self) -> bool:
@@ -62,7 +73,7 @@ class NotifyWorker:
 
     async def run(self) -> None:
         """Follow and send until stopped."""
-        await asyncio.gather(self.follower.run(), self.sender.run())
+        await asyncio.gather(self.follower.run(), self.sender.run(), self.charger.run())
 
 
 @contextlib.asynccontextmanager
