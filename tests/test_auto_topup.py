@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,6 +15,7 @@ import pytest
 
 from comfy_adapter.outbound_guard import DownloadAddressGuard
 from portal.app import create_app
+from rcc.audit import verify
 from rcc.config import Settings
 from rcc.domain.events import AutoTopupDeclined, decode_event
 from rcc.projector.runtime import ProjectorWorker
@@ -169,7 +169,7 @@ async def _sent(pool: asyncpg.Pool, user_id: str) -> bool:
 
 async def test_three_declines_in_a_row_switch_auto_top_up_off(
     http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
-    tmp_path: Path,
+    owner: asyncpg.Connection,
 ) -> None:  # fmt: skip
     member = await sign_up(http)
     uid = member.user_id
@@ -205,6 +205,8 @@ async def test_three_declines_in_a_row_switch_auto_top_up_off(
     assert all(isinstance(d, AutoTopupDeclined) for d in declined)
     assert [(d.in_a_row, d.disabled) for d in declined] == [(1, False), (2, False), (3, True)]  # type: ignore[union-attr]
     assert notices == 3  # each decline notifies (a webhook to the registered endpoint)
+    report = await verify(owner)  # the new streams (billing, autotopup, webhook) chain too
+    assert report.ok, report.problems
 
 
 async def _declined(pool: asyncpg.Pool, user_id: str, count: int) -> bool:

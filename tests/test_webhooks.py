@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from rcc.webhooks.commands import RegisterWebhook
+from rcc.webhooks.sender import WebhookSender
 from rcc.webhooks.service import NotifyWorker
 from tests.conftest import portal_client
 from tests.helpers import funded_user
@@ -281,3 +283,28 @@ async def test_kill_9_of_the_sender_mid_delivery_loses_nothing(
     assert {b["type"] for b in bodies} == {"payment.granted"}
     assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1
     assert len(receiver.requests) >= 2  # the attempt that died with the sender, and again
+
+
+async def test_credits_expiring_is_sent_once_a_week_ahead(
+    pool: asyncpg.Pool, receiver: Receiver
+) -> None:
+    endpoint = await register(pool, receiver.url, ["credits.expiring"])
+    user_id = await funded_user(pool, 0)
+    now = datetime.now(UTC)
+    for days in (3, 30):  # only the first is within a week of its expiry
+        done = await execute(
+            pool,
+            c.AdjustCredits(
+                user_id=user_id, amount=10, actor="t", note="gift",
+                expires_at=now + timedelta(days=days),
+            ),
+        )  # fmt: skip
+        assert isinstance(done, Done), done
+    sender = WebhookSender(pool, DownloadAddressGuard(allow_private=True))
+    for _ in range(3):  # each tick looks again; the lot is announced once
+        await sender.tick()
+    (body,) = receiver.verified(endpoint["secret"])
+    assert body["type"] == "credits.expiring"
+    assert body["data"]["user_id"] == user_id and body["data"]["remaining_rcc"] == 10
+    expires = datetime.fromisoformat(body["data"]["expires_at"])
+    assert timedelta(days=2) < expires - now < timedelta(days=4)

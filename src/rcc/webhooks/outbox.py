@@ -30,7 +30,7 @@ class WebhookOutbox:
         if not notices:
             return
         notices = await _with_job_owners(conn, notices)
-        await enqueue(conn, notices, events[-1][0].recorded_at)
+        await enqueue(conn, notices)
 
 
 async def _with_job_owners(conn: asyncpg.Connection, notices: list[Notice]) -> list[Notice]:

@@ -121,7 +121,7 @@ class WebhookSender:
             ):
                 async with conn.transaction():
                     notice = expiring_notice(wallet, lot, expires_at, remaining, now)
-                    queued += await store.enqueue(conn, [notice], now)
+                    queued += await store.enqueue(conn, [notice])
                     await store.mark_expiring_noticed(conn, wallet, lot)
         return queued
 

@@ -88,7 +88,7 @@ async def list_endpoints(conn: asyncpg.Connection, after: str | None, limit: int
     return [msgspec.convert(dict(r), Endpoint) for r in rows]
 
 
-async def enqueue(conn: asyncpg.Connection, notices: Sequence[Notice], at: datetime) -> int:
+async def enqueue(conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
     """Queue each notice for every live endpoint that asked for its type and existed
     when it happened; a message already queued for an endpoint is not queued again."""
     if not notices:
@@ -100,13 +100,12 @@ async def enqueue(conn: asyncpg.Connection, notices: Sequence[Notice], at: datet
                   AS n(message_id, type, payload, created_at)
              JOIN webhook_endpoints e
                ON e.deleted_at IS NULL AND n.type = ANY(e.events)
-              AND e.created_at <= greatest(n.created_at, $5::timestamptz)
+              AND e.created_at <= n.created_at
            ON CONFLICT (endpoint_id, message_id) DO NOTHING""",
         [n.message_id for n in notices],
         [n.type for n in notices],
         [n.body() for n in notices],
         [n.created_at for n in notices],
-        at,
     )
     return int(done.split()[-1])
 
