@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 import asyncpg
@@ -117,8 +118,10 @@ async def put_auto_topup(
 # org's wallet once org wallets exist; the trigger and the charger key by wallet.
 
 
-@post("/billing/portal", status_code=200, responses=errors(*SIGNED_IN, 409, 502, 503))
-async def billing_portal(state: State, request: Request[Any, Any, Any]) -> PortalSession:
+@post("/billing/portal", status_code=200, responses=errors(400, *SIGNED_IN, 409, 502, 503))
+async def billing_portal(
+    state: State, request: Request[Any, Any, Any], idempotency_key: IdempotencyKey = None
+) -> PortalSession:
     """A Stripe customer portal session (card, invoices, subscription): `{url}`."""
     who = await me(request)
     assert who.user_id is not None
@@ -134,7 +137,10 @@ async def billing_portal(state: State, request: Request[Any, Any, Any]) -> Porta
     try:
         async with stripe_client(settings.stripe_secret_key, settings.stripe_api_base) as client:
             url = await portal_session(
-                client, chosen.customer_id, f"{settings.public_url}/app/credits"
+                client,
+                chosen.customer_id,
+                f"{settings.public_url}/app/credits",
+                f"rcc-portal:{who.user_id}:{idempotency_key or uuid.uuid4().hex}",
             )
     except stripe.StripeError as error:
         raise ApiError(502, "payment_provider_error", str(error.user_message or error)) from None

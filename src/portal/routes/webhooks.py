@@ -90,7 +90,7 @@ async def list_endpoints(
     return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
-@delete("/{endpoint_id:str}", status_code=200, responses=errors(*SIGNED_IN, 404))
+@delete("/{endpoint_id:str}", status_code=200, responses=errors(400, *SIGNED_IN, 404))
 async def remove(
     endpoint_id: FromPath[str],
     state: State,
@@ -146,7 +146,7 @@ async def dead_letters(
 @post(
     "/{endpoint_id:str}/deliveries/{delivery_id:int}/retry",
     status_code=202,
-    responses=errors(*SIGNED_IN, 404),
+    responses=errors(400, *SIGNED_IN, 404),
 )
 async def retry(
     endpoint_id: FromPath[str],

@@ -37,9 +37,12 @@ async def charge_off_session(
     return Charged(payment_intent=str(intent.id), status=str(intent.status))
 
 
-async def portal_session(client: stripe.StripeClient, customer: str, return_url: str) -> str:
+async def portal_session(
+    client: stripe.StripeClient, customer: str, return_url: str, idempotency_key: str
+) -> str:
     """POST /v1/billing_portal/sessions: the URL of the customer's portal session."""
     session = await client.v1.billing_portal.sessions.create_async(
-        params={"customer": customer, "return_url": return_url}
+        params={"customer": customer, "return_url": return_url},
+        options={"idempotency_key": idempotency_key},
     )
     return str(session.url)
