@@ -175,14 +175,19 @@ async def database(server_url: str, template: str) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def running_site(db_url: str, data_dir: Path) -> AsyncIterator[Site]:
-    """`rcc serve` (a real subprocess) and its surroundings, then Chromium."""
-    async with model_files() as files, _running_site(db_url, data_dir, files) as site:
+async def running_site(
+    db_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Site]:
+    """`rcc serve` (a real subprocess) and its surroundings, then Chromium; `extra_env`
+    adds to (or overrides) the service's environment."""
+    async with model_files() as files, _running_site(db_url, data_dir, files, extra_env) as site:
         yield site
 
 
 @asynccontextmanager
-async def _running_site(db_url: str, data_dir: Path, files: str) -> AsyncIterator[Site]:
+async def _running_site(
+    db_url: str, data_dir: Path, files: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Site]:
     comfy = ComfyServer(node_seconds={"ImageInvert": 1.5}, steps=3)
     stripe = StripeDouble()
     await comfy.start()
@@ -208,6 +213,7 @@ async def _running_site(db_url: str, data_dir: Path, files: str) -> AsyncIterato
         "RCC_MODEL_HTTP_ALLOWLIST": files.removeprefix("http://"),
         "GITLAB_CLIENT_ID": "rcc-ui-test",  # shows the admin button (never clicked here)
         "DOCKER_HOST": "unix:///nonexistent/docker.sock",  # no container engine here
+        **(extra_env or {}),
     }
     log = data_dir.parent / f"serve-{port}.log"
     with log.open("ab") as sink:

@@ -1,8 +1,11 @@
 """A local Stripe API double over real HTTP (aiohttp on 127.0.0.1, a free port).
 
 It implements what RCC calls: POST /v1/checkout/sessions (form-encoded, like Stripe;
-records every parameter and the Idempotency-Key header, replays a repeated key) and
-GET /v1/events (newest first, `created[gte]`, `starting_after`, `has_more` paging).
+records every parameter and the Idempotency-Key header, replays a repeated key),
+GET /v1/events (newest first, `created[gte]`, `starting_after`, `has_more` paging),
+POST /v1/payment_intents (confirmed off-session: `succeeded`, or Stripe's 402
+`card_error` for a payment method in `declined_methods`; a repeated key replays) and
+POST /v1/billing_portal/sessions.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class StripeDouble:
     calls: list[Call] = field(default_factory=list)
     fail_with: tuple[int, dict[str, Any]] | None = None  # answer every session create so
     _sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    declined_methods: set[str] = field(default_factory=set)  # their payments are declined
+    intents: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # by key
     _runner: web.AppRunner | None = None
     url: str = ""
 
@@ -35,6 +40,8 @@ class StripeDouble:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create_session)
         app.router.add_get("/v1/events", self._list_events)
+        app.router.add_post("/v1/payment_intents", self._create_payment_intent)
+        app.router.add_post("/v1/billing_portal/sessions", self._create_portal_session)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -98,3 +105,62 @@ class StripeDouble:
             "data": page,
         }
         return web.json_response(body)
+
+    async def _create_payment_intent(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        self._record(request, params)
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self.intents:  # Stripe replays the first answer to a repeated key
+            status, body = self.intents[key]
+            return web.json_response(body, status=status)
+        method = params.get("payment_method", "")
+        declined = method in self.declined_methods
+        intent = {
+            "id": f"pi_test_{len(self.intents) + 1:04d}",
+            "object": "payment_intent",
+            "amount": int(params["amount"]),
+            "amount_received": 0 if declined else int(params["amount"]),
+            "currency": params["currency"],
+            "customer": params.get("customer"),
+            "payment_method": method,
+            "confirmation_method": "automatic",
+            "status": "requires_payment_method" if declined else "succeeded",
+            "metadata": {
+                k[len("metadata[") : -1]: v for k, v in params.items() if k.startswith("metadata[")
+            },
+            "livemode": False,
+        }
+        if declined:
+            error = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": "insufficient_funds",
+                "message": "Your card has insufficient funds.",
+                "payment_intent": intent,
+            }
+            self.intents[key] = (402, {"error": error})
+        else:
+            self.intents[key] = (200, intent)
+        status, body = self.intents[key]
+        return web.json_response(body, status=status)
+
+    async def _create_portal_session(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        self._record(request, params)
+        number = len([c for c in self.calls if c.path == request.path])
+        return web.json_response(
+            {
+                "id": f"bps_test_{number:04d}",
+                "object": "billing_portal.session",
+                "customer": params["customer"],
+                "return_url": params.get("return_url"),
+                "url": f"https://billing.stripe.com/p/session/test_{number:04d}",
+                "livemode": False,
+            }
+        )
+
+    def payment_intents(self) -> list[Call]:
+        """The PaymentIntent creations received (repeats of a key included)."""
+        return [c for c in self.calls if c.path == "/v1/payment_intents"]

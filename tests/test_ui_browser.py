@@ -44,7 +44,10 @@ async def sign_up(page: Page, email: str) -> str:
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign up").click()
-    await page.wait_for_url("**/app/run")
+    # A new user has nothing and no job: the first run lands on Buy, welcomed (h7).
+    await page.wait_for_url("**/app/buy?welcome=1")
+    await expect(page.locator("[data-welcome]")).to_be_visible()
+    await page.goto("/app/run")
     me = await page.request.get("/me")
     return str((await me.json())["id"])
 

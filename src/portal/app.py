@@ -31,12 +31,14 @@ from portal.routes import (
     admin,
     audit,
     auth,
+    auto_topup,  # h7
     credits_api,
     gitlab,
     health,
     jobs,
     operations,
     payments,
+    webhooks,  # h7
 )
 from portal.routes.backends import router as backends_router  # the GPU pool (h8)
 from portal.routes.policies import plans_router, policies_router  # h6
@@ -80,6 +82,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             payments.router,
             audit.router,
             credits_api.router,  # the service credits API (h1: holds, usage)
+            webhooks.router,  # outbound webhooks (h7)
+            auto_topup.router,  # auto top-up, customer portal (h7)
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),

@@ -97,6 +97,7 @@ class Me(msgspec.Struct, frozen=True, kw_only=True):
     daily: DailyUse | None = None  # h6: today's spending against the plan's daily limit
     blocked: bool = False  # h6
     blocked_reason: str = ""
+    billing_state: str = "healthy"  # healthy, low_balance or depleted (rcc.domain.billing)
 
 
 class LotView(msgspec.Struct, frozen=True, kw_only=True):

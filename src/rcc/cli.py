@@ -31,6 +31,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from rcc.projector.service import running_projector
     from rcc.service.scheduler import running_scheduler
     from rcc.signals import serve_until_stopped
+    from rcc.webhooks.service import running_notifications
 
     configure_logging()  # first: finding or starting the database is worth a log line
     applied = await migrate_database(direct_database_url(settings))
@@ -45,6 +46,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         running_adapter(settings),
         running_scheduler(settings),
         running_anchor_writer(settings),
+        running_notifications(settings, _webhook_guard(settings)),  # billing states, webhooks
     ):
         await serve_until_stopped(uvicorn.Server(config))
     return 0
@@ -160,6 +162,22 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await pool.close()
     print("adapter stopped", file=sys.stderr)
+    return 0
+
+
+def _webhook_guard(settings: Settings) -> Any:
+    """The model downloads' address checks, for webhook endpoints (docs/WEBHOOKS.md)."""
+    from comfy_adapter.outbound_guard import DownloadAddressGuard
+
+    return DownloadAddressGuard(allow_private=settings.webhook_allow_private)
+
+
+async def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    """Billing states and outbound webhooks alone (`rcc serve` runs them too)."""
+    from rcc.signals import stop_event_on_signals
+    from rcc.webhooks.service import run_alone
+
+    await run_alone(settings, _webhook_guard(settings), stop_event_on_signals())
     return 0
 
 
@@ -429,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     adapter = sub.add_parser("adapter", help="run the ComfyUI adapter alone (COMFYUI_URLS)")
     adapter.set_defaults(run=_adapter)
+
+    webhooks = sub.add_parser("webhooks", help="run billing states and webhook delivery alone")
+    webhooks.set_defaults(run=_webhooks)
 
     projector = sub.add_parser("projector", help="run the projectors alone")
     projector.add_argument("--projection", action="append", help="only these (repeatable)")

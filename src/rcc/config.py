@@ -69,6 +69,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # RCC_READER_PASSWORD: `rcc migrate` lets the rcc_reader role log in with it
     # (docs/READ_API.md); empty leaves the role as it is (NOLOGIN when created).
     reader_password: str = ""
+    # Outbound webhooks (docs/WEBHOOKS.md, h7): internal addresses only for development.
+    webhook_allow_private: bool = False  # RCC_WEBHOOK_ALLOW_PRIVATE=1
+    webhook_retry_schedule_s: tuple[float, ...] = ()  # RCC_WEBHOOK_RETRY_SCHEDULE_S; () = default
+    webhook_timeout_s: int = 10  # RCC_WEBHOOK_TIMEOUT_S: one attempt, redirects included
 
     @property
     def pgdata(self) -> Path:
@@ -101,6 +105,19 @@ def _days(env: dict[str, str], name: str, default: int | None) -> int | None:
     if days is not None and days <= 0:
         raise SystemExit(f"{name} must be a positive number of days or 'never', got {raw!r}")
     return days
+
+
+def _retry_schedule(env: dict[str, str]) -> tuple[float, ...]:
+    """RCC_WEBHOOK_RETRY_SCHEDULE_S: comma-separated seconds before each retry (empty:
+    the sender's default, about a day of exponential backoff)."""
+    raw = env.get("RCC_WEBHOOK_RETRY_SCHEDULE_S", "").strip()
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(f"RCC_WEBHOOK_RETRY_SCHEDULE_S must be seconds, got {raw!r}") from None
+    if any(d < 0 for d in delays):
+        raise SystemExit("RCC_WEBHOOK_RETRY_SCHEDULE_S must not be negative")
+    return delays
 
 
 def _lot_policy(env: dict[str, str]) -> LotPolicy:
@@ -219,4 +236,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         audit=load_audit_settings(env),
         lots=_lot_policy(env),
         reader_password=env.get("RCC_READER_PASSWORD", ""),
+        webhook_allow_private=env.get("RCC_WEBHOOK_ALLOW_PRIVATE", "").strip() == "1",
+        webhook_retry_schedule_s=_retry_schedule(env),
+        webhook_timeout_s=_int(env, "RCC_WEBHOOK_TIMEOUT_S", 10),
     )

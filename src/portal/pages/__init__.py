@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from litestar import Router
 
-from portal.pages import account, admin, admin_ops, buy, credits, jobs, lots, policies, run
+from portal.pages import (
+    account,
+    admin,
+    admin_ops,
+    billing_pages,
+    buy,
+    credits,
+    jobs,
+    lots,
+    policies,
+    run,
+)
 from portal.pages.admin_backends import handlers as backend_pages  # the GPU pool (h8)
 from portal.pages.site import page_router, static_files, template_config
 
@@ -25,6 +36,7 @@ def router() -> Router:
             *policies.handlers,  # h6: /app/admin/policies, /app/admin/plans
             *lots.handlers,
             *backend_pages,  # the GPU pool (h8)
+            *billing_pages.handlers,  # webhooks and auto top-up (h7)
         ]
     )
 

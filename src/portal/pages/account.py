@@ -10,6 +10,7 @@ from litestar.params import QueryParameter
 from litestar.response import Redirect
 
 from portal.pages.base import render, viewer_of
+from portal.pages.reads import first_run
 from portal.passwords import MIN_LENGTH
 from rcc.config import Settings
 
@@ -31,11 +32,18 @@ def safe_next(target: str | None, default: str = "/app/run") -> str:
 
 @get("/")
 async def home(request: Request[Any, Any, Any]) -> Redirect:
-    """Admins land on their dashboard, users on Run, visitors on sign-in."""
+    """Admins land on their dashboard, users on Run, visitors on sign-in; a user with
+    nothing to spend and no job yet lands on Buy, welcomed (the first run)."""
     viewer = await viewer_of(request)
     if viewer is None:
         return Redirect("/app/signin", status_code=303)
-    return Redirect("/app/admin" if viewer.is_admin else "/app/run", status_code=303)
+    if viewer.is_admin:
+        return Redirect("/app/admin", status_code=303)
+    if viewer.user_id is not None and not viewer.balance_rcc:
+        async with request.app.state.pool.acquire() as conn:
+            if await first_run(conn, viewer.user_id):
+                return Redirect("/app/buy?welcome=1", status_code=303)
+    return Redirect("/app/run", status_code=303)
 
 
 @get("/app/signin")
@@ -51,7 +59,7 @@ async def sign_up(
     request: Request[Any, Any, Any],
     next_: Annotated[str | None, QueryParameter(name="next")] = None,
 ) -> Response[Any]:
-    return await _auth_page(request, "signup.html", safe_next(next_))
+    return await _auth_page(request, "signup.html", safe_next(next_, default="/"))
 
 
 async def _auth_page(request: Request[Any, Any, Any], template: str, back_to: str) -> Response[Any]:

@@ -18,6 +18,7 @@ from litestar.response import Template
 from portal.identity import identity_of
 from portal.pages import reads
 from rcc.config import Settings
+from rcc.domain.billing import state_for
 
 
 class Viewer(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,12 +124,16 @@ def render(
     threshold = settings.low_balance_rcc
     # Admins' jobs are not charged (ADMIN_BYPASS): a low balance means nothing to them.
     watched = viewer is not None and viewer.balance_rcc is not None and not viewer.is_admin
-    low = watched and viewer is not None and (viewer.balance_rcc or 0) < threshold
+    # The banner follows the billing state (rcc.domain.billing): low_balance offers to
+    # buy, depleted says nothing is left.
+    billing = state_for(viewer.balance_rcc or 0, threshold) if viewer is not None else "healthy"
+    low = watched and billing != "healthy"
     return Template(
         template_name=template,
         context={
             "viewer": viewer,
             "low_balance": low,
+            "billing_state": billing,
             "watch_balance": watched,
             "low_balance_rcc": threshold,
             "path": request.url.path,

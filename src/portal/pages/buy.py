@@ -7,11 +7,12 @@ before leaving for Stripe, and the return page polls the ledger for grants after
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from litestar import Request, get
 from litestar.datastructures import State
+from litestar.params import QueryParameter
 from litestar.response import Template
 
 from portal.pages import reads
@@ -23,7 +24,11 @@ RECENT = timedelta(hours=1)
 
 
 @get("/app/buy")
-async def buy(request: Request[Any, Any, Any], state: State) -> Template:
+async def buy(
+    request: Request[Any, Any, Any],
+    state: State,
+    welcome: Annotated[bool, QueryParameter(name="welcome")] = False,
+) -> Template:
     viewer = await member(request)
     assert viewer.user_id is not None
     settings: Settings = state.settings
@@ -40,6 +45,7 @@ async def buy(request: Request[Any, Any, Any], state: State) -> Template:
         payments_ready=bool(settings.stripe_secret_key),
         ledger_mark=mark,
         plans=plans,
+        welcome=welcome,  # the first run: nothing to spend, no job yet
     )
 
 

@@ -40,6 +40,13 @@ async def account(conn: asyncpg.Connection, user_id: str) -> Account:
     )
 
 
+async def first_run(conn: asyncpg.Connection, user_id: str) -> bool:
+    """True for a user who never created a job (the jobs read model): with nothing to
+    spend, they are welcomed on Buy."""
+    found = await conn.fetchval("SELECT 1 FROM jobs WHERE user_id = $1 LIMIT 1", user_id)
+    return found is None
+
+
 def last_days(days: int, today: date | None = None) -> list[date]:
     """The `days` UTC days ending today, oldest first."""
     today = today or datetime.now(UTC).date()

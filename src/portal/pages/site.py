@@ -88,6 +88,7 @@ def _error_page(
         context={
             "viewer": viewer,
             "low_balance": False,
+            "billing_state": "healthy",
             "watch_balance": False,
             "low_balance_rcc": 0,
             "path": request.url.path,

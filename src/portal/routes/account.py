@@ -20,6 +20,7 @@ from portal.schemas import DailyUse, Lots, Me, Reason
 from projections import lot_queries, queries
 from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
+from rcc.domain.billing import state_for
 from rcc.policy.terms import daily_standing
 
 
@@ -59,6 +60,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         daily=DailyUse(**msgspec.structs.asdict(daily)),  # h6: policies and plans
         blocked=bool(user.get("blocked", False)),
         blocked_reason=str(user.get("blocked_reason", "")),
+        billing_state=state_for(spendable, state.settings.low_balance_rcc),  # h7
     )
 
 

@@ -18,6 +18,7 @@ from portal.errors import ApiError
 from portal.identity import signed_in_user
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.routes.auth import _limit
+from portal.routes.auto_topup import with_card_saving
 from portal.routes.jobs import me
 from portal.schemas import Strict
 from rcc.adapters.stripe_api import CheckoutSession
@@ -147,6 +148,7 @@ async def checkout_topup(
         known = [p.id for p in settings.catalog.packs]
         raise ApiError(422, "unknown_pack", f"pack must be one of {known}")
     params = topup_params(settings.public_url, who.user_id, pack)
+    params = await with_card_saving(state.pool, params, who.user_id)  # auto top-up (h7)
     return await _checkout(settings, params, _request_key(who.user_id, "topup", idempotency_key))
 
 

@@ -100,7 +100,12 @@
     }
     const banner = $("[data-low-banner]");
     const threshold = Number(document.body.dataset.lowThreshold || 0);
-    if (banner) banner.hidden = !(value < threshold);
+    if (banner) { // the billing state (rcc.domain.billing): depleted, low_balance, healthy
+      const state = value <= 0 ? "depleted" : value <= threshold ? "low_balance" : "healthy";
+      banner.hidden = state === "healthy";
+      banner.dataset.billingState = state;
+      for (const line of $$("[data-when]", banner)) line.hidden = line.dataset.when !== state;
+    }
     document.dispatchEvent(new CustomEvent("rcc:balance", { detail: value }));
   }
   async function refreshBalance() {

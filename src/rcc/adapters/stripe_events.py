@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import stripe
 
+from rcc.autotopup.stripe_events import payment_intent_command
 from rcc.domain.catalog import MONTHS, Catalog
 from rcc.domain.payment import Offer, PaymentFacts
 from rcc.service import payment_commands as pc
@@ -145,6 +146,8 @@ def command_for(event: StripeEvent, catalog: Catalog) -> pc.StripeCommand:
                 reason=str(obj.get("reason") or ""),
                 **base,
             )
+        case "payment_intent.succeeded":  # auto top-up (h7)
+            return payment_intent_command(obj, catalog, base)
         case "customer.subscription.deleted":
             ended = obj.get("ended_at") or obj.get("canceled_at") or event.created
             return pc.EndSubscription(

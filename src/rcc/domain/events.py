@@ -688,6 +688,93 @@ class BackendRemoved(Event, frozen=True, kw_only=True, tag="backend_removed"):
     actor: str = ""
 
 
+# --- billing states and outbound webhooks (h7) ---------------------------------------
+
+
+class BillingStateChanged(Event, frozen=True, kw_only=True, tag="billing_state_changed"):
+    """A wallet moved between healthy, low_balance and depleted (stream `billing-<wallet>`).
+
+    Written by the billing follower once per change, in the batch that moves its
+    checkpoint past `at_position`, the ledger event that caused the change."""
+
+    wallet_id: str
+    previous: str
+    state: str
+    balance: int
+    threshold: int
+    at_position: int
+
+
+class WebhookEndpointRegistered(
+    Event, frozen=True, kw_only=True, tag="webhook_endpoint_registered"
+):
+    """An admin registered an outbound webhook endpoint (its secret is not in the log)."""
+
+    endpoint_id: str
+    url: str
+    events: tuple[str, ...]
+    actor: str = ""
+
+
+class WebhookEndpointDeleted(Event, frozen=True, kw_only=True, tag="webhook_endpoint_deleted"):
+    endpoint_id: str
+    actor: str = ""
+
+
+class WebhookRedeliveryRequested(
+    Event, frozen=True, kw_only=True, tag="webhook_redelivery_requested"
+):
+    """An admin asked for a delivery to be sent again (same `webhook-id`)."""
+
+    endpoint_id: str
+    delivery_id: int
+    message_id: str
+    actor: str = ""
+
+
+class AutoTopupConfigured(Event, frozen=True, kw_only=True, tag="auto_topup_configured"):
+    """A user turned auto top-up on or off, with a threshold and a pack."""
+
+    user_id: str
+    enabled: bool
+    threshold_rcc: int
+    pack: str
+
+
+class AutoTopupCardSaved(Event, frozen=True, kw_only=True, tag="auto_topup_card_saved"):
+    """A Checkout saved the user's card for off-session payments (Stripe's ids)."""
+
+    user_id: str
+    customer_id: str
+    payment_method: str
+
+
+class AutoTopupTriggered(Event, frozen=True, kw_only=True, tag="auto_topup_triggered"):
+    """A debit took the balance below the user's threshold: one charge for this crossing."""
+
+    user_id: str
+    crossing: str  # `<wallet>:<position>` of the debit
+    pack: str
+    threshold_rcc: int
+    balance: int
+
+
+class AutoTopupCharged(Event, frozen=True, kw_only=True, tag="auto_topup_charged"):
+    """Stripe took the crossing's off-session PaymentIntent (credited by its webhook)."""
+
+    user_id: str
+    crossing: str
+    payment_intent: str
+
+
+class AutoTopupDeclined(Event, frozen=True, kw_only=True, tag="auto_topup_declined"):
+    user_id: str
+    crossing: str
+    reason: str
+    in_a_row: int
+    disabled: bool = False  # the third decline in a row turns auto top-up off
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -751,6 +838,16 @@ AnyEvent = (
     | BackendChanged
     | BackendDrained
     | BackendRemoved
+    # billing states and outbound webhooks (h7)
+    | BillingStateChanged
+    | WebhookEndpointRegistered
+    | WebhookEndpointDeleted
+    | WebhookRedeliveryRequested
+    | AutoTopupConfigured
+    | AutoTopupCardSaved
+    | AutoTopupTriggered
+    | AutoTopupCharged
+    | AutoTopupDeclined
 )
 
 _encoder = msgspec.json.Encoder()
@@ -841,3 +938,15 @@ def model_stream(name: str) -> str:
 
 
 BACKEND_POOL_STREAM = "backend-pool"  # the GPU pool (h8)
+
+
+def billing_stream(wallet_id: str) -> str:
+    return f"billing-{wallet_id}"
+
+
+def webhook_stream(endpoint_id: str) -> str:
+    return f"webhook-{endpoint_id}"
+
+
+def autotopup_stream(user_id: str) -> str:
+    return f"autotopup-{user_id}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from rcc.autotopup.commands import AUTOTOPUP_HANDLERS
 from rcc.domain import job as jobs
 from rcc.domain import user as users
 from rcc.domain import wallet as wallets
@@ -56,6 +57,7 @@ from rcc.service.policy_handlers import POLICY_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
+from rcc.webhooks.commands import WEBHOOK_HANDLERS
 
 
 class UserCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -461,6 +463,8 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **POLICY_HANDLERS,  # policy_handlers.py: policies and blocking (h6)
     **HOLD_HANDLERS,  # holds.py: service holds (authorize, capture, void) and usage
     **BACKEND_HANDLERS,  # backend_handlers.py: the GPU pool (h8)
+    **WEBHOOK_HANDLERS,  # rcc/webhooks/commands.py: outbound webhook endpoints (h7)
+    **AUTOTOPUP_HANDLERS,  # rcc/autotopup/commands.py: auto top-up (h7)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

@@ -1,0 +1,145 @@
+"""The auto top-up tables (schema/0020): settings and saved cards, charges per crossing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+MAX_IN_A_ROW = 3  # declines in a row that turn auto top-up off
+
+
+class Setting(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    enabled: bool
+    threshold_rcc: int
+    pack: str
+    customer_id: str | None = None
+    payment_method: str | None = None
+
+
+class Charge(msgspec.Struct, frozen=True, kw_only=True):
+    crossing: str
+    user_id: str
+    pack: str
+    customer_id: str | None
+    payment_method: str | None
+
+
+async def setting(conn: asyncpg.Connection, user_id: str) -> Setting | None:
+    row = await conn.fetchrow(
+        """SELECT user_id, enabled, threshold_rcc, pack, customer_id, payment_method
+             FROM auto_topups WHERE user_id = $1""",
+        user_id,
+    )
+    return None if row is None else msgspec.convert(dict(row), Setting)
+
+
+async def enabled_for(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[str, Setting]:
+    rows = await conn.fetch(
+        """SELECT user_id, enabled, threshold_rcc, pack, customer_id, payment_method
+             FROM auto_topups WHERE enabled AND user_id = ANY($1::text[])""",
+        list(user_ids),
+    )
+    return {r["user_id"]: msgspec.convert(dict(r), Setting) for r in rows}
+
+
+async def configure(
+    conn: asyncpg.Connection, user_id: str, enabled: bool, threshold_rcc: int, pack: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO auto_topups (user_id, enabled, threshold_rcc, pack)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (user_id) DO UPDATE SET enabled = $2, threshold_rcc = $3, pack = $4,
+                                               updated_at = now()""",
+        user_id,
+        enabled,
+        threshold_rcc,
+        pack,
+    )
+
+
+async def save_card(
+    conn: asyncpg.Connection, user_id: str, customer_id: str, payment_method: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO auto_topups (user_id, customer_id, payment_method) VALUES ($1, $2, $3)
+           ON CONFLICT (user_id) DO UPDATE SET customer_id = $2, payment_method = $3,
+                                               updated_at = now()""",
+        user_id,
+        customer_id,
+        payment_method,
+    )
+
+
+async def add_charge(conn: asyncpg.Connection, crossing: str, user_id: str, pack: str) -> bool:
+    """A charge for this crossing; False if it exists already."""
+    done = await conn.execute(
+        """INSERT INTO auto_topup_charges (crossing, user_id, pack) VALUES ($1, $2, $3)
+           ON CONFLICT (crossing) DO NOTHING""",
+        crossing,
+        user_id,
+        pack,
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[Charge]:
+    """Charges to send: due ones, and any whose sender died mid-way (its lease is over;
+    the Stripe idempotency key of the crossing makes sending it again harmless)."""
+    rows = await conn.fetch(
+        """WITH due AS (
+               SELECT crossing FROM auto_topup_charges
+                WHERE status = 'due' OR (status = 'sending'
+                      AND claimed_at < now() - make_interval(secs => $2))
+                ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+           UPDATE auto_topup_charges c SET status = 'sending', claimed_at = now()
+             FROM due WHERE c.crossing = due.crossing
+        RETURNING c.crossing, c.user_id, c.pack,
+                  (SELECT customer_id FROM auto_topups a WHERE a.user_id = c.user_id),
+                  (SELECT payment_method FROM auto_topups a WHERE a.user_id = c.user_id)""",
+        limit,
+        lease_s,
+    )
+    return [msgspec.convert(dict(r), Charge) for r in rows]
+
+
+async def finish_charge(
+    conn: asyncpg.Connection,
+    crossing: str,
+    status: str,
+    payment_intent: str | None,
+    error: str | None,
+) -> None:
+    await conn.execute(
+        """UPDATE auto_topup_charges SET status = $2, payment_intent = $3, error = $4
+            WHERE crossing = $1""",
+        crossing,
+        status,
+        payment_intent,
+        error,
+    )
+
+
+async def declines_in_a_row(conn: asyncpg.Connection, user_id: str) -> int:
+    """Declined charges since the last one that went through (the newest first)."""
+    rows = await conn.fetch(
+        """SELECT status FROM auto_topup_charges
+            WHERE user_id = $1 AND status IN ('sent', 'declined')
+            ORDER BY created_at DESC LIMIT $2""",
+        user_id,
+        MAX_IN_A_ROW,
+    )
+    count = 0
+    for row in rows:
+        if row["status"] != "declined":
+            break
+        count += 1
+    return count
+
+
+async def disable(conn: asyncpg.Connection, user_id: str) -> None:
+    await conn.execute(
+        "UPDATE auto_topups SET enabled = false, updated_at = now() WHERE user_id = $1", user_id
+    )

@@ -1,0 +1,214 @@
+"""Auto top-up against the Stripe double, with the real SDK's requests: the first
+Checkout saves the card, one off-session PaymentIntent per crossing under 50
+concurrent debits, the credit once by Stripe's webhook, three declines switch it off,
+and the customer portal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from comfy_adapter.outbound_guard import DownloadAddressGuard
+from portal.app import create_app
+from rcc.audit import verify
+from rcc.config import Settings
+from rcc.domain.events import AutoTopupDeclined, decode_event
+from rcc.projector.runtime import ProjectorWorker
+from rcc.service import commands as c
+from rcc.service.bus import execute
+from rcc.service.handlers import Done
+from rcc.webhooks.commands import RegisterWebhook
+from rcc.webhooks.service import NotifyWorker
+from tests.conftest import portal_client
+from tests.helpers import balance_of
+from tests.payment_helpers import delivered, with_stripe
+from tests.portal_helpers import Member, grant, sign_up
+from tests.stripe_double import StripeDouble
+from tests.stripe_payloads import event
+from tests.webhook_receiver import eventually
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[StripeDouble]:
+    stripe = StripeDouble()
+    await stripe.start()
+    yield stripe
+    await stripe.close()
+
+
+@pytest.fixture
+def pay_settings(settings: Settings, double: StripeDouble) -> Settings:
+    return with_stripe(settings, double.url)
+
+
+@pytest.fixture
+async def http(
+    pay_settings: Settings, pool: asyncpg.Pool, projector: ProjectorWorker
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with portal_client(create_app(pay_settings, pool=pool)) as client:
+        yield client
+
+
+@pytest.fixture
+async def notifier(pool: asyncpg.Pool, pay_settings: Settings) -> AsyncIterator[NotifyWorker]:
+    """Billing follower (with the auto top-up trigger), outbox, sender and charger."""
+    guard = DownloadAddressGuard(allow_private=True)
+    worker = NotifyWorker(pool, pay_settings, guard, poll_interval=0.1, send_interval=0.1)
+    task = asyncio.create_task(worker.run())
+    yield worker
+    worker.stop()
+    await asyncio.wait_for(task, timeout=15)
+
+
+def saved_card_intent(user_id: str, method: str) -> dict[str, Any]:
+    """payment_intent.succeeded of a Checkout that saved the card, as Stripe sends it."""
+    return event(
+        "payment_intent.succeeded",
+        {
+            "id": f"pi_checkout_{user_id[:8]}",
+            "object": "payment_intent",
+            "amount": 2500,
+            "amount_received": 2500,
+            "currency": "eur",
+            "customer": f"cus_{user_id[:8]}",
+            "payment_method": method,
+            "setup_future_usage": "off_session",
+            "status": "succeeded",
+            "metadata": {"rcc_user_id": user_id},
+        },
+    )
+
+
+async def opt_in(http: httpx.AsyncClient, member: Member, threshold: int = 50) -> None:
+    body = {"enabled": True, "threshold_rcc": threshold, "pack": "S"}
+    answer = await http.put("/me/auto-topup", json=body, headers=member.headers)
+    assert answer.status_code == 200, answer.text
+
+
+async def debit(pool: asyncpg.Pool, user_id: str, amount: int) -> None:
+    done = await execute(
+        pool, c.AdjustCredits(user_id=user_id, amount=-amount, actor="test", note="usage")
+    )
+    assert isinstance(done, Done), done
+
+
+async def charges(pool: asyncpg.Pool, user_id: str) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM auto_topup_charges WHERE user_id = $1 ORDER BY created_at", user_id
+        )
+    return [dict(r) for r in rows]
+
+
+async def test_one_payment_intent_per_crossing_credited_once(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker
+) -> None:
+    member = await sign_up(http)
+    uid = member.user_id
+    bad = await http.put(
+        "/me/auto-topup",
+        json={"enabled": True, "threshold_rcc": 50, "pack": "Z"},
+        headers=member.headers,
+    )
+    assert bad.status_code == 422 and bad.json()["error"] == "unknown_pack"
+    assert (await http.post("/billing/portal", headers=member.headers)).status_code == 409
+    await opt_in(http, member)
+    # The first Checkout after opting in saves the card for off-session payments.
+    assert (
+        await http.post("/checkout/topup", json={"pack": "M"}, headers=member.headers)
+    ).is_success
+    checkout = double.calls[-1].params
+    assert checkout["payment_intent_data[setup_future_usage]"] == "off_session"
+    assert checkout["customer_creation"] == "always"
+    assert (await delivered(http, saved_card_intent(uid, "pm_card_visa")))[
+        "outcome"
+    ] == "card_saved"
+    mine = (await http.get("/me/auto-topup", headers=member.headers)).json()
+    assert mine == {
+        "enabled": True, "threshold_rcc": 50, "pack": "S", "card_saved": True,
+        "declines_in_a_row": 0,
+    }  # fmt: skip
+    portal = await http.post("/billing/portal", headers=member.headers)
+    assert portal.status_code == 200 and portal.json()["url"].startswith("https://billing.stripe")
+    assert double.calls[-1].params["customer"] == f"cus_{uid[:8]}"
+
+    await grant(pool, uid, 100)
+    await asyncio.gather(*(debit(pool, uid, 2) for _ in range(50)))  # 100 -> 0, one crossing
+    await eventually(lambda: _sent(pool, uid))
+    await asyncio.sleep(1.0)  # the follower and the charger have had time to do more
+    (charge,) = await charges(pool, uid)
+    (call,) = double.payment_intents()
+    assert call.headers["idempotency-key"] == f"rcc-autotopup:{charge['crossing']}"
+    assert call.params["off_session"] == "true" and call.params["confirm"] == "true"
+    assert (call.params["customer"], call.params["payment_method"]) == (
+        f"cus_{uid[:8]}",
+        "pm_card_visa",
+    )
+    assert (call.params["amount"], call.params["metadata[rcc_pack]"]) == ("500", "S")
+    assert call.params["metadata[rcc_auto_topup]"] == charge["crossing"]
+
+    # Stripe confirms by webhook (twice, as it may): credited once, through the inbox.
+    intent = double.intents[call.headers["idempotency-key"]][1]
+    confirmation = event("payment_intent.succeeded", intent)
+    assert (await delivered(http, confirmation))["outcome"] == "granted"
+    await delivered(http, confirmation)
+    await delivered(http, event("payment_intent.succeeded", intent))  # another event id
+    async with pool.acquire() as conn:
+        assert await balance_of(conn, uid) == 100  # 0 + the S pack's 100, once
+
+
+async def _sent(pool: asyncpg.Pool, user_id: str) -> bool:
+    found = await charges(pool, user_id)
+    return bool(found) and found[0]["status"] == "sent"
+
+
+async def test_three_declines_in_a_row_switch_auto_top_up_off(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
+    owner: asyncpg.Connection,
+) -> None:  # fmt: skip
+    member = await sign_up(http)
+    uid = member.user_id
+    hook = await execute(
+        pool,
+        RegisterWebhook(url="http://127.0.0.1:9/hook", events=("auto_topup.declined",), actor="t"),
+    )
+    assert isinstance(hook, Done)
+    double.declined_methods.add("pm_card_chargeDeclined")
+    await opt_in(http, member)
+    await delivered(http, saved_card_intent(uid, "pm_card_chargeDeclined"))
+    await grant(pool, uid, 100)
+    for crossing in range(1, 5):
+        await debit(pool, uid, 60)  # 100 -> 40: below 50, a crossing
+        if crossing <= 3:
+            await eventually(lambda n=crossing: _declined(pool, uid, n))
+        await grant(pool, uid, 60)  # back to 100
+    await asyncio.sleep(1.0)  # the fourth crossing finds auto top-up off: no charge
+    assert len(await charges(pool, uid)) == 3
+    assert len(double.payment_intents()) == 3
+    mine = (await http.get("/me/auto-topup", headers=member.headers)).json()
+    assert mine["enabled"] is False and mine["declines_in_a_row"] == 3
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT type, data FROM events WHERE stream_id = $1 AND type = 'auto_topup_declined'"
+            " ORDER BY version",
+            f"autotopup-{uid}",
+        )
+        notices = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE type = 'auto_topup.declined'"
+        )
+    declined = [decode_event(r["type"], r["data"]) for r in rows]
+    assert all(isinstance(d, AutoTopupDeclined) for d in declined)
+    assert [(d.in_a_row, d.disabled) for d in declined] == [(1, False), (2, False), (3, True)]  # type: ignore[union-attr]
+    assert notices == 3  # each decline notifies (a webhook to the registered endpoint)
+    report = await verify(owner)  # the new streams (billing, autotopup, webhook) chain too
+    assert report.ok, report.problems
+
+
+async def _declined(pool: asyncpg.Pool, user_id: str, count: int) -> bool:
+    found = await charges(pool, user_id)
+    return len(found) == count and found[-1]["status"] == "declined"
