@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from projections import balances, dashboard, jobs, ledger, models, ops_log, payments, users
+from projections import balances, dashboard, jobs, ledger, models, ops_log, orgs, payments, users
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -20,6 +20,7 @@ ALL: tuple[Projection[Any], ...] = (
     dashboard.PROJECTION,
     ops_log.PROJECTION,
     models.PROJECTION,
+    orgs.PROJECTION,  # organisations (h5)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -26,7 +26,19 @@ from portal.forwarded import parse_networks, trusted_proxies_middleware
 from portal.identity import read_only_roles_write_nothing
 from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
-from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
+from portal.routes import (  # organisations (h5)
+    account,
+    admin,
+    admin_orgs,
+    audit,
+    auth,
+    gitlab,
+    health,
+    jobs,
+    operations,
+    orgs,
+    payments,
+)
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -63,6 +75,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             operations.router,
             payments.router,
             audit.router,
+            orgs.router,  # organisations (h5)
+            admin_orgs.router,  # organisations (h5)
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),

@@ -27,6 +27,8 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
     domain.Invalid: 422,
     domain.TooManyJobs: 429,
     domain.PayloadTooLarge: 413,
+    domain.Forbidden: 403,  # organisations (h5)
+    domain.BudgetExceeded: 402,  # organisations (h5)
 }
 
 _CODES = {

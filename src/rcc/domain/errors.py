@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 
@@ -47,6 +49,22 @@ class PayloadTooLarge(DomainError, frozen=True, kw_only=True, tag="payload_too_l
 
 class IdempotencyKeyReused(DomainError, frozen=True, kw_only=True, tag="idempotency_key_reused"):
     """The key was first used for a different command: refusing beats guessing."""
+
+
+# --- organisations (h5)
+
+
+class Forbidden(DomainError, frozen=True, kw_only=True, tag="forbidden"):
+    """Known, but this caller may not do it (a member managing others, say)."""
+
+
+class BudgetExceeded(DomainError, frozen=True, kw_only=True, tag="budget_exceeded"):
+    """A job would take a member's (or the org's) spending this month past its budget."""
+
+    budget_rcc: int
+    used_rcc: int
+    resets_at: datetime
+    scope: str  # "member" or "org": whose budget refused it
 
 
 def error_code(error: DomainError) -> str:

@@ -41,6 +41,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     backend: str = ""  # the ComfyUI backend and prompt id the adapter recorded, if any
     prompt_id: str = ""
     draws: list[tuple[str, int]] = []  # what the reserve drew: a release returns exactly this
+    budget_month: str = ""  # h5: an org job's budget month, given back to on release
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -56,6 +57,7 @@ def evolve(state: JobState, event: Event) -> JobState:
                 bypass=event.bypass,
                 status="created",
                 draws=[(lot, n) for lot, n in event.draws],
+                budget_month=event.budget_month,
             )
         case JobQueued():
             return msgspec.structs.replace(state, status="queued")
