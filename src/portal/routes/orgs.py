@@ -52,6 +52,7 @@ from rcc.service.bus import execute
 from rcc.service.commands import Command
 from rcc.service.handlers import Done
 from rcc.service.org_reads import log_head, org_now
+from rcc.service.org_spending import org_of
 from rcc.store.event_store import Checkpoint
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
@@ -104,6 +105,17 @@ async def _org_for(
     if managers_only and role not in orgs.MANAGERS:
         raise ApiError(403, "forbidden", "only the owner and admins of the organisation see this")
     return org, wallet, role
+
+
+async def buying_org(state: State, wallet: str | None, user_id: str) -> str | None:
+    """The org a purchase is for (`org:<id>`, the owner and admins only), or None for
+    the buyer's own wallet."""
+    org_id = org_of(wallet, user_id)
+    if isinstance(org_id, DomainError):
+        raise _refused(org_id)
+    if org_id is not None:
+        await _org_for(state, org_id, user_id, managers_only=True)
+    return org_id
 
 
 def _view(org: orgs.OrgState, wallet: wallets.WalletState, user_id: str) -> OrgView:

@@ -39,6 +39,7 @@ MAX_NAME = 100
 MAX_BUDGET_RCC = 10**12
 INVITATION_S = 7 * 24 * 3600  # how long an invitation lasts unless the portal says otherwise
 MAX_INVITATION_S = 30 * 24 * 3600
+ORG_METADATA = "rcc_org_id"  # the Stripe metadata key naming the org a purchase is for
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
