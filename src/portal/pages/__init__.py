@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from portal.pages import account, admin, admin_ops, buy, credits, jobs, run
+from portal.pages import account, admin, admin_ops, buy, credits, jobs, orgs, run
 from portal.pages.site import page_router, static_files, template_config
 
 
@@ -21,6 +21,7 @@ def router() -> Router:
             *buy.handlers,
             *admin.handlers,
             *admin_ops.handlers,
+            *orgs.handlers,  # organisations (h5)
         ]
     )
 

@@ -383,7 +383,7 @@ def charge(
     for scope, budget, used in checks:
         if budget is not None and used + amount > budget:
             return BudgetExceeded(
-                detail=f"this job needs {amount} RCC; the {scope} budget is {budget} RCC "
+                detail=f"This job needs {amount} RCC; the {scope} budget is {budget} RCC "
                 f"a month and {used} RCC are used",
                 budget_rcc=budget,
                 used_rcc=used,
