@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
+from projections.registry import ALL
 from rcc.domain import org as orgs
+from rcc.projector.replay import replay
 from rcc.service import org_commands as oc
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from tests.org_helpers import Org, Person, grant_org, join, new_org, person
 from tests.portal_helpers import IMAGE_JOB, bearer
-from tests.projection_helpers import drain
+from tests.projection_helpers import drain, dump
 
 ROLES = ("owner", "admin", "member", "outsider", "removed", "service", "platform_admin")
 
@@ -261,8 +263,8 @@ async def test_invitations_are_single_use_for_their_email_and_expire(
     assert gone.status_code == 404  # recorded as expired: never again
 
 
-async def test_there_is_always_exactly_one_owner(
-    client: httpx.AsyncClient, pool: asyncpg.Pool
+async def test_there_is_always_exactly_one_owner_and_replay_rebuilds_the_org_tables(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, owner: asyncpg.Connection
 ) -> None:
     org = await new_org(client, pool)
     first = org.people["owner"]
@@ -296,3 +298,7 @@ async def test_there_is_always_exactly_one_owner(
     assert [(o["id"], o["balance_rcc"], o["member_count"]) for o in listed["items"]] == [
         (org.id, 10, 1)
     ]
+    live = await dump(owner)
+    assert live["org_members"] and live["orgs"] and live["org_invitations"]
+    await replay(owner, ALL, batch_size=3)
+    assert await dump(owner) == live, "the org read models equal a replay from position 0"

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from litestar import Request, get
 from litestar.datastructures import Cookie, State
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from portal.consistency import caught_up
@@ -54,7 +54,9 @@ async def org_list(request: Request[Any, Any, Any]) -> Template:
 
 
 @get("/app/orgs/{org_id:str}")
-async def org_page(request: Request[Any, Any, Any], state: State, org_id: str) -> Template:
+async def org_page(
+    request: Request[Any, Any, Any], state: State, org_id: FromPath[str]
+) -> Template:
     viewer = await member(request)
     org, wallet, role = await _org(state, viewer, org_id)
     now = datetime.now(UTC)
@@ -88,7 +90,7 @@ async def org_page(request: Request[Any, Any, Any], state: State, org_id: str) -
 async def org_credits(
     request: Request[Any, Any, Any],
     state: State,
-    org_id: str,
+    org_id: FromPath[str],
     member_id: FromQuery[str | None] = None,
     cursor: FromQuery[str | None] = None,
 ) -> Template:
@@ -115,7 +117,7 @@ async def org_credits(
 
 
 @get("/app/orgs/{org_id:str}/buy")
-async def org_buy(request: Request[Any, Any, Any], state: State, org_id: str) -> Template:
+async def org_buy(request: Request[Any, Any, Any], state: State, org_id: FromPath[str]) -> Template:
     viewer = await member(request)
     org, _, _ = await _org(state, viewer, org_id, managers_only=True)
     settings: Settings = state.settings
@@ -133,7 +135,7 @@ async def org_buy(request: Request[Any, Any, Any], state: State, org_id: str) ->
 
 
 @get("/app/invitations/{token:str}")
-async def invitation(request: Request[Any, Any, Any], token: str) -> Template:
+async def invitation(request: Request[Any, Any, Any], token: FromPath[str]) -> Template:
     viewer = await member(request)
     return render(request, "orgs/accept.html", viewer, nav="orgs", token=token)
 
