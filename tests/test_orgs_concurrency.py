@@ -141,10 +141,15 @@ async def test_a_member_removed_while_submitting_cannot_charge_after_the_removal
 ) -> None:
     org_id, boss, (member,) = await _org(pool, 1, 1000 * COST)
     cmd = c.CreateJob(user_id=member, job_type="IMAGE_TASK", workflow=WORKFLOW, org_id=org_id)
-    jobs = [asyncio.create_task(execute(pool, cmd)) for _ in range(80)]
-    # The removal goes in once the first of the member's jobs has been accepted.
+    jobs = [asyncio.create_task(execute(pool, cmd)) for _ in range(30)]
+    # The removal goes in once the first of the member's jobs has been accepted, while
+    # the others wait for the org's lock, and more keep coming after it.
     await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
-    removal = await execute(pool, oc.RemoveOrgMember(org_id=org_id, actor=boss, user_id=member))
+    remove = oc.RemoveOrgMember(org_id=org_id, actor=boss, user_id=member)
+    removing = asyncio.create_task(execute(pool, remove))
+    await asyncio.sleep(0.005)
+    jobs += [asyncio.create_task(execute(pool, cmd)) for _ in range(30)]
+    removal = await removing
     assert isinstance(removal, Done), removal
     answers = await asyncio.gather(*jobs)
     accepted = [a for a in answers if isinstance(a, Done)]
