@@ -5,6 +5,7 @@ role sees (usage, ledger by member, jobs), invitations and the owner's rules."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from projections.registry import ALL
 from rcc.domain import org as orgs
@@ -222,8 +224,12 @@ async def test_a_budget_refuses_with_402_and_nothing_is_written_then_a_release_g
 
 
 async def test_invitations_are_single_use_for_their_email_and_expire(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, owner: asyncpg.Connection
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    owner: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     org = await new_org(client, pool)
     boss = org.people["owner"].headers
     invitee, intruder = await person(pool), await person(pool)
@@ -239,6 +245,10 @@ async def test_invitations_are_single_use_for_their_email_and_expire(
     }
     reused = await client.post(f"/invitations/{token}/accept", headers=invitee.headers)
     assert reused.status_code == 404  # single use
+    # The access log keeps the path with the token hidden.
+    logged = [r.__dict__ for r in caplog.records if r.name == "portal.access"]
+    paths = [str(record.get("path")) for record in logged]
+    assert "/invitations/***/accept" in paths and not any(token in repr(r) for r in logged)
     # Only the token's hash is stored, in the events and in the lookup.
     stored = await owner.fetchval(
         """SELECT (SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%')
