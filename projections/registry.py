@@ -8,7 +8,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from projections import balances, dashboard, jobs, ledger, lots, models, ops_log, payments, users
+from projections import (
+    balances,
+    dashboard,
+    jobs,
+    ledger,
+    lots,
+    models,
+    ops_log,
+    orgs,
+    payments,
+    users,
+)
 from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
 from rcc.projector.model import Projection
 
@@ -23,6 +34,7 @@ ALL: tuple[Projection[Any], ...] = (
     models.PROJECTION,
     lots.PROJECTION,
     BACKENDS,  # the GPU pool (h8)
+    orgs.PROJECTION,  # organisations (h5)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -29,6 +29,7 @@ from portal.observability import request_id_middleware
 from portal.routes import (
     account,
     admin,
+    admin_orgs,
     audit,
     auth,
     auto_topup,  # h7
@@ -37,6 +38,7 @@ from portal.routes import (
     health,
     jobs,
     operations,
+    orgs,
     payments,
     webhooks,  # h7
 )
@@ -84,6 +86,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             credits_api.router,  # the service credits API (h1: holds, usage)
             webhooks.router,  # outbound webhooks (h7)
             auto_topup.router,  # auto top-up, customer portal (h7)
+            orgs.router,  # organisations (h5)
+            admin_orgs.router,  # organisations (h5)
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),

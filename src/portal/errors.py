@@ -29,6 +29,8 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
     domain.PayloadTooLarge: 413,
     domain.DailyLimitReached: 429,  # h6
     domain.AccountBlocked: 403,  # h6
+    domain.Forbidden: 403,  # organisations (h5)
+    domain.BudgetExceeded: 402,  # organisations (h5)
 }
 
 _CODES = {

@@ -6,6 +6,7 @@ client ip are logged per request (never headers, cookies, bodies or query string
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -32,6 +33,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode(errors="replace")
+
+
+# Paths that carry a secret (an invitation token, h5): logged with the token hidden.
+_TOKEN_IN_PATH = re.compile(r"^(/(?:app/)?invitations/)[^/]+")
+
+
+def without_tokens(path: str) -> str:
+    """The path as the access log may keep it: an invitation's token replaced by `***`."""
+    return _TOKEN_IN_PATH.sub(r"\1***", path)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -82,7 +92,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 extra={
                     "request_id": request_id,
                     "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "path": without_tokens(scope.get("path") or ""),
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                     "ip": client[0] if client else None,

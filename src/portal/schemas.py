@@ -62,6 +62,7 @@ _WORKFLOW_DOC = msgspec.Meta(
 class CreateJobBody(Strict, frozen=True, kw_only=True):
     type: JobType
     workflow: Annotated[dict[str, Any], _WORKFLOW_DOC]
+    wallet: Annotated[str, msgspec.Meta(max_length=100)] | None = None  # h5: org:<id>
 
 
 class AdminUserPatch(Strict, frozen=True, kw_only=True):

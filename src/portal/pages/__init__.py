@@ -16,6 +16,7 @@ from portal.pages import (
     credits,
     jobs,
     lots,
+    orgs,
     policies,
     run,
 )
@@ -37,6 +38,7 @@ def router() -> Router:
             *lots.handlers,
             *backend_pages,  # the GPU pool (h8)
             *billing_pages.handlers,  # webhooks and auto top-up (h7)
+            *orgs.handlers,  # organisations (h5)
         ]
     )
 

@@ -17,6 +17,7 @@ from litestar.response import Template
 
 from portal.identity import identity_of
 from portal.pages import reads
+from portal.pages.workspaces import Workspace, workspace_of
 from rcc.config import Settings
 from rcc.domain.billing import state_for
 
@@ -31,6 +32,7 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     plan: str | None
     csrf_token: str | None
     blocked_reason: str | None = None  # h6: the admin's reason while the account is blocked
+    workspace: Workspace | None = None  # h5: the wallet in use (own, or an org's)
 
 
 class SignInRequired(Exception):
@@ -75,11 +77,14 @@ async def viewer_of(request: Request[Any, Any, Any]) -> Viewer | None:
         )
     async with _pool(request.app.state).acquire() as conn:
         found = await reads.account(conn, who.user_id)
+        workspace = await workspace_of(request, conn, who.user_id)  # h5
     return Viewer(
         user_id=who.user_id,
         email=found.email or who.email,
         is_admin=who.is_admin,
-        balance_rcc=found.balance_rcc,
+        # The header shows the balance of the wallet in use (h5: an org's, if chosen).
+        balance_rcc=found.balance_rcc if workspace.balance_rcc is None else workspace.balance_rcc,
+        workspace=workspace,
         plan=found.plan,
         csrf_token=who.csrf_token,
         blocked_reason=found.blocked_reason,

@@ -36,6 +36,8 @@ from rcc.domain.workflow import workflow_problem
 from rcc.outputs import OutputStore
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
+from rcc.service.org_reads import job_wallet
+from rcc.service.org_spending import org_of
 
 
 async def me(request: Request[Any, Any, Any]) -> Identity:
@@ -67,12 +69,18 @@ async def create_job(
         raise ApiError(422, "invalid_workflow", problem)
     settings: Settings = state.settings
     assert who.user_id is not None
+    org_id = org_of(data.wallet, who.user_id)  # h5: `org:<id>` charges an organisation
+    if isinstance(org_id, DomainError):
+        return domain_response(org_id)  # type: ignore[return-value]
     command = CreateJob(
         user_id=who.user_id,
         job_type=data.type,
         workflow=data.workflow,
-        max_open_jobs=None if who.is_admin else settings.max_running_jobs_per_user,
+        # The per-user limit counts a personal wallet's open jobs; an org's wallet is
+        # shared by all its members, so it is not held to one member's limit.
+        max_open_jobs=None if who.is_admin or org_id else settings.max_running_jobs_per_user,
         max_workflow_bytes=settings.max_workflow_bytes,
+        org_id=org_id,
     )
     key = f"jobs:{who.user_id}:{idempotency_key}" if idempotency_key else None
     done = await execute(state.pool, command, metadata=_metadata(request, who), idempotency_key=key)
@@ -112,8 +120,10 @@ async def list_jobs(
 
 async def _own_job(state: State, who: Identity, job_id: str) -> JobView:
     assert who.user_id is not None
-    await caught_up(state.pool, who.user_id, ["jobs"], state.settings.read_wait_s)
     pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        wallet = await job_wallet(conn, job_id)  # h5: an org job waits for the org's wallet
+    await caught_up(pool, wallet or who.user_id, ["jobs"], state.settings.read_wait_s)
     async with pool.acquire() as conn:
         job = await queries.job(conn, job_id, None if who.is_admin else who.user_id)
     # Someone else's job is indistinguishable from no job at all.

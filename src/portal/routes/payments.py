@@ -20,6 +20,7 @@ from portal.responses import BODY, SIGNED_IN, errors
 from portal.routes.auth import _limit
 from portal.routes.auto_topup import with_card_saving
 from portal.routes.jobs import me
+from portal.routes.orgs import buying_org
 from portal.schemas import Strict
 from rcc.adapters.stripe_api import CheckoutSession
 from rcc.adapters.stripe_events import NotAnEvent, parse_event, version_problem
@@ -28,6 +29,7 @@ from rcc.domain.catalog import Catalog
 from rcc.domain.prices import JOB_PRICES_RCC
 from rcc.policy.grants import lot_policy
 from rcc.service.checkout import open_checkout, subscription_params, topup_params
+from rcc.service.org_payments import for_org
 from rcc.service.stripe_inbox import NotApplied, apply_event
 
 log = logging.getLogger("portal.payments")
@@ -70,11 +72,13 @@ class CatalogView(msgspec.Struct, frozen=True, kw_only=True):
 
 class TopupCheckout(Strict, frozen=True, kw_only=True):
     pack: str
+    wallet: str | None = None  # h5: `org:<id>` buys for an organisation (owner, admins)
 
 
 class SubscriptionCheckout(Strict, frozen=True, kw_only=True):
     plan: str
     interval: Literal["month", "year"]
+    wallet: str | None = None  # h5: `org:<id>` subscribes an organisation (owner, admins)
 
 
 def catalog_view(catalog: Catalog) -> CatalogView:
@@ -147,8 +151,10 @@ async def checkout_topup(
     if pack is None:
         known = [p.id for p in settings.catalog.packs]
         raise ApiError(422, "unknown_pack", f"pack must be one of {known}")
-    params = topup_params(settings.public_url, who.user_id, pack)
-    params = await with_card_saving(state.pool, params, who.user_id)  # auto top-up (h7)
+    org_id = await buying_org(state, data.wallet, who.user_id)
+    params = for_org(topup_params(settings.public_url, who.user_id, pack), org_id)
+    if org_id is None:  # auto top-up saves the buyer's own card, not for an org
+        params = await with_card_saving(state.pool, params, who.user_id)  # h7
     return await _checkout(settings, params, _request_key(who.user_id, "topup", idempotency_key))
 
 
@@ -172,7 +178,9 @@ async def checkout_subscription(
     if plan is None:
         known = [p.id for p in settings.catalog.plans]
         raise ApiError(422, "unknown_plan", f"plan must be one of {known}")
-    params = subscription_params(settings.public_url, who.user_id, plan, data.interval)
+    org_id = await buying_org(state, data.wallet, who.user_id)
+    plain = subscription_params(settings.public_url, who.user_id, plan, data.interval)
+    params = for_org(plain, org_id)
     key = _request_key(who.user_id, "subscription", idempotency_key)
     return await _checkout(settings, params, key)
 

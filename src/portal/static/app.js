@@ -109,7 +109,8 @@
     document.dispatchEvent(new CustomEvent("rcc:balance", { detail: value }));
   }
   async function refreshBalance() {
-    const answer = await api("GET", "/me");
+    const org = document.body.dataset.workspaceOrg; // the header shows the wallet in use
+    const answer = await api("GET", org ? `/orgs/${org}` : "/me");
     if (answer.status === 401) return false; // signed out elsewhere: stop asking
     if (answer.ok) showBalance(answer.body.balance_rcc);
     return true;
@@ -251,16 +252,18 @@
       const workflow = parse();
       if (!workflow) return;
       event.target.disabled = true;
-      const answer = await api("POST", "/jobs", { type: chosen().value, workflow }, { "Idempotency-Key": key });
+      const wallet = ($("[data-wallet]", form) || {}).value; // an organisation pays, if chosen
+      const answer = await api("POST", "/jobs", { type: chosen().value, workflow, ...(wallet ? { wallet } : {}) }, { "Idempotency-Key": key });
       event.target.disabled = false;
       if (answer.status === 201) { window.location.assign(`/app/jobs/${answer.body.id}`); return; }
       confirmBox.hidden = true;
       if (answer.status === 402) {
         const b = answer.body;
-        $("[data-short-text]").textContent =
-          `Not enough credits: this ${TYPES[chosen().value].toLowerCase()} job needs ${rcc(b.cost_rcc)} and your balance is ${rcc(b.balance_rcc)}. Nothing was charged.`;
+        $("[data-short-text]").textContent = b.error === "budget_exceeded" // an org's budget (h5)
+          ? `${b.detail}. Nothing was charged.`
+          : `Not enough credits: this ${TYPES[chosen().value].toLowerCase()} job needs ${rcc(b.cost_rcc)} and your balance is ${rcc(b.balance_rcc)}. Nothing was charged.`;
         short.hidden = false;
-        showBalance(b.balance_rcc);
+        if (b.balance_rcc !== undefined) showBalance(b.balance_rcc);
         $("a", short).focus();
         return;
       }
@@ -372,6 +375,7 @@
         for (const b of $$("[data-checkout]", section)) b.disabled = true;
         const kind = button.dataset.checkout;
         const body = kind === "topup" ? { pack: button.dataset.pack } : { plan: button.dataset.plan, interval: button.dataset.interval };
+        if (section.dataset.wallet) body.wallet = section.dataset.wallet; // an organisation buys
         const answer = await api("POST", `/checkout/${kind}`, body, { "Idempotency-Key": randomKey() });
         if (answer.ok && answer.body.url) {
           sessionStorage.setItem(CHECKOUT, JSON.stringify({ mark: Number(section.dataset.ledgerMark) }));
@@ -623,8 +627,16 @@
   }
 
   window.RCC = { api, problem }; // for the pages' own scripts (admin_backends.js)
+  // A select that applies itself (the header's workspace switcher, filters): no inline
+  // handlers, which the Content-Security-Policy forbids.
+  function autoSubmit() {
+    for (const select of $$("select[data-autosubmit]")) {
+      select.addEventListener("change", () => select.form.submit());
+    }
+  }
 
   document.addEventListener("DOMContentLoaded", () => {
+    autoSubmit();
     liveBalance();
     signOut();
     authForms();

@@ -19,6 +19,7 @@ import stripe
 
 from rcc.autotopup.stripe_events import payment_intent_command
 from rcc.domain.catalog import MONTHS, Catalog
+from rcc.domain.org import ORG_METADATA
 from rcc.domain.payment import Offer, PaymentFacts
 from rcc.service import payment_commands as pc
 
@@ -183,6 +184,7 @@ def _checkout(kind: str, session: Obj, catalog: Catalog, base: dict[str, Any]) -
             subscription_id=_id(session.get("subscription")) or "",
             user_id=user_id,
             plan=meta.get("rcc_plan", ""),
+            org_id=meta.get(ORG_METADATA),
             **base,
         )
     if mode != "payment":
@@ -204,6 +206,7 @@ def _checkout(kind: str, session: Obj, catalog: Catalog, base: dict[str, Any]) -
         currency=str(session.get("currency") or ""),
         user_id=user_id,
         session_id=session_id,
+        org_id=meta.get(ORG_METADATA),
     )
     if kind == "checkout.session.async_payment_failed":
         return pc.RecordPayment(
@@ -284,6 +287,7 @@ def _invoice(kind: str, invoice: Obj, catalog: Catalog, base: dict[str, Any]) ->
         amount=_int(invoice.get("amount_paid" if kind == "invoice.paid" else "amount_due")),
         currency=str(invoice.get("currency") or ""),
         user_id=meta.get("rcc_user_id"),
+        org_id=meta.get(ORG_METADATA),
         subscription_id=subscription_id,
         invoice_id=invoice_id,
         period_start=_int(period.get("start"), _int(invoice.get("period_start"))) or None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 
@@ -65,6 +67,22 @@ class AccountBlocked(DomainError, frozen=True, kw_only=True, tag="account_blocke
     """An admin blocked the account: it may sign in and read, not spend (a 403)."""
 
     reason: str
+
+
+# --- organisations (h5)
+
+
+class Forbidden(DomainError, frozen=True, kw_only=True, tag="forbidden"):
+    """Known, but this caller may not do it (a member managing others, say)."""
+
+
+class BudgetExceeded(DomainError, frozen=True, kw_only=True, tag="budget_exceeded"):
+    """A job would take a member's (or the org's) spending this month past its budget."""
+
+    budget_rcc: int
+    used_rcc: int
+    resets_at: datetime
+    scope: str  # "member" or "org": whose budget refused it
 
 
 def error_code(error: DomainError) -> str:

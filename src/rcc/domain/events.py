@@ -236,6 +236,7 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     metadata: dict[str, object] = {}
     workflow_digest: str = ""
     draws: Draws = ()  # what its reserve drew from which lots: a release returns it
+    budget_month: str = ""  # h5: the UTC month (YYYY-MM) an org budget was charged in
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):
@@ -775,6 +776,110 @@ class AutoTopupDeclined(Event, frozen=True, kw_only=True, tag="auto_topup_declin
     disabled: bool = False  # the third decline in a row turns auto top-up off
 
 
+# --- organisations (h5): `org-<id>` streams; the org's wallet is `wallet-<org id>` ---------
+# Every change names its actor (the acting user's id). Members are keyed by user id.
+
+
+class OrgCreated(Event, frozen=True, kw_only=True, tag="org_created"):
+    org_id: str
+    name: str
+    owner_user_id: str
+    owner_email: str
+    wallet_id: str
+    actor: str
+
+
+class OrgMemberInvited(Event, frozen=True, kw_only=True, tag="org_member_invited"):
+    """An invitation by email: only the token's sha256 is kept, never the token."""
+
+    org_id: str
+    invitation_id: str
+    email: str
+    role: str
+    token_hash: str
+    expires_at: datetime
+    actor: str
+
+
+class OrgInvitationAccepted(Event, frozen=True, kw_only=True, tag="org_invitation_accepted"):
+    org_id: str
+    invitation_id: str
+    user_id: str
+    email: str
+    role: str
+    actor: str
+
+
+class OrgInvitationExpired(Event, frozen=True, kw_only=True, tag="org_invitation_expired"):
+    """Someone used an invitation after its expiry: it can never be accepted now."""
+
+    org_id: str
+    invitation_id: str
+    actor: str
+
+
+class OrgRoleChanged(Event, frozen=True, kw_only=True, tag="org_role_changed"):
+    org_id: str
+    user_id: str
+    role: str
+    actor: str
+
+
+class OrgMemberBudgetSet(Event, frozen=True, kw_only=True, tag="org_member_budget_set"):
+    org_id: str
+    user_id: str
+    monthly_budget_rcc: int | None  # None: no budget of its own
+    actor: str
+
+
+class OrgBudgetSet(Event, frozen=True, kw_only=True, tag="org_budget_set"):
+    org_id: str
+    monthly_budget_rcc: int | None  # the whole org's spending per calendar month (UTC)
+    actor: str
+
+
+class OrgMemberRemoved(Event, frozen=True, kw_only=True, tag="org_member_removed"):
+    org_id: str
+    user_id: str
+    actor: str
+
+
+class OrgMemberLeft(Event, frozen=True, kw_only=True, tag="org_member_left"):
+    org_id: str
+    user_id: str
+    actor: str
+
+
+class OrgOwnershipTransferred(Event, frozen=True, kw_only=True, tag="org_ownership_transferred"):
+    """The new owner was a member; the previous owner stays on as an admin."""
+
+    org_id: str
+    from_user_id: str
+    to_user_id: str
+    actor: str
+
+
+class OrgSpendCharged(Event, frozen=True, kw_only=True, tag="org_spend_charged"):
+    """A member's job reserved `amount` from the org's wallet in `month` (YYYY-MM, UTC):
+    the budget counters, written with the reserve under the org's lock."""
+
+    org_id: str
+    user_id: str
+    job_id: str
+    amount: int
+    month: str
+
+
+class OrgSpendReturned(Event, frozen=True, kw_only=True, tag="org_spend_returned"):
+    """A released job gives its budget back to the month it was charged in."""
+
+    org_id: str
+    user_id: str
+    job_id: str
+    amount: int
+    month: str
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -848,6 +953,19 @@ AnyEvent = (
     | AutoTopupTriggered
     | AutoTopupCharged
     | AutoTopupDeclined
+    # organisations (h5)
+    | OrgCreated
+    | OrgMemberInvited
+    | OrgInvitationAccepted
+    | OrgInvitationExpired
+    | OrgRoleChanged
+    | OrgMemberBudgetSet
+    | OrgBudgetSet
+    | OrgMemberRemoved
+    | OrgMemberLeft
+    | OrgOwnershipTransferred
+    | OrgSpendCharged
+    | OrgSpendReturned
 )
 
 _encoder = msgspec.json.Encoder()
@@ -950,3 +1068,7 @@ def webhook_stream(endpoint_id: str) -> str:
 
 def autotopup_stream(user_id: str) -> str:
     return f"autotopup-{user_id}"
+
+
+def org_stream(org_id: str) -> str:
+    return f"org-{org_id}"

@@ -42,6 +42,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     prompt_id: str = ""
     draws: list[tuple[str, int]] = []  # what the reserve drew: a release returns exactly this
     charged_rcc: int = 0  # what its hold captured when it succeeded
+    budget_month: str = ""  # h5: an org job's budget month, given back to on release
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -57,6 +58,7 @@ def evolve(state: JobState, event: Event) -> JobState:
                 bypass=event.bypass,
                 status="created",
                 draws=[(lot, n) for lot, n in event.draws],
+                budget_month=event.budget_month,
             )
         case JobQueued():
             return msgspec.structs.replace(state, status="queued")

@@ -70,6 +70,7 @@ class PaymentFacts(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str | None = None
     period_start: int | None = None
     period_end: int | None = None
+    org_id: str | None = None  # h5: bought for this organisation's wallet
 
 
 class PaymentState(msgspec.Struct, frozen=True, kw_only=True):

@@ -61,7 +61,8 @@ async def execute(
     transaction committed. If COMMIT's reply is lost, the answer waits until it is known
     whether it committed (rcc.store.outcome): the real answer, or OutcomeUnknown.
     """
-    if isinstance(cmd, CreateJob):
+    # Jobs on an org's wallet run alone: they lock the org's head too (org_spending).
+    if isinstance(cmd, CreateJob) and cmd.org_id is None:
         return await coalescer_for(pool).submit(cmd, metadata, idempotency_key)
     return await execute_alone(pool, cmd, metadata=metadata, idempotency_key=idempotency_key)
 

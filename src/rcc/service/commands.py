@@ -73,6 +73,7 @@ class CreateJob(Command, frozen=True, kw_only=True):
     job_id: str | None = None  # chosen by the caller for tests; generated otherwise
     max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
     max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # RCC_MAX_WORKFLOW_BYTES
+    org_id: str | None = None  # h5: charge this organisation's wallet (the caller's own: None)
 
 
 class RecordSignIn(Command, frozen=True, kw_only=True):

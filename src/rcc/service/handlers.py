@@ -48,10 +48,12 @@ from rcc.domain.lots import lifetime
 from rcc.domain.subscription_months import month_grant
 from rcc.policy.terms import JobTerms, job_terms
 from rcc.service import commands as c
+from rcc.service import org_spending
 from rcc.service.admin_handlers import patch_user
 from rcc.service.backend_handlers import BACKEND_HANDLERS
 from rcc.service.holds import HOLD_HANDLERS
 from rcc.service.ops_handlers import OPS_HANDLERS
+from rcc.service.org_handlers import ORG_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.service.policy_handlers import POLICY_HANDLERS
 from rcc.store.event_store import Checkpoint
@@ -251,6 +253,8 @@ async def claw_back(cmd: c.ClawBack, uow: UnitOfWork) -> WalletMoved | DomainErr
 
 async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainError:
     """Reserve the job's cost (or record ADMIN_BYPASS for an admin) and create the job."""
+    if cmd.org_id is not None:
+        return await _create_org_job(cmd, uow, cmd.org_id)
     loaded = await _lock_user_wallet(uow, cmd.user_id)
     if isinstance(loaded, DomainError):
         return loaded
@@ -261,6 +265,28 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
         return admitted
     stage_admission(uow, admitted, version)
     return accepted(admitted)
+
+
+async def _create_org_job(
+    cmd: c.CreateJob, uow: UnitOfWork, org_id: str
+) -> JobAccepted | DomainError:
+    """A job on an organisation's wallet (h5): membership and budgets are checked under
+    the org's lock, taken with the wallet's (see org_spending)."""
+    charge = await org_spending.lock_org_wallet(uow, cmd.user_id, org_id)
+    if isinstance(charge, DomainError):
+        return charge
+    # Prices by the member's policies (h6); the org's budgets, not the member's daily
+    # limit or running-jobs limit, bound what they spend from it.
+    terms = (await job_terms(uow.conn, [cmd.user_id]))[cmd.user_id]
+    terms = msgspec.structs.replace(terms, daily_limit_rcc=None, max_running=None)
+    admitted = admit(cmd, charge.user, charge.wallet, terms)
+    if isinstance(admitted, DomainError):
+        return admitted
+    budgeted = org_spending.charge_budget(uow, charge, admitted, _now())
+    if isinstance(budgeted, DomainError):
+        return budgeted
+    stage_admission(uow, budgeted, charge.wallet_version)
+    return accepted(budgeted)
 
 
 def admit(
@@ -351,7 +377,8 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
     if not job.status:
         return NotFound(detail="job not found")
     wallet_id = wallet_stream(job.wallet_id)
-    heads = await uow.lock(stream, wallet_id)
+    org_id = org_spending.org_stream_of(job)  # h5: an org job's budget comes back with it
+    heads = await uow.lock(stream, wallet_id, org_id)
     job = heads[stream].as_state(jobs.JobState)  # re-read under the lock
     if refused := jobs.check_transition(job, cmd.status):
         return refused
@@ -367,6 +394,7 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
         after = _fold_wallet(wallet, closing)
         uow.stage(wallet_id, heads[wallet_id].version, closing, after)
         await schedule_expiries(uow.conn, job.wallet_id, after, closing)
+        org_spending.give_budget_back(uow, heads[org_id], job, released)
     return JobMoved(job_id=cmd.job_id, status=cmd.status, released_rcc=released)
 
 
@@ -465,6 +493,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **BACKEND_HANDLERS,  # backend_handlers.py: the GPU pool (h8)
     **WEBHOOK_HANDLERS,  # rcc/webhooks/commands.py: outbound webhook endpoints (h7)
     **AUTOTOPUP_HANDLERS,  # rcc/autotopup/commands.py: auto top-up (h7)
+    **ORG_HANDLERS,  # org_handlers.py: organisations, members, budgets, their wallets
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

@@ -35,6 +35,7 @@ class LinkSubscription(StripeCommand, frozen=True, kw_only=True):
     subscription_id: str
     user_id: str | None
     plan: str = ""
+    org_id: str | None = None  # h5: bought for this organisation's wallet
 
 
 class ReverseCharge(StripeCommand, frozen=True, kw_only=True):

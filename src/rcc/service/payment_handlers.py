@@ -46,6 +46,7 @@ from rcc.domain.subscription_months import month_grant
 from rcc.domain.user import UserState
 from rcc.service import payment_commands as pc
 from rcc.service.commands import Command
+from rcc.service.org_payments import org_wallet
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import Head, UnitOfWork
 
@@ -150,8 +151,10 @@ def _received(cmd: pc.StripeCommand, outcome: str, detail: str = "") -> StripeEv
     )
 
 
-async def _wallet_of(uow: UnitOfWork, user_id: str | None) -> str | None:
-    """The wallet of a registered user (None: no such user)."""
+async def _wallet_of(uow: UnitOfWork, user_id: str | None, org_id: str | None = None) -> str | None:
+    """The wallet of a registered user (None: no such user), or of the org it bought for."""
+    if org_id:  # h5: an organisation's purchase credits the org's wallet
+        return await org_wallet(uow, org_id) if user_id else None
     if not user_id:
         return None
     user = (await uow.peek(user_stream(user_id))).as_state(UserState)
@@ -271,7 +274,7 @@ async def record_payment(cmd: pc.RecordPayment, uow: UnitOfWork) -> StripeOutcom
     if sub_id:
         linked = (await uow.peek(subscription_stream(sub_id))).as_state(SubscriptionState).user_id
     user_id = facts.user_id or linked
-    wallet_id = await _wallet_of(uow, user_id)
+    wallet_id = await _wallet_of(uow, user_id, facts.org_id)
     w = await _Writes.lock(
         cmd.lots,
         uow,
@@ -341,7 +344,7 @@ async def link_subscription(
     """Checkout made this subscription for this user: link it, release held invoices."""
     sub_id = cmd.subscription_id
     held = (await uow.peek(subscription_stream(sub_id))).as_state(SubscriptionState).held
-    wallet_id = await _wallet_of(uow, cmd.user_id)
+    wallet_id = await _wallet_of(uow, cmd.user_id, cmd.org_id)
     w = await _Writes.lock(
         cmd.lots,
         uow,
