@@ -8,7 +8,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from projections import balances, dashboard, jobs, ledger, models, ops_log, payments, users
+from projections import (  # h4
+    balances,
+    dashboard,
+    jobs,
+    ledger,
+    models,
+    ops_log,
+    payments,
+    templates,
+    uploads,
+    users,
+)
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -20,6 +31,8 @@ ALL: tuple[Projection[Any], ...] = (
     dashboard.PROJECTION,
     ops_log.PROJECTION,
     models.PROJECTION,
+    templates.PROJECTION,  # h4
+    uploads.PROJECTION,  # h4
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -49,6 +49,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     prompt_id: str | None = None
     # Why a created or queued job does not run yet; null once it runs (portal/job_views.py).
     waiting_reason: str | None = None
+    template: dict[str, Any] | None = None  # h4: {id, version, name} when built from one
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):

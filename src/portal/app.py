@@ -13,6 +13,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from portal import pages
 from portal.api_docs import openapi_config, swagger_assets
+from portal.backend_descriptions import BackendDescriptions
 from portal.errors import (
     DATABASE_GONE,
     handle_bad_cursor,
@@ -26,7 +27,19 @@ from portal.forwarded import parse_networks, trusted_proxies_middleware
 from portal.identity import read_only_roles_write_nothing
 from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
-from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
+from portal.routes import (
+    account,
+    admin,
+    audit,
+    auth,
+    gitlab,
+    health,
+    jobs,
+    operations,
+    payments,
+    templates,  # h4
+    uploads,  # h4
+)
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -63,13 +76,25 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             operations.router,
             payments.router,
             audit.router,
+            templates.router,  # h4
+            templates.admin_router,  # h4
+            uploads.router,  # h4
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),
             swagger_assets(),  # /schema's own script and stylesheet: no CDN
         ],
         lifespan=[lifespan, operations.operations_lifespan],  # the pool opens first
-        state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
+        state=State(
+            {
+                "settings": settings,
+                **({"pool": pool} if pool is not None else {}),
+                # h4: what the backends can run, checked before paying
+                "backend_descriptions": BackendDescriptions(
+                    settings.templates.backends, settings.templates.object_info_ttl_s
+                ),
+            }
+        ),
         middleware=[
             trusted_proxies_middleware(parse_networks(settings.trusted_proxies)),  # first
             request_id_middleware,

@@ -20,6 +20,7 @@ from rcc.ops_settings import (
     load_comfyui_container,
     load_model_store,
 )
+from rcc.template_settings import TemplateSettings, load_template_settings
 
 
 class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models: ModelStoreSettings = ModelStoreSettings()
     audit: AuditSettings = AuditSettings()  # anchors: see rcc.audit_settings
     lots: LotPolicy = LotPolicy()  # how long granted credits last: see rcc.domain.lots
+    templates: TemplateSettings = TemplateSettings()  # uploads, raw workflows (h4)
 
     @property
     def pgdata(self) -> Path:
@@ -205,5 +207,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         comfyui=load_comfyui_container(env),
         models=load_model_store(env),
         audit=load_audit_settings(env),
+        templates=load_template_settings(env),
         lots=_lot_policy(env),
     )

@@ -7,6 +7,7 @@ import contextlib
 from typing import Annotated, Any
 
 import asyncpg
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -26,14 +27,15 @@ from portal.identity import (
     require_identity,
     signed_in_user,
 )
+from portal.job_requests import job_to_make
 from portal.job_views import created_job_view, page_with_waiting_reasons, with_waiting_reason
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import CreateJobBody, JobStatus, JobType
+from portal.workflow_check import CHECK_HEADER, check_before_paying
 from projections import queries
 from projections.views import JobView, Page
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
-from rcc.domain.workflow import workflow_problem
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
 
@@ -53,7 +55,9 @@ def _metadata(request: Request[Any, Any, Any], who: Identity) -> dict[str, Any]:
     }
 
 
-@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429, 503))
+@post(
+    "/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 403, 404, 409, 422, 429, 503)
+)
 async def create_job(
     data: JSONBody[CreateJobBody],
     state: State,
@@ -63,29 +67,34 @@ async def create_job(
     """Reserve the job's cost and create it (201). 402 when the balance is short;
     nothing is written then. Repeating an Idempotency-Key returns the first job."""
     who = await me(request)
-    if problem := workflow_problem(data.workflow):
-        raise ApiError(422, "invalid_workflow", problem)
     settings: Settings = state.settings
     assert who.user_id is not None
+    made = await job_to_make(state, who, data, idempotency_key)  # h4: template or raw
+    checked = await check_before_paying(
+        state.pool, state.backend_descriptions, made.workflow, made.deferred
+    )
     command = CreateJob(
         user_id=who.user_id,
-        job_type=data.type,
-        workflow=data.workflow,
+        job_type=made.job_type,
+        workflow=made.workflow,
         max_open_jobs=None if who.is_admin else settings.max_running_jobs_per_user,
         max_workflow_bytes=settings.max_workflow_bytes,
+        template=made.run,
     )
     key = f"jobs:{who.user_id}:{idempotency_key}" if idempotency_key else None
     done = await execute(state.pool, command, metadata=_metadata(request, who), idempotency_key=key)
     if isinstance(done, DomainError):
         return domain_response(done)  # type: ignore[return-value]
     view = created_job_view(
-        done.result, user_id=who.user_id, job_type=data.type, created_at=done.recorded_at
+        done.result, user_id=who.user_id, job_type=made.job_type, created_at=done.recorded_at
     )
+    view = msgspec.structs.replace(view, template=made.template)
     with contextlib.suppress(*DATABASE_GONE):
         # The job has committed: an outage on this read after it must not turn the
         # answer into a 503, which would tell the client nothing happened.
         view = await with_waiting_reason(state.pool, view)
     headers = {"Idempotent-Replayed": "true"} if done.replayed else {}
+    headers[CHECK_HEADER] = checked
     return Response(view, status_code=201, headers=headers)
 
 

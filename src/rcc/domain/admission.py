@@ -14,6 +14,7 @@ from rcc.domain import wallet as wallets
 from rcc.domain.errors import DomainError, Invalid
 from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
+from rcc.domain.template_runs import TemplateRun
 from rcc.domain.user import UserState
 from rcc.domain.workflow import WorkflowBlob, too_large, workflow_blob
 
@@ -36,6 +37,7 @@ def admit_job(
     max_open_jobs: int | None,
     max_workflow_bytes: int,
     now: datetime,
+    template: TemplateRun | None = None,
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
     workflow is too large, the type is unknown, too many jobs are open, or the balance
@@ -43,7 +45,7 @@ def admit_job(
     blob = workflow_blob(workflow) if workflow else None
     if blob is not None and (refused_size := too_large(blob, max_workflow_bytes)):
         return refused_size
-    cost = job_cost(job_type)
+    cost = job_cost(job_type) if template is None else template.price_rcc
     if cost is None:
         return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
     if too_many := wallets.open_job_limit(wallet, max_open_jobs):
@@ -67,6 +69,8 @@ def admit_job(
         metadata=metadata,
         workflow_digest=blob.hex if blob else "",
         draws=draws,
+        template=template.template_id if template else "",
+        template_version=template.version if template else 0,
     )
     return Admitted(
         charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob

@@ -48,6 +48,7 @@ from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
+from rcc.service.template_handlers import TEMPLATE_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
@@ -259,6 +260,7 @@ def admit(
         max_open_jobs=cmd.max_open_jobs,
         max_workflow_bytes=cmd.max_workflow_bytes,
         now=_now(),
+        template=cmd.template,
     )
 
 
@@ -426,6 +428,7 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
+    **TEMPLATE_HANDLERS,  # template_handlers.py: publish, new version, unpublish (h4)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
