@@ -8,6 +8,7 @@ from __future__ import annotations
 from litestar import Router
 
 from portal.pages import account, admin, admin_ops, buy, credits, jobs, run
+from portal.pages import templates as template_pages  # h4
 from portal.pages.site import page_router, static_files, template_config
 
 
@@ -16,6 +17,7 @@ def router() -> Router:
         [
             *account.handlers,
             *run.handlers,
+            *template_pages.handlers,  # h4
             *jobs.handlers,
             *credits.handlers,
             *buy.handlers,

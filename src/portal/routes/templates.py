@@ -22,7 +22,7 @@ from projections.templates import TemplateVersion, published_page, template_vers
 from projections.views import Page
 from rcc.domain.errors import DomainError
 from rcc.domain.metered import estimate_rcc, input_factors
-from rcc.domain.templates import TemplateSpec
+from rcc.domain.templates import UPLOAD_KINDS, TemplateSpec, resolve_values
 from rcc.projector.wait import wait_for
 from rcc.service.bus import execute
 from rcc.service.commands import Command
@@ -98,6 +98,35 @@ async def get_template(
     if found is None or not found.published:
         raise ApiError(404, "not_found", "no such published template")
     return template_view(found)
+
+
+class Estimate(msgspec.Struct, frozen=True, kw_only=True):
+    estimate_rcc: int
+
+
+@post(
+    "/templates/{template_id:str}/estimate",
+    status_code=200,
+    responses=errors(*BODY, *SIGNED_IN, 404, 422),
+)
+async def estimate_template(
+    template_id: FromPath[str], data: JSONBody[dict[str, Any]], state: State
+) -> Estimate:
+    """What a job from this template with these inputs would hold (nothing is written);
+    422 names each input that cannot be used. Upload inputs are not needed here."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        found = await template_version(conn, template_id, None)
+    if found is None or not found.published:
+        raise ApiError(404, "not_found", "no such published template")
+    spec = msgspec.convert(found.spec, TemplateSpec)
+    priced = [i for i in spec.inputs if i.kind not in UPLOAD_KINDS]
+    given = {k: v for k, v in data.items() if k in {i.name for i in priced}}
+    values, problems = resolve_values(priced, given, seed_source=0)
+    if problems:
+        detail = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
+        raise ApiError(422, "invalid_inputs", detail, inputs=problems)
+    return Estimate(estimate_rcc=estimate_rcc(spec.price, values))
 
 
 async def _run(

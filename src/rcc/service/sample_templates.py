@@ -121,10 +121,77 @@ TEXT_TO_IMAGE: dict[str, Any] = {
 }
 
 
-async def publish_samples(pool: asyncpg.Pool) -> Done | DomainError:
-    """Publish the sample templates once per database (the first answer after that)."""
-    return await execute_alone(
-        pool,
-        PublishTemplate(template_id=TEXT_TO_IMAGE_ID, spec=TEXT_TO_IMAGE, actor="system"),
-        idempotency_key=f"sample-template:{TEXT_TO_IMAGE_ID}:1",
-    )
+IMAGE_TO_IMAGE_ID = "image-to-image"
+
+# Stable Diffusion 1.5 image to image: the user's upload (LoadImage, sent to the backend
+# before the prompt) encoded to a latent and repainted at a chosen strength.
+IMAGE_TO_IMAGE: dict[str, Any] = {
+    "name": "Image to image",
+    "description": "Upload a picture and describe how to repaint it.",
+    "job_type": "IMAGE_TASK",
+    "workflow": {
+        **{k: v for k, v in TEXT_TO_IMAGE["workflow"].items() if k in ("1", "2", "3", "6")},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "5": {
+            "class_type": "KSampler",
+            "inputs": {
+                **TEXT_TO_IMAGE["workflow"]["5"]["inputs"],
+                "latent_image": ["8", 0],
+                "denoise": 0.6,
+            },
+        },
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "i2i"}},
+        "8": {"class_type": "VAEEncode", "inputs": {"pixels": ["4", 0], "vae": ["1", 2]}},
+    },
+    "inputs": [
+        {"name": "image", "kind": "image", "node": "4", "field": "image", "label": "Your picture"},
+        {
+            "name": "prompt",
+            "kind": "text",
+            "node": "2",
+            "field": "text",
+            "max_length": 2000,
+            "label": "How to repaint it",
+        },
+        {
+            "name": "strength",
+            "kind": "number",
+            "node": "5",
+            "field": "denoise",
+            "min": 0.1,
+            "max": 1.0,
+            "step": 0.05,
+            "default": 0.6,
+        },
+        {
+            "name": "steps",
+            "kind": "integer",
+            "node": "5",
+            "field": "steps",
+            "min": 1,
+            "max": 50,
+            "default": 20,
+        },
+        {
+            "name": "seed",
+            "kind": "seed",
+            "node": "5",
+            "field": "seed",
+            "label": "Seed (empty: random)",
+        },
+    ],
+    "price": {"rule": "fixed", "rcc": 2},
+}
+SAMPLES = {TEXT_TO_IMAGE_ID: TEXT_TO_IMAGE, IMAGE_TO_IMAGE_ID: IMAGE_TO_IMAGE}
+
+
+async def publish_samples(pool: asyncpg.Pool) -> list[Done | DomainError]:
+    """Publish the sample templates once per database (the first answers after that)."""
+    return [
+        await execute_alone(
+            pool,
+            PublishTemplate(template_id=template_id, spec=spec, actor="system"),
+            idempotency_key=f"sample-template:{template_id}:1",
+        )
+        for template_id, spec in SAMPLES.items()
+    ]
