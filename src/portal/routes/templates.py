@@ -190,7 +190,7 @@ async def unpublish_template(
 
 router = Router(
     path="/",
-    route_handlers=[list_templates, get_template],
+    route_handlers=[list_templates, get_template, estimate_template],
     guards=[signed_in_user],
     tags=["templates"],
 )
