@@ -3,9 +3,13 @@ succeeded job captures from what its outputs show (never above the hold)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
+from comfy_adapter.output_usage import usage_of
 from rcc.domain.metered import (
     FixedPrice,
     OutputUsage,
@@ -77,3 +81,14 @@ def test_a_capture_is_never_above_the_hold_nor_below_zero(
     assert 0 <= charged <= held
     if made <= seconds * fps:  # made no more than asked: the exact rule, rounded up once
         assert charged == max(min_rcc, -(-made * millircc // 1000))
+
+
+def test_usage_is_read_from_the_output_files(tmp_path: Path) -> None:
+    Image.new("RGB", (640, 480)).save(tmp_path / "still.png")
+    frames = [Image.new("RGB", (32, 32), (i * 20, 0, 0)) for i in range(12)]
+    frames[0].save(tmp_path / "clip.webp", save_all=True, append_images=frames[1:], duration=40)
+    (tmp_path / "notes.txt").write_text("not an image")
+    usage = usage_of([tmp_path / "still.png", tmp_path / "clip.webp", tmp_path / "notes.txt"])
+    assert usage == OutputUsage(images=[(640, 480)], video_frames=12)
+    # A video template held for 60 s at 24 fps, which made 12 frames: the minimum.
+    assert charge_for_outputs(VIDEO, {"seconds": 60}, usage, held_rcc=6) == 2

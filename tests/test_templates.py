@@ -99,6 +99,7 @@ async def test_publish_new_version_unpublish_and_past_jobs_unharmed(
             f"job-{job.json()['id']}",
         )
     assert stored["data"]["template"] == template_id and stored["data"]["template_version"] == 1
+    assert stored["data"]["template_inputs"]["seed"] == 7  # the values bound are recorded
 
 
 async def test_bad_inputs_and_uploads_are_refused_with_nothing_reserved(

@@ -93,7 +93,10 @@ async def build_template_job(
     bound = t.bind(spec, values, names)
     deferred = frozenset((i.node, i.field) for i in spec.inputs if i.kind in t.UPLOAD_KINDS)
     run = TemplateRun(
-        template_id=template_id, version=found.version, price_rcc=estimate_rcc(spec.price, values)
+        template_id=template_id,
+        version=found.version,
+        price_rcc=estimate_rcc(spec.price, values),
+        values=values,
     )
     return TemplateJob(
         job_type=spec.job_type,

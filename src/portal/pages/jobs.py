@@ -14,6 +14,7 @@ from litestar.response import Template
 from comfy_adapter.logs import job_log
 from comfy_adapter.status import waiting_reason
 from portal.consistency import caught_up
+from portal.job_templates import with_templates
 from portal.pages import reads
 from portal.pages.base import PageRefused, member, render
 from portal.pages.format import JOB_TYPES, STATUSES, UNFINISHED
@@ -82,6 +83,7 @@ async def job(request: Request[Any, Any, Any], state: State, job_id: FromPath[st
         log = await job_log(conn, job_id)
         refunded = await reads.released_for_job(conn, viewer.user_id, job_id)
         waiting = await waiting_reason(conn) if found.status in ("created", "queued") else None
+    [found] = await with_templates(pool, [found])  # h4: the template and version it ran
     return render(
         request,
         "job.html",

@@ -71,6 +71,7 @@ def admit_job(
         draws=draws,
         template=template.template_id if template else "",
         template_version=template.version if template else 0,
+        template_inputs=template.values if template else {},
     )
     return Admitted(
         charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob

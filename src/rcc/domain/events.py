@@ -233,6 +233,7 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     draws: Draws = ()  # what its reserve drew from which lots: a release returns it
     template: str = ""  # h4: the template it was built from ("" for a raw workflow)
     template_version: int = 0
+    template_inputs: dict[str, object] = {}  # h4: the values bound (a capture reprices them)
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):

@@ -10,3 +10,4 @@ class TemplateRun(msgspec.Struct, frozen=True, kw_only=True):
     template_id: str
     version: int
     price_rcc: int  # the rule's estimate for these inputs: what the job holds
+    values: dict[str, object] = {}  # the inputs as bound: what a metered capture reprices
