@@ -120,10 +120,8 @@ async def create_upload(
     limits = settings.templates
     user_id = await _user(request)
     await _rate_limited(state.pool, user_id, limits.uploads_per_min)
-    if (
-        int(request.headers.get("content-length") or 0)
-        > limits.max_upload_bytes + FORM_OVERHEAD_BYTES
-    ):
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_upload_bytes + FORM_OVERHEAD_BYTES:
         raise ApiError(413, "payload_too_large", f"at most {limits.max_upload_bytes} bytes")
     body, _ = await _file(request, limits.max_upload_bytes)
     try:

@@ -56,7 +56,7 @@ def _value_problem(field: str, spec: list[Any], value: Any) -> str | None:
             return f"must be a number, got {value!r}"
         if kind == "INT" and not isinstance(value, int):
             return f"must be a whole number, got {value!r}"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return "must be finite"
         if "min" in config and value < config["min"]:
             return f"value {value} is smaller than the min of {config['min']}"

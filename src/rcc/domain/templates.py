@@ -16,11 +16,13 @@ import msgspec
 
 from rcc.domain.events import TemplatePublished, TemplateRevised, TemplateUnpublished
 from rcc.domain.metered import PriceRule, price_rule_problems
+from rcc.domain.workflow import workflow_problem
 
 InputKind = Literal["text", "integer", "number", "seed", "choice", "image", "video"]
 UPLOAD_KINDS = ("image", "video")
 SEED_MAX = 2**53 - 1  # JSON-safe in every client; ComfyUI takes up to 2**64 - 1
 TEXT_MAX_LENGTH = 10_000  # a text input without its own max_length
+NUMBER_LIMIT = 2**53  # integer and number inputs stay exact in every JSON client
 
 
 class TemplateInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -80,6 +82,8 @@ def _input_problem(spec: TemplateSpec, item: TemplateInput) -> str | None:
 
 def spec_problems(spec: TemplateSpec) -> list[str]:
     """Why this template cannot be published (empty when it can)."""
+    if shape := workflow_problem(spec.workflow):
+        return [shape]
     problems: list[str] = []
     names = [i.name for i in spec.inputs]
     if len(set(names)) != len(names):
@@ -98,8 +102,10 @@ def _number_problem(item: TemplateInput, value: Any) -> str | None:
         return "must be a number"
     if item.kind == "integer" and not isinstance(value, int):
         return "must be a whole number"
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return "must be finite"
+    if abs(value) > NUMBER_LIMIT:  # also keeps float arithmetic below from overflowing
+        return f"must be between {-NUMBER_LIMIT} and {NUMBER_LIMIT}"
     if item.min is not None and value < item.min:
         return f"must be at least {item.min:g}"
     if item.max is not None and value > item.max:
