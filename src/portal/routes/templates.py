@@ -163,7 +163,7 @@ async def publish_template(
     return await _run(state, request, command, idempotency_key, 201)
 
 
-@put("/templates/{template_id:str}", responses=errors(*BODY, *SIGNED_IN, 404, 422))
+@put("/templates/{template_id:str}", responses=errors(*BODY, *SIGNED_IN, 404, 409, 422))
 async def revise_template(
     template_id: FromPath[str],
     data: JSONBody[dict[str, Any]],
@@ -176,7 +176,9 @@ async def revise_template(
     return await _run(state, request, command, idempotency_key, 200)
 
 
-@delete("/templates/{template_id:str}", status_code=200, responses=errors(*SIGNED_IN, 404))
+@delete(
+    "/templates/{template_id:str}", status_code=200, responses=errors(400, *SIGNED_IN, 404, 409)
+)
 async def unpublish_template(
     template_id: FromPath[str],
     state: State,

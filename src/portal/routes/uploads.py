@@ -109,7 +109,7 @@ async def sweep_expired(pool: asyncpg.Pool, directory: Path) -> int:
 @post(
     "/uploads",
     status_code=201,
-    responses=errors(400, *SIGNED_IN, 413, 415, 422, 429),
+    responses=errors(400, *SIGNED_IN, 409, 413, 415, 422, 429),
     request_max_body_size=None,  # bounded below, by RCC_MAX_UPLOAD_BYTES
 )
 async def create_upload(
