@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from comfy_adapter.run import prompt_id_for
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
@@ -303,7 +304,7 @@ async def test_pick_the_sample_fill_the_form_upload_confirm_and_see_the_result(s
             f"job-{job_id}",
         )
     assert sent == IMAGE_TO_IMAGE_ID
-    [prompt] = [entry["prompt"][2] for entry in site.comfy.history.values()]
+    prompt = site.comfy.history[prompt_id_for(job_id)]["prompt"][2]  # what the backend ran
     assert prompt["4"]["inputs"]["image"].startswith("rcc_upload_")
     assert prompt["5"]["inputs"]["denoise"] == 0.45
     await page.goto("/app/jobs")
