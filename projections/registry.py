@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from projections import (
+from projections import (  # h4
     balances,
     dashboard,
     jobs,
@@ -18,6 +18,8 @@ from projections import (
     ops_log,
     orgs,
     payments,
+    templates,
+    uploads,
     users,
 )
 from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
@@ -35,6 +37,8 @@ ALL: tuple[Projection[Any], ...] = (
     lots.PROJECTION,
     BACKENDS,  # the GPU pool (h8)
     orgs.PROJECTION,  # organisations (h5)
+    templates.PROJECTION,  # h4
+    uploads.PROJECTION,  # h4
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

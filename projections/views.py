@@ -51,6 +51,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     waiting_reason: str | None = None
     held_rcc: int = 0  # its hold, while it is open (h1: a job is a hold)
     charged_rcc: int = 0  # what its hold captured, once it succeeded
+    template: dict[str, Any] | None = None  # h4: {id, version, name} when built from one
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from rcc.store.database import create_pool
 from tests import stripe_payloads as sp
 from tests.comfy_server.server import ComfyServer
 from tests.stripe_double import StripeDouble
+from tests.template_helpers import CHECKPOINT as SAMPLE_CHECKPOINT
 
 # Assertions wait as long as actions do: the whole suite shares two cores, and a page's
 # polling (balance, job status) can lag behind under that load without being wrong.
@@ -188,7 +189,8 @@ async def running_site(
 async def _running_site(
     db_url: str, data_dir: Path, files: str, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[Site]:
-    comfy = ComfyServer(node_seconds={"ImageInvert": 1.5}, steps=3)
+    # h4: the sample templates' checkpoint is installed on this backend
+    comfy = ComfyServer(node_seconds={"ImageInvert": 1.5}, steps=3, checkpoints=[SAMPLE_CHECKPOINT])
     stripe = StripeDouble()
     await comfy.start()
     await stripe.start()

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from comfy_adapter.outbound_guard import DownloadAddressGuard
+from comfy_ops.outbound_guard import DownloadAddressGuard
 from portal.app import create_app
 from rcc.audit import verify
 from rcc.config import Settings

@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from comfy_adapter.run import prompt_id_for
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
+from rcc.service.sample_templates import IMAGE_TO_IMAGE_ID
 from tests.browser_helpers import Site, database, running_site, shoot
 from tests.comfy_server import captures
 from tests.portal_helpers import PASSWORD
+from tests.template_helpers import png
 
 pytestmark = pytest.mark.xdist_group("ui_browser")  # one worker shares the one service
 
@@ -301,3 +304,57 @@ async def test_lots_on_the_credits_page_and_an_admin_grant_that_expires(site: Si
     await expect(expired).to_contain_text("lot L1 expired")
     await expect(expired).to_contain_text("4 RCC")
     await shoot(user, "credits-lots")
+
+
+# --- templates (h4) ----------------------------------------------------------------
+
+
+async def test_pick_the_sample_fill_the_form_upload_confirm_and_see_the_result(site: Site) -> None:
+    context = await site.context()
+    page = await context.new_page()
+    user_id = await sign_up(page, "painter@example.com")
+    granted = await execute(site.pool, c.GrantCredits(user_id=user_id, kind="topup", amount=10))
+    assert isinstance(granted, Done)
+
+    await page.goto("/app/templates")
+    await expect(page.get_by_role("heading", name="Text to image")).to_be_visible()
+    await shoot(page, "template-gallery")
+    await page.get_by_role("link", name="Image to image").click()
+    await page.wait_for_url(f"**/app/templates/{IMAGE_TO_IMAGE_ID}")
+    await expect(page.locator("textarea, input, select").first).to_be_visible()
+    assert await page.locator("[data-workflow], pre").count() == 0  # no JSON in sight
+
+    await page.get_by_label("How to repaint it").fill("a watercolour of a red barn")
+    await page.get_by_label("Strength").fill("0.45")
+    await page.get_by_label("Your picture").set_input_files(
+        files=[{"name": "barn.png", "mimeType": "image/png", "buffer": png(96, 64)}]
+    )
+    await expect(page.locator('[data-upload-state="image"]')).to_have_text(
+        "Uploaded (96 \u00d7 64)"
+    )
+    await page.get_by_role("button", name="Review and run").click()
+    await expect(page.locator("[data-confirm-text]")).to_have_text(
+        "This job holds 2 RCC from your balance."
+    )
+    await shoot(page, "template-form-confirm")
+    await page.get_by_role("button", name="Run", exact=True).click()
+    await page.wait_for_url(re.compile(r"/app/jobs/[0-9a-f-]+$"))
+    job_id = page.url.rsplit("/", 1)[-1]
+
+    shown = page.locator("ul.outputs img")
+    await expect(shown).to_be_visible()
+    assert await shown.evaluate("img => img.complete && img.naturalWidth > 0")
+    await shoot(page, "template-job-result")
+    async with site.pool.acquire() as conn:
+        sent = await conn.fetchval(
+            "SELECT data->>'template' FROM events WHERE stream_id = $1 AND type = 'job_created'",
+            f"job-{job_id}",
+        )
+    assert sent == IMAGE_TO_IMAGE_ID
+    prompt = site.comfy.history[prompt_id_for(job_id)]["prompt"][2]  # what the backend ran
+    assert prompt["4"]["inputs"]["image"].startswith("rcc_upload_")
+    assert prompt["5"]["inputs"]["denoise"] == 0.45
+    await page.goto("/app/jobs")
+    await expect(page.locator("img.thumb")).to_be_visible()
+    await shoot(page, "template-jobs-thumbnails")
+    await context.close()

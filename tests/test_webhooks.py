@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from comfy_adapter.outbound_guard import DownloadAddressGuard
+from comfy_ops.outbound_guard import DownloadAddressGuard
 from portal.app import create_app
 from rcc.config import Settings, load_settings
 from rcc.service import commands as c

@@ -101,6 +101,25 @@ class ComfyClient:
             raise BackendError(f"POST /prompt answered {status} with {raw[:200]!r}") from error
         raise BackendError(f"POST /prompt answered {status}: {raw[:200]!r}")
 
+    async def upload_image(self, name: str, body: bytes, content_type: str) -> None:
+        """POST /upload/image (multipart `image`, type=input, overwrite=true), as ComfyUI's
+        own front end sends a file that a LoadImage node then names."""
+        form = aiohttp.FormData()
+        form.add_field("image", body, filename=name, content_type=content_type)
+        form.add_field("type", "input")
+        form.add_field("overwrite", "true")
+        try:
+            async with self.session.post(
+                self._url("/upload/image"), data=form, timeout=self.timeout
+            ) as response:
+                if response.status != 200:
+                    text = (await response.read())[:200]
+                    raise BackendError(f"POST /upload/image answered {response.status}: {text!r}")
+        except aiohttp.ClientConnectorError as error:
+            raise Unreachable(_explain(error)) from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise BackendError(_explain(error)) from error
+
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """GET /history/{id}: the finished prompt's entry, None while unknown or running."""
         status, raw = await self._request("GET", f"/history/{prompt_id}")

@@ -28,6 +28,7 @@ class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     urls: tuple[str, ...] = ()
     outputs_dir: Path = Path(".rcc/outputs")
+    uploads_dir: Path = Path(".rcc/uploads")  # users' uploads, sent before the prompt (h4)
     name: str = "comfy_adapter"
     slots: int = 2
     timeouts_s: dict[str, float] = msgspec.field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
@@ -82,6 +83,7 @@ def load_adapter_settings(data_dir: Path, env: dict[str, str] | None = None) -> 
     return AdapterSettings(
         urls=parse_urls(env.get("COMFYUI_URLS", "")),
         outputs_dir=data_dir / "outputs",
+        uploads_dir=data_dir / "uploads",
         slots=int(_float(env, "RCC_COMFYUI_SLOTS", 2)),
         timeouts_s={
             "IMAGE_TASK": _float(env, "RCC_TIMEOUT_IMAGE_S", DEFAULT_TIMEOUTS_S["IMAGE_TASK"]),

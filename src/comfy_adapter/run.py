@@ -27,6 +27,7 @@ from comfy_adapter.client import BackendError, OutputMissing, OutputTooLarge, Un
 from comfy_adapter.config import AdapterSettings
 from comfy_adapter.logs import RunLog
 from comfy_adapter.store import JobRow, fill_workflows, mark_cleaned
+from comfy_adapter.uploads import UploadGone, send_uploads
 from comfy_adapter.waits import get_within
 from rcc.domain.errors import DomainError, IllegalTransition
 from rcc.outputs import OutputStore
@@ -174,6 +175,7 @@ class JobRun:
                 self.log.adapter(self.ended.status, f"job {self.ended.status} before submission")
                 raise Stop  # cancelled before ComfyUI got it: nothing to take back
             try:
+                await self._send_uploads(workflow)  # h4: before the prompt that names them
                 answer = await self.backend.client.submit(
                     workflow,
                     client_id=self.ctx.client_id,
@@ -209,6 +211,14 @@ class JobRun:
             f"attempts: {last}"
         )
         return False  # unreachable: _fail raised Stop
+
+    async def _send_uploads(self, workflow: dict[str, Any]) -> None:
+        try:
+            sent = await send_uploads(self.backend.client, self.ctx.settings.uploads_dir, workflow)
+        except UploadGone as error:
+            await self._fail(str(error))
+        if sent:
+            self.log.adapter("uploaded", f"sent {sent} upload(s) to {self.backend.url}")
 
     # --- following -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from portal import pages
 from portal.api_docs import openapi_config, swagger_assets
+from portal.backend_descriptions import BackendDescriptions
 from portal.errors import (
     DATABASE_GONE,
     handle_bad_cursor,
@@ -40,6 +41,8 @@ from portal.routes import (
     operations,
     orgs,
     payments,
+    templates,  # h4
+    uploads,  # h4
     webhooks,  # h7
 )
 from portal.routes.backends import router as backends_router  # the GPU pool (h8)
@@ -88,13 +91,25 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             auto_topup.router,  # auto top-up, customer portal (h7)
             orgs.router,  # organisations (h5)
             admin_orgs.router,  # organisations (h5)
+            templates.router,  # h4
+            templates.admin_router,  # h4
+            uploads.router,  # h4
             health.metrics,
             pages.router(),  # the browser pages (not in the OpenAPI schema)
             pages.static_files(),
             swagger_assets(),  # /schema's own script and stylesheet: no CDN
         ],
         lifespan=[lifespan, operations.operations_lifespan],  # the pool opens first
-        state=State({"settings": settings, **({"pool": pool} if pool is not None else {})}),
+        state=State(
+            {
+                "settings": settings,
+                **({"pool": pool} if pool is not None else {}),
+                # h4: what the backends can run, checked before paying
+                "backend_descriptions": BackendDescriptions(
+                    settings.templates.backends, settings.templates.object_info_ttl_s
+                ),
+            }
+        ),
         middleware=[
             trusted_proxies_middleware(parse_networks(settings.trusted_proxies)),  # first
             request_id_middleware,

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from portal.job_templates import with_templates
 from projections.job_waiting import waiting_reasons
 from projections.queries import job_view
 from projections.views import JobView, Page
@@ -62,6 +63,7 @@ async def page_with_waiting_reasons(pool: asyncpg.Pool, page: Page[JobView]) -> 
 
 
 async def _with_reasons(pool: asyncpg.Pool, jobs: list[JobView]) -> list[JobView]:
+    jobs = await with_templates(pool, jobs)  # h4: which template and version each ran
     if not any(job.status in WAITING for job in jobs):
         return jobs  # nothing waits: no need to ask about the adapter
     async with pool.acquire() as conn:

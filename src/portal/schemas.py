@@ -60,8 +60,13 @@ _WORKFLOW_DOC = msgspec.Meta(
 
 
 class CreateJobBody(Strict, frozen=True, kw_only=True):
-    type: JobType
-    workflow: Annotated[dict[str, Any], _WORKFLOW_DOC]
+    """A raw workflow `{type, workflow}`, or a template `{template, version?, inputs}`."""
+
+    type: JobType | None = None
+    workflow: Annotated[dict[str, Any], _WORKFLOW_DOC] | None = None
+    template: str | None = None  # h4: a published template's id
+    version: int | None = None  # h4: that template's version (default: the current one)
+    inputs: dict[str, Any] = {}  # h4: {input name: value}; an upload input takes its id
     wallet: Annotated[str, msgspec.Meta(max_length=100)] | None = None  # h5: org:<id>
 
 

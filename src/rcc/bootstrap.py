@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from rcc.config import Settings
+from rcc.service.sample_templates import publish_samples
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded
 from rcc.store.migrations import migrate
@@ -47,7 +48,10 @@ async def open_pool(
     direct_url = direct_database_url(settings)
     await migrate_database(direct_url, settings.reader_password)
     if direct:
-        return await create_pool(direct_url, max_size=max_size)
-    return await create_pool(
-        database_url(settings), max_size=max_size, pooler=settings.database_pooler
-    )
+        pool = await create_pool(direct_url, max_size=max_size)
+    else:
+        pool = await create_pool(
+            database_url(settings), max_size=max_size, pooler=settings.database_pooler
+        )
+    await publish_samples(pool)  # h4: a fresh install shows the sample templates
+    return pool

@@ -167,7 +167,7 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
 
 def _webhook_guard(settings: Settings) -> Any:
     """The model downloads' address checks, for webhook endpoints (docs/WEBHOOKS.md)."""
-    from comfy_adapter.outbound_guard import DownloadAddressGuard
+    from comfy_ops.outbound_guard import DownloadAddressGuard
 
     return DownloadAddressGuard(allow_private=settings.webhook_allow_private)
 

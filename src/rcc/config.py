@@ -20,6 +20,7 @@ from rcc.ops_settings import (
     load_comfyui_container,
     load_model_store,
 )
+from rcc.template_settings import TemplateSettings, load_template_settings
 
 
 class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_allow_private: bool = False  # RCC_WEBHOOK_ALLOW_PRIVATE=1
     webhook_retry_schedule_s: tuple[float, ...] = ()  # RCC_WEBHOOK_RETRY_SCHEDULE_S; () = default
     webhook_timeout_s: int = 10  # RCC_WEBHOOK_TIMEOUT_S: one attempt, redirects included
+    templates: TemplateSettings = TemplateSettings()  # uploads, raw workflows (h4)
 
     @property
     def pgdata(self) -> Path:
@@ -234,6 +236,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         comfyui=load_comfyui_container(env),
         models=load_model_store(env),
         audit=load_audit_settings(env),
+        templates=load_template_settings(env),
         lots=_lot_policy(env),
         reader_password=env.get("RCC_READER_PASSWORD", ""),
         webhook_allow_private=env.get("RCC_WEBHOOK_ALLOW_PRIVATE", "").strip() == "1",

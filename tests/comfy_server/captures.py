@@ -100,3 +100,16 @@ def run_prompt(run: str) -> dict[str, Any]:
     """The workflow a recorded run posted (to replay it against the test server)."""
     prompt: dict[str, Any] = record(f"{run}/post_prompt.json")["request"]["json_body"]["prompt"]
     return prompt
+
+
+@cache
+def _full_object_info() -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        (CAPTURES / "object_info" / "_full_object_info.json").read_text()
+    )
+    return found
+
+
+def full_object_info() -> dict[str, Any]:
+    """The whole recorded GET /object_info body (478 node types; a deep copy)."""
+    return copy.deepcopy(_full_object_info())

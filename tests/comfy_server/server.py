@@ -114,6 +114,8 @@ class ComfyServer:
     steps: int = 10
     drop_sockets_at: str | None = None
     hold_sockets_s: float = 0.0
+    # Model files this backend has: they fill the loader choices of GET /object_info.
+    checkpoints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -123,6 +125,9 @@ class ComfyServer:
         self.deletes: list[str] = []
         self.ws_connects: Counter[str] = Counter()
         self.executed: list[str] = []  # prompt ids, in the order they started
+        # "upload <name>" and "prompt <id>", in the order POST /upload/image and
+        # accepted POST /prompt arrived (a test proves an upload came first).
+        self.arrivals: list[str] = []
         self.started = asyncio.Event()  # set whenever a prompt starts running
         self._runner: web.AppRunner | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -159,6 +164,9 @@ class ComfyServer:
         app.router.add_get("/history", self.get_history)
         app.router.add_get("/history/{prompt_id}", self.get_history_item)
         app.router.add_get("/view", self.view)
+        app.router.add_get("/object_info", self.object_info)
+        app.router.add_get("/object_info/{node}", self.object_info_node)
+        app.router.add_post("/upload/image", self.upload_image)
         app.router.add_get("/system_stats", self.recorded("http/system_stats.json"))
         app.router.add_get("/features", self.recorded("http/features.json"))
         app.router.add_get("/models", self.recorded("http/models_folders.json"))
@@ -309,6 +317,7 @@ class ComfyServer:
         skipped = {o for e in node_errors.values() for o in e["dependent_outputs"]}
         outputs = [n for n in prompt if self.is_output(prompt[n]) and n not in skipped]
         self.pending.append(Item(number, prompt_id, prompt, extra, outputs))
+        self.arrivals.append(f"prompt {prompt_id}")
         await self.status()
         self._wake.set()
         return web.json_response(
@@ -339,7 +348,54 @@ class ComfyServer:
                 return refused
         if not any(self.is_output(node) for node in prompt.values()):
             return captures.body("validation_errors/no_output_node.json")
+        return self.missing_input_file(prompt)
+
+    def input_files(self) -> list[str]:
+        """LoadImage's choices: the capture's input folder plus what was uploaded."""
+        uploaded = [name for (kind, _, name) in self.files if kind == "input"]
+        return ["example.png", *sorted(uploaded)]
+
+    def missing_input_file(self, prompt: dict[str, Any]) -> dict[str, Any] | None:
+        """ComfyUI checks LoadImage's file at validation: the recorded 400, for this node."""
+        for node_id, node in prompt.items():
+            image = node.get("inputs", {}).get("image")
+            if node["class_type"] == "LoadImage" and image not in self.input_files():
+                refused: dict[str, Any] = captures.body(
+                    "validation_errors/loadimage_missing_file.json"
+                )
+                [entry] = refused["node_errors"].values()
+                entry["errors"][0]["message"] = f"Invalid image file: {image}"
+                refused["node_errors"] = {node_id: entry}
+                return refused
         return None
+
+    def described(self) -> dict[str, Any]:
+        """GET /object_info as recorded, with this backend's files in the choices."""
+        info: dict[str, Any] = captures.full_object_info()
+        info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(self.checkpoints)
+        info["LoadImage"]["input"]["required"]["image"][0] = self.input_files()
+        return info
+
+    async def object_info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.described())
+
+    async def object_info_node(self, request: web.Request) -> web.Response:
+        node = request.match_info["node"]
+        info = self.described()
+        return web.json_response({node: info[node]} if node in info else {})
+
+    async def upload_image(self, request: web.Request) -> web.Response:
+        """POST /upload/image as recorded: multipart `image`, `type`, `overwrite`."""
+        form = await request.post()
+        image = form.get("image")
+        if not isinstance(image, web.FileField):
+            return web.Response(status=400)
+        kind = str(form.get("type") or "input")
+        self.files[(kind, "", image.filename)] = image.file.read()
+        self.arrivals.append(f"upload {image.filename}")
+        answer = captures.body("run_upload_loadimage/upload_image.json")
+        answer.update(name=image.filename, type=kind)
+        return web.json_response(answer)
 
     def partial_errors(self, prompt: dict[str, Any]) -> dict[str, Any]:
         recorded = captures.record("run_partially_invalid_prompt/post_prompt.json")

@@ -20,6 +20,7 @@ from portal.pages import (
     policies,
     run,
 )
+from portal.pages import templates as template_pages  # h4
 from portal.pages.admin_backends import handlers as backend_pages  # the GPU pool (h8)
 from portal.pages.site import page_router, static_files, template_config
 
@@ -29,6 +30,7 @@ def router() -> Router:
         [
             *account.handlers,
             *run.handlers,
+            *template_pages.handlers,  # h4
             *jobs.handlers,
             *credits.handlers,
             *buy.handlers,

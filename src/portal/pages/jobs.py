@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Template
 
 from portal.consistency import caught_up
+from portal.job_templates import with_templates
 from portal.pages import reads
 from portal.pages.base import PageRefused, member, render
 from portal.pages.format import JOB_TYPES, STATUSES, UNFINISHED
@@ -86,6 +87,7 @@ async def job(request: Request[Any, Any, Any], state: State, job_id: FromPath[st
             if found.status in ("created", "queued")
             else None
         )
+    [found] = await with_templates(pool, [found])  # h4: the template and version it ran
     return render(
         request,
         "job.html",

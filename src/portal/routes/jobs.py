@@ -7,6 +7,7 @@ import contextlib
 from typing import Annotated, Any
 
 import asyncpg
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -24,15 +25,17 @@ from portal.identity import (
     require_identity,
     signed_in_user,
 )
+from portal.job_requests import job_to_make
 from portal.job_views import created_job_view, page_with_waiting_reasons, with_waiting_reason
+from portal.output_files import OUTPUT_HEADERS, media_type, zip_of
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.schemas import CreateJobBody, JobStatus, JobType
+from portal.workflow_check import CHECK_HEADER, check_before_paying
 from projections import queries
 from projections.job_log import JobLog, job_log
 from projections.views import JobView, Page
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
-from rcc.domain.workflow import workflow_problem
 from rcc.outputs import OutputStore
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
@@ -55,7 +58,9 @@ def _metadata(request: Request[Any, Any, Any], who: Identity) -> dict[str, Any]:
     }
 
 
-@post("/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 409, 422, 429, 503))
+@post(
+    "/jobs", status_code=201, responses=errors(*BODY, *SIGNED_IN, 402, 403, 404, 409, 422, 429, 503)
+)
 async def create_job(
     data: JSONBody[CreateJobBody],
     state: State,
@@ -65,35 +70,40 @@ async def create_job(
     """Reserve the job's cost and create it (201). 402 when the balance is short;
     nothing is written then. Repeating an Idempotency-Key returns the first job."""
     who = await me(request)
-    if problem := workflow_problem(data.workflow):
-        raise ApiError(422, "invalid_workflow", problem)
     settings: Settings = state.settings
     assert who.user_id is not None
     org_id = org_of(data.wallet, who.user_id)  # h5: `org:<id>` charges an organisation
     if isinstance(org_id, DomainError):
         return domain_response(org_id)  # type: ignore[return-value]
+    made = await job_to_make(state, who, data, idempotency_key)  # h4: template or raw
+    checked = await check_before_paying(
+        state.pool, state.backend_descriptions, made.workflow, made.deferred
+    )
     command = CreateJob(
         user_id=who.user_id,
-        job_type=data.type,
-        workflow=data.workflow,
+        job_type=made.job_type,
+        workflow=made.workflow,
         # The per-user limit counts a personal wallet's open jobs; an org's wallet is
         # shared by all its members, so it is not held to one member's limit.
         max_open_jobs=None if who.is_admin or org_id else settings.max_running_jobs_per_user,
         max_workflow_bytes=settings.max_workflow_bytes,
         org_id=org_id,
+        template=made.run,
     )
     key = f"jobs:{who.user_id}:{idempotency_key}" if idempotency_key else None
     done = await execute(state.pool, command, metadata=_metadata(request, who), idempotency_key=key)
     if isinstance(done, DomainError):
         return domain_response(done)  # type: ignore[return-value]
     view = created_job_view(
-        done.result, user_id=who.user_id, job_type=data.type, created_at=done.recorded_at
+        done.result, user_id=who.user_id, job_type=made.job_type, created_at=done.recorded_at
     )
+    view = msgspec.structs.replace(view, template=made.template)
     with contextlib.suppress(*DATABASE_GONE):
         # The job has committed: an outage on this read after it must not turn the
         # answer into a 503, which would tell the client nothing happened.
         view = await with_waiting_reason(state.pool, view)
     headers = {"Idempotent-Replayed": "true"} if done.replayed else {}
+    headers[CHECK_HEADER] = checked
     return Response(view, status_code=201, headers=headers)
 
 
@@ -155,7 +165,32 @@ async def job_output(
     found = OutputStore(settings.data_dir / "outputs").find(job_id, name)
     if job is None or found is None or OutputStore.uri(job_id, name) not in job.output_uris:
         raise ApiError(404, "not_found", "no such output")
-    return File(path=found, filename=name, content_disposition_type="inline")
+    # h4: the file's own content type, never sniffed, never able to run in our origin
+    return File(
+        path=found,
+        filename=name,
+        content_disposition_type="inline",
+        media_type=media_type(name),
+        headers=OUTPUT_HEADERS,
+    )
+
+
+@get("/jobs/{job_id:str}/outputs.zip", responses=errors(400, *SIGNED_IN, 404))
+async def job_outputs_zip(
+    job_id: FromPath[str], state: State, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    """All the outputs of one of your jobs as one zip (h4). Anyone else gets a 404."""
+    who = await me(request)
+    job = await _own_job(state, who, job_id)
+    if job.user_id != who.user_id:
+        raise ApiError(404, "not_found", "no such job")
+    store = OutputStore(state.settings.data_dir / "outputs")
+    names = [uri.rsplit("/", 1)[1] for uri in job.output_uris]
+    files = [(n, p) for n in names if (p := store.find(job_id, n)) is not None]
+    if not files:
+        raise ApiError(404, "not_found", "this job has no outputs")
+    headers = {"Content-Disposition": f'attachment; filename="{job_id}-outputs.zip"'}
+    return Response(zip_of(files), media_type="application/zip", headers=headers)
 
 
 @post(
@@ -217,7 +252,7 @@ async def job_logs(job_id: FromPath[str], state: State, request: Request[Any, An
 
 router = Router(
     path="/",
-    route_handlers=[create_job, list_jobs, get_job, cancel_job, job_output],
+    route_handlers=[create_job, list_jobs, get_job, cancel_job, job_output, job_outputs_zip],
     guards=[signed_in_user],
     tags=["jobs"],
 )

@@ -11,7 +11,7 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from comfy_adapter.outbound_guard import DownloadAddressGuard
+from comfy_ops.outbound_guard import DownloadAddressGuard
 from portal.errors import ApiError, domain_response
 from portal.idempotency import IdempotencyKey
 from portal.identity import admin_only, client_ip, identity_of

@@ -16,6 +16,7 @@ from rcc.domain.daily import daily_limit_refusal, day_of
 from rcc.domain.errors import DomainError, Invalid
 from rcc.domain.events import AdminBypassed, CreditsReserved, Event, JobCreated
 from rcc.domain.prices import JOB_PRICES_RCC, job_cost
+from rcc.domain.template_runs import TemplateRun
 from rcc.domain.user import UserState
 from rcc.domain.workflow import WorkflowBlob, too_large, workflow_blob
 
@@ -40,6 +41,7 @@ def admit_job(
     now: datetime,
     price_rcc: int | None = None,  # the policy's price (h6); None: the built-in table
     daily_limit_rcc: int | None = None,  # the plan's or a policy's limit (h6); None: none
+    template: TemplateRun | None = None,
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
     account is blocked, the workflow is too large, the type is unknown, too many jobs
@@ -50,7 +52,7 @@ def admit_job(
     blob = workflow_blob(workflow) if workflow else None
     if blob is not None and (refused_size := too_large(blob, max_workflow_bytes)):
         return refused_size
-    cost = job_cost(job_type)
+    cost = job_cost(job_type) if template is None else template.price_rcc
     if cost is None:
         return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
     cost = cost if price_rcc is None else price_rcc
@@ -78,6 +80,9 @@ def admit_job(
         metadata=metadata,
         workflow_digest=blob.hex if blob else "",
         draws=draws,
+        template=template.template_id if template else "",
+        template_version=template.version if template else 0,
+        template_inputs=template.values if template else {},
     )
     return Admitted(
         charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob

@@ -237,6 +237,9 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     workflow_digest: str = ""
     draws: Draws = ()  # what its reserve drew from which lots: a release returns it
     budget_month: str = ""  # h5: the UTC month (YYYY-MM) an org budget was charged in
+    template: str = ""  # h4: the template it was built from ("" for a raw workflow)
+    template_version: int = 0
+    template_inputs: dict[str, object] = {}  # h4: the values bound (a capture reprices them)
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):
@@ -880,6 +883,57 @@ class OrgSpendReturned(Event, frozen=True, kw_only=True, tag="org_spend_returned
     month: str
 
 
+# --- templates and uploads (h4): `template-<id>`, `upload-<id>` -----------------------
+
+
+class TemplatePublished(Event, frozen=True, kw_only=True, tag="template_published"):
+    """An admin published a new template (version 1). `spec` is the whole TemplateSpec
+    as JSON (name, description, job_type, workflow, inputs, price, cover)."""
+
+    template_id: str
+    version: int
+    spec: dict[str, Any]
+    actor: str
+
+
+class TemplateRevised(Event, frozen=True, kw_only=True, tag="template_revised"):
+    """An admin published a new version; jobs keep the version they ran."""
+
+    template_id: str
+    version: int
+    spec: dict[str, Any]
+    actor: str
+
+
+class TemplateUnpublished(Event, frozen=True, kw_only=True, tag="template_unpublished"):
+    """No new jobs from this template; its past jobs and versions stay readable."""
+
+    template_id: str
+    actor: str
+
+
+class UploadStored(Event, frozen=True, kw_only=True, tag="upload_stored"):
+    """A user's file, checked by content, kept until `expires_at` (then deleted)."""
+
+    upload_id: str
+    user_id: str
+    kind: str  # image | video
+    content_type: str
+    bytes: int
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    expires_at: datetime
+
+
+def template_stream(template_id: str) -> str:
+    return f"template-{template_id}"
+
+
+def upload_stream(upload_id: str) -> str:
+    return f"upload-{upload_id}"
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -966,6 +1020,11 @@ AnyEvent = (
     | OrgOwnershipTransferred
     | OrgSpendCharged
     | OrgSpendReturned
+    # templates and uploads (h4)
+    | TemplatePublished
+    | TemplateRevised
+    | TemplateUnpublished
+    | UploadStored
 )
 
 _encoder = msgspec.json.Encoder()

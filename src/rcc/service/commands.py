@@ -8,6 +8,7 @@ import msgspec
 
 from rcc.domain.events import ExecutionLogLine
 from rcc.domain.lots import LotPolicy
+from rcc.domain.template_runs import TemplateRun
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 
 
@@ -74,6 +75,7 @@ class CreateJob(Command, frozen=True, kw_only=True):
     max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
     max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # RCC_MAX_WORKFLOW_BYTES
     org_id: str | None = None  # h5: charge this organisation's wallet (the caller's own: None)
+    template: TemplateRun | None = None  # h4: built from a template, at its price
 
 
 class RecordSignIn(Command, frozen=True, kw_only=True):

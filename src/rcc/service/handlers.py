@@ -56,6 +56,7 @@ from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.org_handlers import ORG_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.service.policy_handlers import POLICY_HANDLERS
+from rcc.service.template_handlers import TEMPLATE_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
@@ -312,6 +313,7 @@ def admit(
         now=_now(),
         price_rcc=terms.prices.get(cmd.job_type) if terms else None,
         daily_limit_rcc=terms.daily_limit_rcc if terms else None,
+        template=cmd.template,
     )
 
 
@@ -494,6 +496,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **WEBHOOK_HANDLERS,  # rcc/webhooks/commands.py: outbound webhook endpoints (h7)
     **AUTOTOPUP_HANDLERS,  # rcc/autotopup/commands.py: auto top-up (h7)
     **ORG_HANDLERS,  # org_handlers.py: organisations, members, budgets, their wallets
+    **TEMPLATE_HANDLERS,  # template_handlers.py: publish, new version, unpublish (h4)
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together

@@ -1,5 +1,5 @@
 """What the sender asks of an address check: the port the composition root fills with
-the model downloads' checks (comfy_adapter.outbound_guard), so there is one of them."""
+the model downloads' checks (comfy_ops.outbound_guard), so there is one of them."""
 
 from __future__ import annotations
 

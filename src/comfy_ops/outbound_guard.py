@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from comfy_adapter.downloads import CheckingResolver, DownloadPolicy, Refused, check_host, check_url
+from comfy_ops.downloads import CheckingResolver, DownloadPolicy, Refused, check_host, check_url
 from rcc.webhooks.guard import UnsafeUrl
 
 # Only the address rules of the policy matter here; a webhook answer is never saved.
