@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,51 @@ async def test_a_template_with_an_upload_runs_end_to_end(
             assert archive.read(uri.rsplit("/", 1)[1]) == output.content
         assert (await http.get(f"/jobs/{job['id']}/outputs.zip", headers=other)).status_code == 404
     await assert_ledger(pool, owner, user_id, 10 - 3)
+
+
+async def test_a_metered_template_holds_its_estimate_and_captures_what_the_outputs_show(
+    pool: asyncpg.Pool,
+    owner: asyncpg.Connection,
+    settings: Settings,
+    projector: Any,
+    tmp_path: Path,
+) -> None:
+    """RCC per megapixel per step: the form asks for 1,000 x 1,000 at 10 steps, so the
+    job holds ceil(1 MP x 10 x 300 milli-RCC) = 3 RCC; the backend makes a 2 x 2 image,
+    so success captures the rule's minimum, 1 RCC, and the other 2 come back in the same
+    transaction as a JOB_RELEASE that settles the capture."""
+    admin = await bearer(pool, "admin")
+    user_id = await funded_user(pool, 10)
+    user = await bearer(pool, "user", user_id)
+    comfy = ComfyServer(checkpoints=[CHECKPOINT])
+    price = {"rule": "per_megapixel_step", "width": 1000, "height": 1000, "steps": "steps"}
+    spec = template_spec(price={**price, "millircc": 300, "min_rcc": 1})
+    async with (
+        comfy,
+        running(
+            pool, settings_for(tmp_path, [comfy.url], uploads_dir=settings.data_dir / "uploads")
+        ),
+        client_for(settings_with_backends(settings, [comfy.url]), pool) as http,
+    ):
+        published = await http.post("/admin/templates", json=spec, headers=admin)
+        assert published.status_code == 201, published.text
+        upload_id = (await upload(http, user, png(16, 16), "cat.png")).json()["id"]
+        inputs = {"prompt": "a barn", "image": upload_id}
+        created = await http.post(
+            "/jobs", json={"template": published.json()["id"], "inputs": inputs}, headers=user
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["cost_rcc"] == 3
+        job = await _finished(http, user, created.json()["id"])
+        assert job["status"] == "succeeded", job
+        assert (job["held_rcc"], job["charged_rcc"]) == (0, 1), job
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT type, data FROM events WHERE stream_id LIKE 'wallet-%'"
+            " AND data->>'job' = $1 ORDER BY position",
+            job["id"],
+        )
+    assert [r["type"] for r in rows] == ["credits_reserved", "credits_released"]
+    released = json.loads(rows[1]["data"])
+    assert (released["amount"], released["captured"]) == (2, 1)
+    await assert_ledger(pool, owner, user_id, 10 - 1)

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import asyncpg
@@ -26,6 +27,7 @@ from comfy_adapter.backends import RECONNECTED, Backend, BackendPool, Reconnecte
 from comfy_adapter.client import BackendError, OutputMissing, OutputTooLarge, Unreachable
 from comfy_adapter.config import AdapterSettings
 from comfy_adapter.logs import RunLog
+from comfy_adapter.output_usage import usage_of
 from comfy_adapter.store import JobRow, fill_workflows, mark_cleaned
 from comfy_adapter.uploads import UploadGone, send_uploads
 from comfy_adapter.waits import get_within
@@ -310,7 +312,7 @@ class JobRun:
     async def _finish(self, entry: p.HistoryEntry) -> NoReturn:
         self._log_history(entry)
         if entry.status.status_str == "success":
-            uris = await self._download(entry)
+            uris, paths = await self._download(entry)
             await self._mark_running()
             await self._flush_log()
             await self._close(
@@ -319,6 +321,7 @@ class JobRun:
                     status="succeeded",
                     output_uris=uris,
                     duration_ms=_duration_ms(entry),
+                    usage=usage_of(paths),  # a metered price captures by what was made
                 )
             )
         error = entry.message("execution_error")
@@ -343,11 +346,13 @@ class JobRun:
                 continue
             self.log.message(message)
 
-    async def _download(self, entry: p.HistoryEntry) -> list[str]:
+    async def _download(self, entry: p.HistoryEntry) -> tuple[list[str], list[Path]]:
+        """Fetch the outputs into the store: their URIs and the local files."""
         files = p.output_files(entry.outputs)
         settings = self.ctx.settings
         taken: set[str] = set()
         uris: list[str] = []
+        paths: list[Path] = []
         for _, ref in files:
             target = self.ctx.outputs.new_path(self.job_id, ref.filename, ref.subfolder, taken)
             for attempt in range(1, settings.retries + 1):
@@ -366,8 +371,9 @@ class JobRun:
                         )
                     await self._pause(attempt)
             uris.append(self.ctx.outputs.uri(self.job_id, target.name))
+            paths.append(target)
         self.log.adapter("outputs", f"stored {len(uris)} output file(s)")
-        return uris
+        return uris, paths
 
     async def _timeout(self) -> NoReturn:
         limit = self.ctx.settings.timeout_for(self.row.job_type)

@@ -97,6 +97,7 @@ async def build_template_job(
         version=found.version,
         price_rcc=estimate_rcc(spec.price, values),
         values=values,
+        price_rule=msgspec.to_builtins(spec.price),
     )
     return TemplateJob(
         job_type=spec.job_type,

@@ -240,6 +240,7 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     template: str = ""  # h4: the template it was built from ("" for a raw workflow)
     template_version: int = 0
     template_inputs: dict[str, object] = {}  # h4: the values bound (a capture reprices them)
+    price_rule: dict[str, object] = {}  # the template's rule: success captures what it gives
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):

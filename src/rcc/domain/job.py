@@ -15,6 +15,7 @@ from rcc.domain.events import (
     JobStarted,
     JobSucceeded,
 )
+from rcc.domain.metered import OutputUsage, PriceRule, charge_for_outputs
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -43,6 +44,10 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     draws: list[tuple[str, int]] = []  # what the reserve drew: a release returns exactly this
     charged_rcc: int = 0  # what its hold captured when it succeeded
     budget_month: str = ""  # h5: an org job's budget month, given back to on release
+    # A template's price rule and the inputs it ran with: success reprices them by what
+    # the outputs show (rcc.domain.metered), capturing at most the hold.
+    price_rule: dict[str, object] = {}
+    template_inputs: dict[str, object] = {}
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -59,6 +64,8 @@ def evolve(state: JobState, event: Event) -> JobState:
                 status="created",
                 draws=[(lot, n) for lot, n in event.draws],
                 budget_month=event.budget_month,
+                price_rule=event.price_rule,
+                template_inputs=event.template_inputs,
             )
         case JobQueued():
             return msgspec.structs.replace(state, status="queued")
@@ -93,13 +100,19 @@ def held(state: JobState) -> int:
     return 0 if state.bypass else state.cost_rcc
 
 
-def captured(state: JobState, target: str, charged: int | None) -> int | Invalid:
-    """What moving to `target` captures of the hold: on success `charged` (≤ the hold;
-    None: all of it), else nothing."""
+def captured(
+    state: JobState, target: str, charged: int | None, usage: OutputUsage | None = None
+) -> int | Invalid:
+    """What moving to `target` captures of the hold: on success `charged` (≤ the hold),
+    else what the job's metered price rule gives for the `usage` its outputs show, else
+    all of it; nothing on any other move."""
     if target != "succeeded":
         if charged is not None:
             return Invalid(detail="charged_rcc goes only with success")
         return 0
+    if charged is None and usage is not None and state.price_rule and not state.bypass:
+        rule = msgspec.convert(state.price_rule, PriceRule)
+        return charge_for_outputs(rule, dict(state.template_inputs), usage, held(state))
     if charged is None:
         return held(state)
     if not 0 <= charged <= held(state):

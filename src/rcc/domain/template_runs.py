@@ -11,3 +11,4 @@ class TemplateRun(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     price_rcc: int  # the rule's estimate for these inputs: what the job holds
     values: dict[str, object] = {}  # the inputs as bound: what a metered capture reprices
+    price_rule: dict[str, object] = {}  # the version's rule, so success reprices without it

@@ -8,6 +8,7 @@ import msgspec
 
 from rcc.domain.events import ExecutionLogLine
 from rcc.domain.lots import LotPolicy
+from rcc.domain.metered import OutputUsage
 from rcc.domain.template_runs import TemplateRun
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 
@@ -101,6 +102,9 @@ class MarkJob(Command, frozen=True, kw_only=True):
     # On success: what the job's hold captures (≤ its price; None: all of it), so a
     # metered price can charge less than it held. The rest comes back (JOB_RELEASE).
     charged_rcc: int | None = None
+    # On success: what the outputs show was produced; a template's metered price
+    # captures by it (rcc.domain.job.captured). The adapter reports facts, the core prices.
+    usage: OutputUsage | None = None
 
 
 class RecordPrompt(Command, frozen=True, kw_only=True):

@@ -384,7 +384,7 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
     job = heads[stream].as_state(jobs.JobState)  # re-read under the lock
     if refused := jobs.check_transition(job, cmd.status):
         return refused
-    captured = jobs.captured(job, cmd.status, cmd.charged_rcc)
+    captured = jobs.captured(job, cmd.status, cmd.charged_rcc, cmd.usage)
     if isinstance(captured, DomainError):
         return captured
     event = _job_event(cmd, captured)
