@@ -54,6 +54,7 @@ def settings_for(tmp_path: Path, urls: list[str], **overrides: Any) -> AdapterSe
         "reconnect_max_s": 0.2,
         "poll_s": 2.0,
         "heartbeat_s": 0.3,
+        "lease_s": 2.0,
     }
     values.update(overrides)
     return AdapterSettings(**values)
@@ -62,7 +63,7 @@ def settings_for(tmp_path: Path, urls: list[str], **overrides: Any) -> AdapterSe
 @contextlib.asynccontextmanager
 async def running(pool: asyncpg.Pool, settings: AdapterSettings) -> AsyncIterator[AdapterWorker]:
     """An adapter worker in the background; stopped (and awaited) at the end."""
-    worker = AdapterWorker(pool, settings, feed_poll_s=0.2, standby_poll_s=0.1)
+    worker = AdapterWorker(pool, settings, feed_poll_s=0.2)
     task = asyncio.create_task(worker.run())
     try:
         ready = asyncio.create_task(worker.caught_up.wait())

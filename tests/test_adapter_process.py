@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from comfy_adapter.run import client_id_for, prompt_id_for
+from comfy_adapter.run import prompt_id_for
 from tests.adapter_helpers import (
     SLOW,
     assert_ledger,
@@ -51,6 +51,7 @@ async def test_adapter_killed_mid_job_is_reconciled_without_a_second_submission(
             "COMFYUI_URLS": comfy.url,
             "RCC_COMFYUI_RETRY_BASE_S": "0.05",
             "RCC_COMFYUI_POLL_S": "1",
+            "RCC_ADAPTER_LEASE_S": "1",
         }
         log = tmp_path / "adapter.log"
         async with adapter_process(env, log) as first:
@@ -67,7 +68,7 @@ async def test_adapter_killed_mid_job_is_reconciled_without_a_second_submission(
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), timeout=30) == 0
     assert comfy.posts[pid] == 1, "submitted once, followed by both lives"
-    assert comfy.ws_connects[client_id_for("comfy_adapter")] >= 2
+    assert len(comfy.ws_connects) == 2, "each adapter process has its own client id"
     kinds = [type(e).__name__ for e in await job_events(pool, job)]
     assert kinds.count("JobPromptSubmitted") == 1 and kinds.count("JobSucceeded") == 1
     assert (Path(env["RCC_DATA_DIR"]) / "outputs" / job / "slow_00001_.png").is_file()

@@ -87,7 +87,7 @@ class Backend:
 
 
 class BackendPool:
-    """The backends of COMFYUI_URLS: chooses one with free capacity, keeps sockets up."""
+    """The backends of COMFYUI_URLS: which are healthy, their slots; keeps sockets up."""
 
     def __init__(
         self,
@@ -103,22 +103,14 @@ class BackendPool:
         self.reconnect_max_s = reconnect_max_s
         self.on_change = on_change
         self._tasks: set[asyncio.Task[None]] = set()
-        self._turn = 0
 
     def get(self, url: str) -> Backend | None:
         return next((b for b in self.backends if b.url == url.rstrip("/")), None)
 
-    def choose(self) -> Backend | None:
-        """A healthy backend with a free slot: the one with most free, taking turns on ties."""
-        count = len(self.backends)
-        best: Backend | None = None
-        for offset in range(count):
-            backend = self.backends[(self._turn + offset) % count]
-            if backend.free > 0 and (best is None or backend.free > best.free):
-                best = backend
-        if best is not None:
-            self._turn = (self.backends.index(best) + 1) % count
-        return best
+    def capacity(self) -> dict[str, int]:
+        """The backends dispatch may use now and their slots (healthy ones only). The one
+        place dispatch learns about backends: a table of backends can feed it instead."""
+        return {b.url: b.slots for b in self.backends if b.healthy}
 
     def waiting_reason(self) -> str:
         """Why a queued job is not running yet, in a sentence."""

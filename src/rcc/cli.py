@@ -139,9 +139,12 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
     from comfy_adapter.config import load_adapter_settings
     from comfy_adapter.worker import AdapterWorker
     from rcc.bootstrap import open_pool
+    from rcc.queue_limits import max_running_jobs
     from rcc.signals import stop_event_on_signals
 
-    adapter_settings = load_adapter_settings(settings.data_dir)
+    adapter_settings = load_adapter_settings(
+        settings.data_dir, max_running_per_user=max_running_jobs(settings)
+    )
     pool = await open_pool(settings, max_size=8, direct=True)  # LISTEN, leader lock
     worker = AdapterWorker(pool, adapter_settings, stop_event=stop_event_on_signals())
     shown = ", ".join(adapter_settings.urls) or "none (COMFYUI_URLS is empty: jobs wait queued)"

@@ -34,6 +34,7 @@ from projections.views import JobView, Page
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
 from rcc.domain.workflow import workflow_problem
+from rcc.queue_limits import max_queued_jobs
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
 
@@ -71,7 +72,7 @@ async def create_job(
         user_id=who.user_id,
         job_type=data.type,
         workflow=data.workflow,
-        max_open_jobs=None if who.is_admin else settings.max_running_jobs_per_user,
+        max_open_jobs=None if who.is_admin else max_queued_jobs(settings),
         max_workflow_bytes=settings.max_workflow_bytes,
     )
     key = f"jobs:{who.user_id}:{idempotency_key}" if idempotency_key else None

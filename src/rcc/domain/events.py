@@ -497,6 +497,21 @@ class ModelDeleted(Event, frozen=True, kw_only=True, tag="model_deleted"):
     was_installed: bool = True  # False: only the record of a failed install was removed
 
 
+# --- GPU pool (h3)
+
+
+class JobPromptLost(Event, frozen=True, kw_only=True, tag="job_prompt_lost"):
+    """The backend no longer knows the job's recorded prompt (neither queued nor in its
+    history: ComfyUI restarted, or the prompt never arrived). The prompt is forgotten so
+    the job may be submitted again as attempt `attempt` (the next one) under a new id."""
+
+    job_id: str
+    backend: str
+    prompt_id: str
+    attempt: int
+    reason: str
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -541,6 +556,8 @@ AnyEvent = (
     | ModelInstalled
     | ModelInstallFailed
     | ModelDeleted
+    # --- GPU pool (h3)
+    | JobPromptLost
 )
 
 _encoder = msgspec.json.Encoder()

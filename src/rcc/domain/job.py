@@ -10,6 +10,7 @@ from rcc.domain.events import (
     JobCancelled,
     JobCreated,
     JobFailed,
+    JobPromptLost,
     JobPromptSubmitted,
     JobQueued,
     JobStarted,
@@ -41,6 +42,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     backend: str = ""  # the ComfyUI backend and prompt id the adapter recorded, if any
     prompt_id: str = ""
     draws: list[tuple[str, int]] = []  # what the reserve drew: a release returns exactly this
+    attempt: int = 1  # the ComfyUI submission attempt (a lost prompt starts the next one)
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -61,6 +63,8 @@ def evolve(state: JobState, event: Event) -> JobState:
             return msgspec.structs.replace(state, status="queued")
         case JobPromptSubmitted():
             return msgspec.structs.replace(state, backend=event.backend, prompt_id=event.prompt_id)
+        case JobPromptLost():
+            return msgspec.structs.replace(state, backend="", prompt_id="", attempt=event.attempt)
         case JobStarted():
             return msgspec.structs.replace(state, status="running")
         case JobSucceeded():

@@ -48,6 +48,7 @@ from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
+from rcc.service.pool_handlers import POOL_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
@@ -426,6 +427,7 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 HANDLERS: dict[type[c.Command], Handler] = {
     **PAYMENT_HANDLERS,  # payment_handlers.py: Stripe facts and the monthly grants
     **OPS_HANDLERS,  # ops_handlers.py: the ComfyUI container and the model files
+    **POOL_HANDLERS,  # pool_handlers.py: the GPU pool (h3): lost prompts, next attempts
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
