@@ -49,6 +49,9 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     prompt_id: str | None = None
     # Why a created or queued job does not run yet; null once it runs (portal/job_views.py).
     waiting_reason: str | None = None
+    # While it waits for a GPU: its place in line (1 = next) and when it should start.
+    queue_position: int | None = None
+    estimated_start_at: datetime | None = None
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from portal.identity import read_only_roles_write_nothing
 from portal.json_bodies import json_bodies_only
 from portal.observability import request_id_middleware
 from portal.routes import account, admin, audit, auth, gitlab, health, jobs, operations, payments
+from portal.routes import pool as gpu_pool
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             jobs.router,
             jobs.logs_router,
             admin.router,
+            gpu_pool.router,  # the GPU pool: GET /admin/adapters (h3)
             operations.router,
             payments.router,
             audit.router,

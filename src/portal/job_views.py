@@ -3,7 +3,8 @@ list answer the same `JobView` for the same job, built by `projections.queries.j
 
 What the read model cannot know is added here the same way for all of them: why a job
 that is created or queued does not run yet (`waiting_reason`, from the adapter's
-heartbeat row; null once it runs or has ended).
+heartbeat row and its queue; null once it runs or has ended), with `queue_position` and
+`estimated_start_at` while it waits for a GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from comfy_adapter.queue_view import standings
 from comfy_adapter.status import waiting_reason
 from projections.queries import job_view
 from projections.views import JobView, Page
@@ -63,8 +65,20 @@ async def _with_reasons(pool: asyncpg.Pool, jobs: list[JobView]) -> list[JobView
     if not any(job.status in WAITING for job in jobs):
         return jobs  # nothing waits: no need to ask about the adapter
     async with pool.acquire() as conn:
-        reason = await waiting_reason(conn)
-    return [
-        msgspec.structs.replace(job, waiting_reason=reason) if job.status in WAITING else job
-        for job in jobs
-    ]
+        found = await standings(conn, [job.id for job in jobs if job.status in WAITING])
+        general = await waiting_reason(conn)
+    shown = []
+    for job in jobs:
+        if job.status not in WAITING:
+            shown.append(job)
+            continue
+        standing = found.get(job.id)
+        shown.append(
+            msgspec.structs.replace(
+                job,
+                waiting_reason=standing.waiting_reason if standing else general,
+                queue_position=standing.queue_position if standing else None,
+                estimated_start_at=standing.estimated_start_at if standing else None,
+            )
+        )
+    return shown
