@@ -12,6 +12,8 @@ ALTER TABLE adapter_jobs
     ADD COLUMN lease_owner      text,        -- the adapter instance that holds the job
     ADD COLUMN lease_expires_at timestamptz,
     ADD COLUMN slot_backend     text,        -- the backend whose slot the job holds
+    ADD COLUMN claimed_at       timestamptz, -- its last claim: round-robin serves the user
+                                             -- served longest ago first
     ADD COLUMN attempt          integer     NOT NULL DEFAULT 1,
     ADD COLUMN started_at       timestamptz;  -- ComfyUI's execution_start (JobStarted)
 
@@ -22,6 +24,7 @@ UPDATE adapter_jobs a SET user_id = COALESCE(s.state->>'user_id', '')
 
 CREATE INDEX adapter_jobs_waiting ON adapter_jobs (user_id, position)
     WHERE status IN ('created', 'queued') AND prompt_id IS NULL;
+CREATE INDEX adapter_jobs_claimed ON adapter_jobs (claimed_at) WHERE claimed_at IS NOT NULL;
 CREATE INDEX adapter_jobs_slots ON adapter_jobs (slot_backend)
     WHERE status IN ('created', 'queued', 'running') AND slot_backend IS NOT NULL;
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +11,7 @@ import asyncpg
 from comfy_adapter.run import prompt_id_for
 from tests.adapter_helpers import (
     SLOW,
+    adapter_process,
     assert_ledger,
     create_job,
     job_events,
@@ -23,22 +21,6 @@ from tests.adapter_helpers import (
 )
 from tests.comfy_server import ComfyServer
 from tests.helpers import funded_user
-
-
-@contextlib.asynccontextmanager
-async def adapter_process(
-    env: dict[str, str], log: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rcc.cli", "adapter", env=env, stdout=sink, stderr=sink
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), timeout=30)
 
 
 async def test_adapter_killed_mid_job_is_reconciled_without_a_second_submission(

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from comfy_adapter.queue_order import WAITING_ORDER
+from comfy_adapter.queue_order import FAIR_ORDER, WAITING_ORDER
 from comfy_adapter.store import _ROW, OPEN, JobRow
 
 CLAIM_LOCK = int.from_bytes(hashlib.sha256(b"rcc.adapter:claim").digest()[:8], "big", signed=True)
@@ -147,8 +147,7 @@ async def claim(
         if wanted == 0:
             return claimed
         rows = await conn.fetch(
-            f"{WAITING_ORDER} WHERE held + rank <= $1 ORDER BY priority DESC, held + rank, "
-            "position LIMIT $2",
+            f"{WAITING_ORDER} WHERE held + rank <= $1 ORDER BY {FAIR_ORDER} LIMIT $2",
             max_running,
             wanted,
         )
@@ -158,6 +157,7 @@ async def claim(
         found = await conn.fetch(
             """WITH c AS (SELECT * FROM unnest($1::text[], $2::text[]) AS c(job_id, backend))
                 UPDATE adapter_jobs a SET lease_owner = $3, slot_backend = c.backend,
+                       claimed_at = clock_timestamp(),
                        lease_expires_at = now() + make_interval(secs => $4)
                   FROM c WHERE a.job_id = c.job_id
              RETURNING a.job_id""",

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
-from comfy_adapter.queue_order import WAITING_ORDER
+from comfy_adapter.queue_order import FAIR_ORDER, WAITING_ORDER
 from comfy_adapter.status import waiting_reason
 
 DEFAULT_RUN_S = 30.0  # the estimate's run time before any job has finished
@@ -46,7 +46,7 @@ async def standings(conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, S
     rows = await conn.fetch(
         f"""WITH ordered AS ({WAITING_ORDER}),
                  line AS (SELECT job_id, row_number() OVER (
-                                ORDER BY priority DESC, held + rank, position) AS place
+                                ORDER BY {FAIR_ORDER}) AS place
                             FROM ordered)
             SELECT a.job_id, a.prompt_id, a.backend, line.place
               FROM adapter_jobs a LEFT JOIN line USING (job_id)
