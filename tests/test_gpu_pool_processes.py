@@ -32,7 +32,10 @@ from tests.adapter_helpers import (
 from tests.comfy_server import ComfyServer
 from tests.helpers import funded_user
 
-JOBS = 500  # from 20 users over 4 backends and 3 adapters killed at random
+# From 20 users over 4 backends and 3 adapters killed at random. The issue asks for 500
+# if that fits in about a minute; on the shared 2-core machine (load 11-16) the pool
+# runs ~10 jobs/s, so 200 it is (JOBS=500 passes too, in ~2 min when the box is quiet).
+JOBS = 200
 USERS = 20
 MAX_ATTEMPTS = 3
 
@@ -149,16 +152,21 @@ async def test_three_adapters_four_backends_killed_at_random_run_every_job_once(
         procs: list[Any] = []
         for _ in range(3):
             procs.append(await stack.enter_async_context(adapter_process(env, log)))
+        await wait_until(lambda: len(set().union(*(s.ws_connects for s in servers))) >= 3, 60)
         jobs = await create_jobs(pool, users, JOBS)
         started = time.monotonic()
-        while await ended(pool, jobs) < JOBS:
-            assert time.monotonic() - started < 240, log.read_text()[-3000:]
+        born = [started] * 3
+        while (done := await ended(pool, jobs)) < JOBS:
+            assert time.monotonic() - started < 150, f"{done} of {JOBS} ended"
             await asyncio.sleep(rng.uniform(0.5, 1.5))
             victim = rng.randrange(3)
+            if time.monotonic() - born[victim] < 4.0:
+                continue  # let a restarted adapter get to work before it dies again
             procs[victim].send_signal(signal.SIGKILL)
             await procs[victim].wait()
             kills += 1
             procs[victim] = await stack.enter_async_context(adapter_process(env, log))
+            born[victim] = time.monotonic()
         took = time.monotonic() - started
     print(f"\n{JOBS} jobs, 3 adapters, 4 backends, {kills} kill -9s: all ended in {took:.1f} s")
     for job in jobs:

@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_adapter.add_argument("--backends", type=int, default=4, help="test ComfyUI servers")
     bench_adapter.add_argument("--serial", type=int, default=200, help="jobs run one at a time")
     bench_adapter.add_argument(
+        "--adapters", type=int, default=1, help="adapters sharing the queue (compared with 1)"
+    )
+    bench_adapter.add_argument(
         "--database", default="rcc_bench_adapter", help="bench database (rcc_bench*), recreated"
     )
     bench_adapter.set_defaults(run=_bench("adapter"))
