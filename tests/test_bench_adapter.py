@@ -28,7 +28,7 @@ async def test_bench_reports_overhead_throughput_and_a_passing_audit(
     assert "bulk (20 jobs, 2 backends x 2 slots): all succeeded" in out
     assert "every prompt posted once: yes" in out and "audit: OK" in out
     for adapters in (1, 3):
-        assert f"dispatch with {adapters} adapter(s) (20 jobs from 20 users" in out
+        assert f"dispatch with {adapters} adapter(s) (20 jobs from 20 users, 2 backends" in out
     assert "posted once: NO" not in out
 
 
