@@ -52,6 +52,9 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     held_rcc: int = 0  # its hold, while it is open (h1: a job is a hold)
     charged_rcc: int = 0  # what its hold captured, once it succeeded
     template: dict[str, Any] | None = None  # h4: {id, version, name} when built from one
+    # While it waits for a GPU: its place in line (1 = next) and when it should start.
+    queue_position: int | None = None
+    estimated_start_at: datetime | None = None
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):

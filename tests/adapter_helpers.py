@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,6 +56,7 @@ def settings_for(tmp_path: Path, urls: list[str], **overrides: Any) -> AdapterSe
         "reconnect_max_s": 0.2,
         "poll_s": 2.0,
         "heartbeat_s": 0.3,
+        "lease_s": 2.0,
     }
     values.update(overrides)
     return AdapterSettings(**values)
@@ -62,7 +65,7 @@ def settings_for(tmp_path: Path, urls: list[str], **overrides: Any) -> AdapterSe
 @contextlib.asynccontextmanager
 async def running(pool: asyncpg.Pool, settings: AdapterSettings) -> AsyncIterator[AdapterWorker]:
     """An adapter worker in the background; stopped (and awaited) at the end."""
-    worker = AdapterWorker(pool, settings, feed_poll_s=0.2, standby_poll_s=0.1)
+    worker = AdapterWorker(pool, settings, feed_poll_s=0.2)
     task = asyncio.create_task(worker.run())
     try:
         ready = asyncio.create_task(worker.caught_up.wait())
@@ -75,6 +78,23 @@ async def running(pool: asyncpg.Pool, settings: AdapterSettings) -> AsyncIterato
     finally:
         worker.stop()
         await asyncio.wait_for(task, timeout=15)
+
+
+@contextlib.asynccontextmanager
+async def adapter_process(
+    env: dict[str, str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`rcc adapter` as a real process, logging to `log`; SIGTERM (if still alive) at the end."""
+    with log.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rcc.cli", "adapter", env=env, stdout=sink, stderr=sink
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), timeout=30)
 
 
 async def create_job(

@@ -48,7 +48,10 @@ async def test_owner_gets_outputs_and_logs_others_get_404(
         [uri] = job["output_uris"]
         image = await alice_http.get(uri)
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
-        assert image.content == comfy.files[("output", "", "protocol_capture_00001_.png")]
+        assert (
+            image.content
+            == comfy.files[("output", "", f"{job['id']}-a1_protocol_capture_00001_.png")]
+        )
         assert (await bob_http.get(uri)).status_code == 404
         for bad in (
             f"/outputs/{job['id']}/..%2F..%2Fsession_secret",

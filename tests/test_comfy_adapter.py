@@ -77,7 +77,9 @@ async def test_success_downloads_outputs_and_settles(
     assert done.output_uris == [f"/outputs/{job}/protocol_capture_00001_.png"]
     assert done.duration_ms is not None and done.duration_ms >= 0
     stored = tmp_path / "data" / "outputs" / job / "protocol_capture_00001_.png"
-    assert stored.read_bytes() == comfy.files[("output", "", "protocol_capture_00001_.png")]
+    assert (
+        stored.read_bytes() == comfy.files[("output", "", f"{job}-a1_protocol_capture_00001_.png")]
+    )
     submitted = next(e for e in events if isinstance(e, JobPromptSubmitted))
     assert submitted.prompt_id == prompt_id_for(job) and submitted.backend == comfy.url
     assert {"execution_start", "executing", "executed", "execution_success"} <= set(
@@ -245,7 +247,8 @@ async def test_prompt_recorded_but_never_posted_is_submitted_once_on_start(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
     """The crash window between recording the prompt id and POST /prompt: the backend
-    has never seen the prompt, so the next adapter submits it, exactly once."""
+    has never seen the prompt, so the next adapter submits it, exactly once (as the
+    next attempt: a prompt unknown to the backend is never followed again)."""
     user = await funded_user(pool, 10)
     async with ComfyServer() as comfy:
         job = await create_job(pool, user, SUCCESS)
@@ -259,7 +262,7 @@ async def test_prompt_recorded_but_never_posted_is_submitted_once_on_start(
         assert isinstance(recorded, Done)
         async with running(pool, settings_for(tmp_path, [comfy.url])):
             assert await wait_status(pool, job, "succeeded", "failed") == "succeeded"
-    assert posts_for(comfy, job) == 1
+    assert posts_for(comfy, job) == 0 and comfy.posts[prompt_id_for(job, 2)] == 1
     await assert_ledger(pool, owner, user, 9)
 
 

@@ -77,16 +77,18 @@ async def test_idempotency_key_header(client: httpx.AsyncClient, pool: asyncpg.P
     assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
 
 
-async def test_running_jobs_limit_is_429(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+async def test_queued_jobs_limit_is_429(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    """Twenty jobs queue (the running limit applies at dispatch); the 21st is a 429."""
     member = await sign_up(client)
-    await grant(pool, member.user_id, 10)
-    for _ in range(2):
+    await grant(pool, member.user_id, 30)
+    for _ in range(20):
         assert (
             await client.post("/jobs", json=IMAGE_JOB, headers=member.headers)
         ).status_code == 201
-    third = await client.post("/jobs", json=IMAGE_JOB, headers=member.headers)
-    assert third.status_code == 429 and third.json()["error"] == "too_many_running_jobs"
-    assert (await client.get("/me")).json()["balance_rcc"] == 8
+    refused = await client.post("/jobs", json=IMAGE_JOB, headers=member.headers)
+    assert refused.status_code == 429 and refused.json()["error"] == "too_many_jobs"
+    assert int(refused.headers["retry-after"]) > 0
+    assert (await client.get("/me")).json()["balance_rcc"] == 10
 
 
 async def test_one_user_never_sees_or_changes_anothers_things(

@@ -113,24 +113,21 @@ class BackendPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: dict[str, asyncio.Task[None]] = {}  # url -> its reconnect loop
         self._started = False
-        self._turn = 0
 
     def get(self, url: str) -> Backend | None:
         return next((b for b in self.backends if b.url == url.rstrip("/")), None)
 
-    def choose(self, required: frozenset[str] = frozenset()) -> Backend | None:
-        """A healthy backend with a free slot and every `required` tag: the one with most
-        free, taking turns on ties."""
-        count = len(self.backends)
-        best: Backend | None = None
-        for offset in range(count):
-            backend = self.backends[(self._turn + offset) % count]
-            fits = backend.free > 0 and required <= backend.tags
-            if fits and (best is None or backend.free > best.free):
-                best = backend
-        if best is not None:
-            self._turn = (self.backends.index(best) + 1) % count
-        return best
+    def capacity(self) -> dict[str, int]:
+        """The backends dispatch may use now and their slots: healthy, not draining, not
+        removed. The one place dispatch learns about backends (the slots in use are
+        counted across every adapter in SQL: comfy_adapter.leases)."""
+        return {
+            b.url: b.slots for b in self.backends if b.healthy and not b.draining and not b.removed
+        }
+
+    def tags(self) -> dict[str, frozenset[str]]:
+        """What each backend offers: a job goes only where its required tags are."""
+        return {b.url: b.tags for b in self.backends}
 
     def waiting_reason(self) -> str:
         """Why a queued job is not running yet, in a sentence."""
@@ -174,7 +171,6 @@ class BackendPool:
             if task is not None:
                 task.cancel()
         if gone:
-            self._turn = 0
             self.on_change()
         return gone
 

@@ -46,6 +46,11 @@ class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
     pool_refresh_s: float = 1.0
     health_s: float = 5.0
     job_type_tags: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    # The GPU pool (docs/GPU_POOL.md): leases, claims, attempts, the running limit.
+    lease_s: float = 10.0  # a dead adapter's jobs are taken over this long after its last renewal
+    claim_poll_s: float = 0.1  # how often an idle adapter looks for work in the shared queue
+    max_attempts: int = 3  # submissions per job when ComfyUI restarts and loses its prompts
+    max_running_per_user: int = 2  # a user's jobs on GPU slots at once (rcc/queue_limits.py)
 
     def timeout_for(self, job_type: str) -> float:
         return self.timeouts_s.get(job_type, max(self.timeouts_s.values(), default=3600.0))
@@ -77,7 +82,9 @@ def parse_urls(raw: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def load_adapter_settings(data_dir: Path, env: dict[str, str] | None = None) -> AdapterSettings:
+def load_adapter_settings(
+    data_dir: Path, env: dict[str, str] | None = None, *, max_running_per_user: int = 2
+) -> AdapterSettings:
     """Adapter settings from the environment; outputs go to $RCC_DATA_DIR/outputs."""
     env = dict(os.environ if env is None else env)
     return AdapterSettings(
@@ -96,6 +103,9 @@ def load_adapter_settings(data_dir: Path, env: dict[str, str] | None = None) -> 
         pool_refresh_s=_float(env, "RCC_POOL_REFRESH_S", 1.0),
         health_s=_float(env, "RCC_BACKEND_HEALTH_S", 5.0),
         job_type_tags=_job_type_tags(env.get("RCC_JOB_TYPE_TAGS", "")),
+        lease_s=_float(env, "RCC_ADAPTER_LEASE_S", 10.0),
+        max_attempts=int(_float(env, "RCC_COMFYUI_MAX_ATTEMPTS", 3)),
+        max_running_per_user=max_running_per_user,
     )
 
 

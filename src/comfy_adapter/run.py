@@ -32,9 +32,15 @@ from comfy_adapter.store import JobRow, fill_workflows, mark_cleaned
 from comfy_adapter.uploads import UploadGone, send_uploads
 from comfy_adapter.waits import get_within
 from rcc.domain.errors import DomainError, IllegalTransition
-from rcc.outputs import OutputStore
+from rcc.outputs import OutputStore, with_attempt_prefix
 from rcc.service.bus import execute
-from rcc.service.commands import Command, MarkJob, RecordExecutionLog, RecordPrompt
+from rcc.service.commands import (
+    Command,
+    MarkJob,
+    RecordExecutionLog,
+    RecordPrompt,
+    RecordPromptLost,
+)
 from rcc.service.handlers import Done
 
 log = logging.getLogger(__name__)
@@ -43,15 +49,12 @@ PROMPT_NAMESPACE = uuid.UUID("5b0f3f7e-3c1a-4d2e-9a55-7c0c0ffee006")
 METADATA = {"actor": "comfy_adapter", "via": "adapter"}
 
 
-def prompt_id_for(job_id: str) -> str:
-    """The one prompt id of a job: the same in every process and after every restart."""
-    return str(uuid.uuid5(PROMPT_NAMESPACE, f"rcc-job:{job_id}"))
-
-
-def client_id_for(name: str) -> str:
-    """The adapter's websocket client id: stable, so a restarted adapter gets the
-    execution messages of the prompts its previous life submitted."""
-    return uuid.uuid5(PROMPT_NAMESPACE, f"rcc-adapter:{name}").hex
+def prompt_id_for(job_id: str, attempt: int = 1) -> str:
+    """The prompt id of a job's attempt: the same in every process and after every
+    restart (a prompt lost by a restarted ComfyUI is submitted again under the next)."""
+    if attempt == 1:
+        return str(uuid.uuid5(PROMPT_NAMESPACE, f"rcc-job:{job_id}"))
+    return str(uuid.uuid5(PROMPT_NAMESPACE, f"rcc-job:{job_id}:{attempt}"))
 
 
 class Ended:
@@ -63,6 +66,10 @@ class Ended:
 
 class Stop(Exception):
     """The run is over (its outcome, if any, is recorded)."""
+
+
+class NextAttempt(Exception):
+    """The backend lost the prompt; the job's next attempt is recorded: submit it."""
 
 
 @dataclass
@@ -81,14 +88,14 @@ class JobRun:
         self.ctx = ctx
         self.row = row
         self.backend = backend
-        self.prompt_id = row.prompt_id or prompt_id_for(row.job_id)
+        self.prompt_id = row.prompt_id or prompt_id_for(row.job_id, row.attempt)
         self.inbox: asyncio.Queue[Signal | Ended] = asyncio.Queue()
         self.log = RunLog(row.workflow or {})
         self.running = row.status == "running"
         self.ended: Ended | None = None
         self.accepted = False  # a POST /prompt of ours was accepted in this process
-        self.resubmitted = False
         self.finished = False
+        self.finished_cleanly = False  # the outcome is recorded (or the job ended elsewhere)
         self._flushed_at = time.monotonic()
         elapsed = 0.0
         if row.submitted_at is not None:
@@ -106,15 +113,21 @@ class JobRun:
             self.inbox.put_nowait(self.ended)
 
     async def run(self) -> None:
+        """Submit (or take over) the job and follow it to its outcome, attempt by attempt."""
         try:
-            if self.row.prompt_id is None:
-                await self._dispatch()
-            else:
+            if self.row.prompt_id is not None:
                 self._attach()
                 self.log.adapter("reconcile", f"following prompt {self.prompt_id} after a restart")
-                await self._follow(probe_first=True)
+            while True:
+                try:
+                    if self.row.prompt_id is None:
+                        await self._dispatch()
+                    else:
+                        await self._follow(probe_first=True)
+                except NextAttempt:
+                    continue
         except Stop:
-            pass
+            self.finished_cleanly = True
         finally:
             self.finished = True
             self.backend.untrack(self.prompt_id)
@@ -145,6 +158,7 @@ class JobRun:
                 self.backend.in_flight.discard(self.job_id)
                 found.in_flight.add(self.job_id)
                 self.backend = found
+            self.row.prompt_id = self.prompt_id
             self._attach()
             self.log.adapter(
                 "reconcile", f"prompt {self.prompt_id} was recorded earlier; asking, not submitting"
@@ -152,6 +166,7 @@ class JobRun:
             await self._follow(probe_first=True)
             return
         self.row.submitted_at = datetime.now(UTC)
+        self.row.prompt_id = self.prompt_id
         self._attach()
         accepted = await self._submit()
         await self._follow(probe_first=not accepted)
@@ -164,7 +179,7 @@ class JobRun:
             async with self.ctx.pool.acquire() as conn:
                 await fill_workflows(conn, [self.row])
             self.log.workflow = self.row.workflow or {}
-        return self.row.workflow or {}
+        return with_attempt_prefix(self.row.workflow or {}, self.job_id, self.row.attempt)
 
     async def _submit(self) -> bool:
         """POST /prompt, retrying a backend that does not answer. True when accepted;
@@ -206,8 +221,7 @@ class JobRun:
             if answer.node_errors:
                 skipped = p.node_errors_text(answer.node_errors)
                 self.log.add("validation_warning", f"only valid outputs run; {skipped}")
-            await self._mark_running()
-            return True
+            return True  # queued in ComfyUI: `running` waits for its execution_start
         await self._fail(
             f"ComfyUI backend {self.backend.url} did not answer after {settings.retries} "
             f"attempts: {last}"
@@ -298,14 +312,34 @@ class JobRun:
         entry = await client.history(self.prompt_id)
         if entry is not None:
             await self._finish(entry)
-        if self.resubmitted or self.accepted:
+        await self._lost()
+
+    async def _lost(self) -> NoReturn:
+        """The backend does not know the recorded prompt: ComfyUI restarted (queue and
+        history live in its memory), or the prompt never arrived (a crash between
+        recording and posting). Either way nothing runs under that id, so the job is
+        submitted again as its next attempt, up to `max_attempts`, then failed."""
+        url, limit = self.backend.url, self.ctx.settings.max_attempts
+        if self.row.attempt >= limit:
             await self._fail(
-                f"ComfyUI lost prompt {self.prompt_id} (neither queued nor in history)"
+                f"the GPU server {url} restarted and lost this job's prompt; gave up after "
+                f"{limit} attempts (the reserved credits are released)"
             )
-        self.resubmitted = True
-        self.log.adapter("resubmit", f"{self.backend.url} has never seen the prompt; submitting it")
-        if not await self._submit():
-            raise BackendError("POST /prompt gave no clear answer")
+        reason = f"{url} knows no prompt {self.prompt_id} (restarted, or it never arrived)"
+        recorded = await self._execute(
+            RecordPromptLost(job_id=self.job_id, prompt_id=self.prompt_id, reason=reason)
+        )
+        if isinstance(recorded, DomainError) or not recorded.result["new"]:
+            raise Stop  # ended meanwhile, or another run already moved on
+        self.log.adapter(
+            "resubmit", f"{reason}; submitting attempt {recorded.result['attempt']} of {limit}"
+        )
+        self.backend.untrack(self.prompt_id)
+        self.accepted = False
+        self.row.attempt = int(recorded.result["attempt"])
+        self.row.prompt_id = self.row.submitted_at = None
+        self.prompt_id = prompt_id_for(self.job_id, self.row.attempt)
+        raise NextAttempt
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -372,6 +406,8 @@ class JobRun:
                     await self._pause(attempt)
             uris.append(self.ctx.outputs.uri(self.job_id, target.name))
             paths.append(target)
+        if self.row.attempt > 1 and (orphans := self.ctx.outputs.remove_others(self.job_id, taken)):
+            self.log.adapter("outputs", f"removed {orphans} file(s) of earlier attempts")
         self.log.adapter("outputs", f"stored {len(uris)} output file(s)")
         return uris, paths
 

@@ -20,6 +20,7 @@ from rcc.domain.events import (
     JobCancelled,
     JobCreated,
     JobFailed,
+    JobPromptLost,
     JobPromptSubmitted,
     JobQueued,
     JobStarted,
@@ -38,7 +39,7 @@ _STATUS_OF: dict[type, str] = {
     JobFailed: "failed",
     JobCancelled: "cancelled",
 }
-_FOLLOWED = frozenset((*_STATUS_OF, JobPromptSubmitted))
+_FOLLOWED = frozenset((*_STATUS_OF, JobPromptSubmitted, JobPromptLost))
 
 
 @dataclass
@@ -56,6 +57,9 @@ class JobRow:
     submitted_at: datetime | None = None
     cleaned_up: bool = False
     workflow_digest: str = ""  # the stored body's name, when the event did not embed it
+    user_id: str = ""
+    attempt: int = 1  # the submission attempt (a prompt lost by ComfyUI starts the next)
+    started_at: datetime | None = None  # ComfyUI's execution_start
 
 
 @dataclass
@@ -69,6 +73,9 @@ class Change:
     prompt_id: str | None = None
     client_id: str | None = None
     submitted_at: datetime | None = None
+    attempt: int | None = None
+    cleared: bool = False  # the prompt was lost: the fields above replace, not patch
+    started_at: datetime | None = None
 
 
 def feed_name(adapter_name: str) -> str:
@@ -108,7 +115,13 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             workflow=dict(event.workflow),
             status="created",
             workflow_digest=event.workflow_digest,
+            user_id=event.user_id,
         )
+    if isinstance(event, JobPromptLost):
+        change.backend = change.prompt_id = change.client_id = change.submitted_at = None
+        change.attempt, change.cleared = event.attempt, True
+    if isinstance(event, JobStarted):
+        change.started_at = at
     if isinstance(event, JobPromptSubmitted):
         change.backend, change.prompt_id, change.client_id = (
             event.backend,
@@ -126,6 +139,10 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
         row.prompt_id = change.prompt_id or row.prompt_id
         row.client_id = change.client_id or row.client_id
         row.submitted_at = change.submitted_at or row.submitted_at
+        row.attempt = change.attempt or row.attempt
+        row.started_at = change.started_at or row.started_at
+        if change.cleared and change.prompt_id is None:
+            row.backend = row.prompt_id = row.client_id = row.submitted_at = None
         if row.status in TERMINAL:
             row.workflow = None
 
@@ -145,10 +162,12 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
     if new:
         await conn.execute(
             """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,
-                                         prompt_id, client_id, submitted_at)
+                                         prompt_id, client_id, submitted_at, user_id,
+                                         attempt, started_at)
                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],
                                     $5::text[], $6::text[], $7::text[], $8::text[],
-                                    $9::timestamptz[])
+                                    $9::timestamptz[], $10::text[], $11::int[],
+                                    $12::timestamptz[])
                ON CONFLICT (job_id) DO NOTHING""",
             [r.job_id for r in new],
             [r.position for r in new],
@@ -159,22 +178,32 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
             [r.prompt_id for r in new],
             [r.client_id for r in new],
             [r.submitted_at for r in new],
+            [r.user_id for r in new],
+            [r.attempt for r in new],
+            [r.started_at for r in new],
         )
     patches = [c for c in changes if c.row is None]
     if patches:
         await conn.execute(
             """UPDATE adapter_jobs a
                   SET status = COALESCE(p.status, a.status),
-                      backend = COALESCE(p.backend, a.backend),
-                      prompt_id = COALESCE(p.prompt_id, a.prompt_id),
-                      client_id = COALESCE(p.client_id, a.client_id),
-                      submitted_at = COALESCE(p.submitted_at, a.submitted_at),
+                      backend = CASE WHEN p.cleared THEN p.backend
+                                     ELSE COALESCE(p.backend, a.backend) END,
+                      prompt_id = CASE WHEN p.cleared THEN p.prompt_id
+                                       ELSE COALESCE(p.prompt_id, a.prompt_id) END,
+                      client_id = CASE WHEN p.cleared THEN p.client_id
+                                       ELSE COALESCE(p.client_id, a.client_id) END,
+                      submitted_at = CASE WHEN p.cleared THEN p.submitted_at
+                                          ELSE COALESCE(p.submitted_at, a.submitted_at) END,
+                      attempt = COALESCE(p.attempt, a.attempt),
+                      started_at = COALESCE(p.started_at, a.started_at),
                       workflow = CASE WHEN p.status IN ('succeeded', 'failed', 'cancelled')
                                       THEN NULL ELSE a.workflow END,
                       updated_at = now()
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::timestamptz[]) AS p(job_id, status, backend, prompt_id,
-                                                     client_id, submitted_at)
+                             $6::timestamptz[], $7::int[], $8::bool[], $9::timestamptz[])
+                      AS p(job_id, status, backend, prompt_id, client_id, submitted_at,
+                           attempt, cleared, started_at)
                 WHERE a.job_id = p.job_id""",
             [c.job_id for c in patches],
             [c.status for c in patches],
@@ -182,11 +211,14 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
             [c.prompt_id for c in patches],
             [c.client_id for c in patches],
             [c.submitted_at for c in patches],
+            [c.attempt for c in patches],
+            [c.cleared for c in patches],
+            [c.started_at for c in patches],
         )
 
 
 _ROW = """SELECT job_id, position, job_type, workflow, status, backend, prompt_id, client_id,
-                 submitted_at, cleaned_up FROM adapter_jobs"""
+                 submitted_at, cleaned_up, user_id, attempt, started_at FROM adapter_jobs"""
 
 
 async def open_jobs(conn: asyncpg.Connection) -> list[JobRow]:

@@ -1,38 +1,35 @@
 """`AdapterWorker`: job events in, ComfyUI runs out, outcomes back as job events.
 
-It follows the log with the same runtime as the projectors (rcc.follower: its own
+It follows the log with the same runtime as the projectors (rcc.follower: one shared
 checkpoint, LISTEN/NOTIFY wake-ups, a poll as a safety net, backoff, and a stop before
-an event type this version does not know), keeping `adapter_jobs` as its durable
-dispatch queue. One adapter leads at a time (a session advisory lock); a second one
-waits as a standby and takes over when the leader's connection dies, even after
-`kill -9`.
+an event type this version does not know), keeping `adapter_jobs` as the durable
+dispatch queue. Any number of adapters run side by side: whichever holds the feed's
+lock for a batch folds it, and each claims jobs from the queue with a lease
+(leases.py) in the fair order (queue_order.py), renews its leases with its heartbeat,
+and takes over the jobs of an adapter whose leases ran out (after `kill -9` too),
+asking their backend about a recorded prompt before it submits anything.
 
-On start it catches up with the log, then reconciles: every open job with a recorded
-prompt is asked about on its backend (never submitted twice), every cancelled one
-still on a backend is removed, and the rest are queued in creation order.
+Each process has its own websocket client id (ComfyUI keeps one socket per client id:
+two processes sharing one would steal each other's messages).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
 import asyncpg
 
-from comfy_adapter import health, pool_sync, store
+from comfy_adapter import health, leases, pool_sync, store
 from comfy_adapter.backends import BackendPool
 from comfy_adapter.client import BackendError, ComfyClient
 from comfy_adapter.config import AdapterSettings
-from comfy_adapter.dispatch_choice import next_dispatch
-from comfy_adapter.run import METADATA, Context, JobRun, client_id_for, prompt_id_for
+from comfy_adapter.run import METADATA, Context, JobRun, prompt_id_for
 from comfy_adapter.waits import wait_event
-from rcc.domain.errors import DomainError
 from rcc.follower.batch import BatchResult
 from rcc.follower.worker import FollowerWorker
 from rcc.outputs import OutputStore
@@ -42,11 +39,7 @@ from rcc.service.commands import MarkJob
 log = logging.getLogger(__name__)
 
 QUEUE_MARK_CONCURRENCY = 8
-
-
-def lock_key(name: str) -> int:
-    digest = hashlib.sha256(f"rcc.adapter:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+DB_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError)
 
 
 class AdapterWorker:
@@ -60,16 +53,13 @@ class AdapterWorker:
         stop_event: asyncio.Event | None = None,
         batch_size: int = 1000,
         feed_poll_s: float = 1.0,
-        standby_poll_s: float = 1.0,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.stop_event = stop_event or asyncio.Event()
-        self.standby_poll_s = standby_poll_s
-        self.client_id = client_id_for(settings.name)
-        self.pending: OrderedDict[str, store.JobRow] = OrderedDict()
+        self.me = leases.Instance.new()
+        self.client_id = self.me.client_id
         self.runs: dict[str, JobRun] = {}
-        self.leading = asyncio.Event()
         self.caught_up = asyncio.Event()
         self._to_queue: list[store.JobRow] = []
         self._wake_queue = asyncio.Event()
@@ -103,18 +93,16 @@ class AdapterWorker:
     # --- the life of the worker ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Lead (or wait to), catch up, reconcile, then follow and dispatch until stopped."""
-        lock = await self._lead()
-        if lock is None:
-            return
+        """Register, catch up, then follow, claim and dispatch until stopped."""
+        async with self.pool.acquire() as conn:
+            await leases.register(conn, self.me)
         try:
             async with aiohttp.ClientSession() as session:
                 await self._serve(session)
         finally:
-            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-                await lock.execute("SELECT pg_advisory_unlock($1)", lock_key(self.settings.name))
-            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-                await self.pool.release(lock)
+            with contextlib.suppress(*DB_ERRORS):
+                async with self.pool.acquire() as conn:
+                    await leases.retire(conn, self.me)
 
     async def _serve(self, session: aiohttp.ClientSession) -> None:
         settings = self.settings
@@ -145,6 +133,7 @@ class AdapterWorker:
             self._spawn(self._dispatch(ctx))
             self._spawn(self._heartbeat())
             self._spawn(self._follow_pool(make_client))
+            self._spawn(self._renew_leases())
             await self.stop_event.wait()
         finally:
             await self._shutdown()
@@ -167,44 +156,26 @@ class AdapterWorker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _lead(self) -> asyncpg.Connection | None:
-        """Hold the adapter's lock on a connection of its own; None if stopped first."""
-        key = lock_key(self.settings.name)
-        while not self.stopping:
-            conn = await self.pool.acquire()
-            try:
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                    self.leading.set()
-                    return conn
-            except BaseException:
-                await self.pool.release(conn)
-                raise
-            await self.pool.release(conn)
-            await wait_event(self.stop_event, self.standby_poll_s)
-        return None
-
     # --- following the log -----------------------------------------------------------------
 
     def _on_batch(self, result: BatchResult) -> None:
         self._apply(store.changes_of(result.decoded))
 
     def _apply(self, changes: dict[str, store.Change]) -> None:
-        """React to a committed batch: new jobs to queue, ended jobs to stop."""
+        """React to a batch this process folded: new jobs to mark queued, ended jobs to
+        stop (batches folded by another adapter reach our runs through the leases)."""
         if not self.caught_up.is_set():
             return  # before reconciliation the table, not the batch, says what to do
         for change in changes.values():
             row = change.row
-            if row is not None and row.status in store.OPEN:
-                if row.prompt_id:  # submitted by an earlier life, seen only now
-                    self._resume(row)
-                else:
-                    self._to_queue.append(row)
-                    self._wake_queue.set()
+            if row is not None and row.status == "created":
+                self._to_queue.append(row)
+                self._wake_queue.set()
             if change.status in store.TERMINAL:
                 self._ended(change.job_id, change.status)
+        self._wake_dispatch.set()
 
     def _ended(self, job_id: str, status: str) -> None:
-        self.pending.pop(job_id, None)
         run = self.runs.get(job_id)
         if run is not None:
             run.end_elsewhere(status)
@@ -218,14 +189,12 @@ class AdapterWorker:
     # --- reconciliation --------------------------------------------------------------------
 
     async def _reconcile(self, ctx: Context) -> None:
+        """On start: mark jobs nobody marked yet queued, and take ended jobs' prompts off
+        their backends. Open jobs with a prompt are taken over through their leases."""
         async with self.pool.acquire() as conn:
             open_rows = await store.open_jobs(conn)
             leftovers = await store.uncleaned_jobs(conn)
-        for row in open_rows:
-            if row.prompt_id:
-                self._resume(row)
-            else:
-                self._to_queue.append(row)
+        self._to_queue.extend(row for row in open_rows if row.status == "created")
         self._wake_queue.set()
         for row in leftovers:
             self._spawn(self._remove_leftover(ctx, row))
@@ -273,45 +242,50 @@ class AdapterWorker:
     # --- queueing and dispatch ---------------------------------------------------------------
 
     async def _queue_jobs(self) -> None:
-        """Mark new jobs queued (in creation order) and hand them to the dispatcher."""
+        """Mark new jobs queued: accepted, waiting for a GPU (in creation order)."""
         while not self.stopping:
             await self._wake_queue.wait()
             self._wake_queue.clear()
             while self._to_queue:
                 chunk = self._to_queue[:QUEUE_MARK_CONCURRENCY]
                 del self._to_queue[:QUEUE_MARK_CONCURRENCY]
-                marked = await asyncio.gather(*(self._mark_queued(row) for row in chunk))
-                for row, ok in zip(chunk, marked, strict=True):
-                    if ok:
-                        self.pending[row.job_id] = row
-                self._wake_dispatch.set()
+                await asyncio.gather(*(self._mark_queued(row) for row in chunk))
                 self._wake_status.set()
 
-    async def _mark_queued(self, row: store.JobRow) -> bool:
-        if row.status != "created":
-            return True
-        moved = await execute(
-            self.pool, MarkJob(job_id=row.job_id, status="queued"), metadata=METADATA
-        )
-        if isinstance(moved, DomainError):
-            # Someone moved it first: queued is fine, an ended job is not ours to run.
-            return getattr(moved, "status", "") in ("queued", "running")
-        row.status = "queued"
-        return True
+    async def _mark_queued(self, row: store.JobRow) -> None:
+        # A refusal means someone moved it first (another adapter, a dispatch, a cancel).
+        await execute(self.pool, MarkJob(job_id=row.job_id, status="queued"), metadata=METADATA)
 
     async def _dispatch(self, ctx: Context) -> None:
-        """Give each waiting job, oldest first, to a backend with a free slot."""
+        """Claim work from the shared queue for the free slots, and run it: jobs whose
+        lease ran out (reconciled first), then waiting jobs in the fair order."""
         while not self.stopping:
-            await self._wake_dispatch.wait()
-            self._wake_dispatch.clear()
-            while (
-                picked := next_dispatch(self.pending, ctx.backends, self.settings.job_type_tags)
-            ) is not None:
-                row, backend = picked
-                del self.pending[row.job_id]
+            try:
+                async with self.pool.acquire() as conn:
+                    claimed = await leases.claim(
+                        conn,
+                        self.me,
+                        capacity=ctx.backends.capacity(),
+                        tags=ctx.backends.tags(),
+                        job_type_tags=self.settings.job_type_tags,
+                        max_running=self.settings.max_running_per_user,
+                        lease_s=self.settings.lease_s,
+                    )
+            except DB_ERRORS as error:
+                log.warning("adapter claim failed: %s", error)
+                claimed = leases.Claimed()
+            for row in claimed.adopted:
+                self._resume(row)
+            for row, url in claimed.new:
+                backend = ctx.backends.get(url)
+                if backend is None or row.job_id in self.runs:
+                    continue
                 backend.in_flight.add(row.job_id)
                 self._start(ctx, row, backend)
-            self._wake_status.set()
+            if claimed.new or claimed.adopted:
+                self._wake_status.set()
+                continue  # there may be more: look again at once
+            await self._sleep(self._wake_dispatch, self.settings.claim_poll_s)
 
     def _start(self, ctx: Context, row: store.JobRow, backend: Any) -> None:
         run = JobRun(ctx, row, backend)
@@ -330,6 +304,10 @@ class AdapterWorker:
             run.backend.in_flight.discard(run.job_id)
             self.runs.pop(run.job_id, None)
             self._run_tasks.pop(run.job_id, None)
+            if run.finished_cleanly:  # else the lease runs out and someone takes over
+                with contextlib.suppress(*DB_ERRORS):
+                    async with self.pool.acquire() as conn:
+                        await leases.release(conn, self.me, run.job_id)
             self._wake_dispatch.set()
 
     def _backends_changed(self) -> None:
@@ -359,6 +337,34 @@ class AdapterWorker:
                 changed,
             ),
         )
+
+    # --- leases and heartbeat ----------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of our runs; stop a run whose job ended (a cancel folded by
+        another adapter) or whose lease was lost (we were too slow: someone took over)."""
+        every = self.settings.lease_s / 3
+        while not self.stopping:
+            held = list(self.runs)
+            try:
+                async with self.pool.acquire() as conn:
+                    statuses = await leases.heartbeat(conn, self.me, held, self.settings.lease_s)
+            except DB_ERRORS as error:
+                log.warning("adapter lease renewal failed: %s", error)
+                statuses = None
+            for job_id in held if statuses is not None else []:
+                status = statuses.get(job_id) if statuses is not None else None
+                run = self.runs.get(job_id)
+                if run is None:
+                    continue
+                if status is None:
+                    log.warning("job %s: lease lost; another adapter follows it", job_id)
+                    task = self._run_tasks.get(job_id)
+                    if task is not None:
+                        task.cancel()
+                elif status in store.TERMINAL:
+                    run.end_elsewhere(status)
+            await wait_event(self.stop_event, every)
 
     # --- heartbeat ---------------------------------------------------------------------------
 

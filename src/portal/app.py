@@ -45,6 +45,7 @@ from portal.routes import (
     uploads,  # h4
     webhooks,  # h7
 )
+from portal.routes import pool as gpu_pool  # GET /admin/adapters (h3)
 from portal.routes.backends import router as backends_router  # the GPU pool (h8)
 from portal.routes.policies import plans_router, policies_router  # h6
 from projections.paging import BadCursor
@@ -82,6 +83,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             admin.router,
             policies_router,  # h6: /admin/policies
             plans_router,  # h6: /plans
+            gpu_pool.router,  # the GPU pool: GET /admin/adapters (h3)
             operations.router,
             backends_router,  # the GPU pool (h8)
             payments.router,

@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from rcc.domain import errors as domain
+from rcc.queue_limits import RETRY_AFTER_S
 
 log = logging.getLogger("portal.errors")
 
@@ -72,6 +73,8 @@ def domain_response(error: domain.DomainError) -> Response[dict[str, Any]]:
     body = msgspec.to_builtins(error)
     status = STATUS_OF.get(type(error), 422)
     headers = {"Retry-After": str(body.pop("retry_after_s"))} if "retry_after_s" in body else None
+    if isinstance(error, domain.TooManyJobs):  # the queue is full: one job's time, roughly
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return Response(body, status_code=status, headers=headers)
 
 

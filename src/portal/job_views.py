@@ -3,7 +3,8 @@ list answer the same `JobView` for the same job, built by `projections.queries.j
 
 What the read model cannot know is added here the same way for all of them: why a job
 that is created or queued does not run yet (`waiting_reason`, from the adapter's
-heartbeat row; null once it runs or has ended).
+heartbeat row and its queue; null once it runs or has ended), with `queue_position` and
+`estimated_start_at` while it waits for a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import msgspec
 from portal.job_templates import with_templates
 from projections.job_waiting import waiting_reasons
 from projections.queries import job_view
+from projections.queue_view import standings
 from projections.views import JobView, Page
 
 WAITING = ("created", "queued")
@@ -67,10 +69,20 @@ async def _with_reasons(pool: asyncpg.Pool, jobs: list[JobView]) -> list[JobView
     if not any(job.status in WAITING for job in jobs):
         return jobs  # nothing waits: no need to ask about the adapter
     async with pool.acquire() as conn:
+        found = await standings(conn, [job.id for job in jobs if job.status in WAITING])
         reasons = await waiting_reasons(conn)
-    return [
-        msgspec.structs.replace(job, waiting_reason=reasons.of(job.type))
-        if job.status in WAITING
-        else job
-        for job in jobs
-    ]
+    shown = []
+    for job in jobs:
+        if job.status not in WAITING:
+            shown.append(job)
+            continue
+        standing = found.get(job.id)
+        shown.append(
+            msgspec.structs.replace(
+                job,
+                waiting_reason=standing.waiting_reason if standing else reasons.of(job.type),
+                queue_position=standing.queue_position if standing else None,
+                estimated_start_at=standing.estimated_start_at if standing else None,
+            )
+        )
+    return shown

@@ -150,9 +150,12 @@ async def _adapter(args: argparse.Namespace, settings: Settings) -> int:
     from comfy_adapter.config import load_adapter_settings
     from comfy_adapter.worker import AdapterWorker
     from rcc.bootstrap import open_pool
+    from rcc.queue_limits import max_running_jobs
     from rcc.signals import stop_event_on_signals
 
-    adapter_settings = load_adapter_settings(settings.data_dir)
+    adapter_settings = load_adapter_settings(
+        settings.data_dir, max_running_per_user=max_running_jobs(settings)
+    )
     pool = await open_pool(settings, max_size=8, direct=True)  # LISTEN, leader lock
     worker = AdapterWorker(pool, adapter_settings, stop_event=stop_event_on_signals())
     shown = ", ".join(adapter_settings.urls) or "none (COMFYUI_URLS is empty: jobs wait queued)"
@@ -425,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_adapter.add_argument("--jobs", type=int, default=1000, help="jobs in the bulk run")
     bench_adapter.add_argument("--backends", type=int, default=4, help="test ComfyUI servers")
     bench_adapter.add_argument("--serial", type=int, default=200, help="jobs run one at a time")
+    bench_adapter.add_argument(
+        "--adapters", type=int, default=1, help="adapters sharing the queue (compared with 1)"
+    )
     bench_adapter.add_argument(
         "--database", default="rcc_bench_adapter", help="bench database (rcc_bench*), recreated"
     )

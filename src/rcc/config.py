@@ -44,7 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_direct_url: str | None = None  # DATABASE_DIRECT_URL, default DATABASE_URL
     database_pooler: Pooler = "session"  # RCC_DATABASE_POOLER: what DATABASE_URL reaches
     signup_grant_rcc: int = 0
-    max_running_jobs_per_user: int = 2
+    max_running_jobs_per_user: int = 2  # applied at dispatch (rcc/queue_limits.py)
+    max_queued_jobs_per_user: int = 20  # applied at creation (rcc/queue_limits.py)
     public_url: str = "http://127.0.0.1:8000"
     session_secret: str = ""
     admin_allowlist: tuple[str, ...] = ()
@@ -210,6 +211,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         database_pooler=_pooler(env),
         signup_grant_rcc=_int(env, "RCC_SIGNUP_GRANT_RCC", 0),
         max_running_jobs_per_user=_int(env, "RCC_MAX_RUNNING_JOBS_PER_USER", 2),
+        max_queued_jobs_per_user=_int(env, "RCC_MAX_QUEUED_JOBS_PER_USER", 20),
         public_url=(env.get("RCC_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
         session_secret=_session_secret(env, data_dir),
         admin_allowlist=allow,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -24,6 +25,34 @@ def safe_name(filename: str, subfolder: str = "") -> str:
             f"{stem[: MAX_NAME - len(ext) - 1]}.{ext}" if dot and len(ext) < 12 else name[:MAX_NAME]
         )
     return name or "output"
+
+
+def attempt_prefix(job_id: str, attempt: int) -> str:
+    """What starts the ComfyUI file names of one attempt of a job."""
+    return f"{job_id}-a{attempt}_"
+
+
+def with_attempt_prefix(workflow: dict[str, Any], job_id: str, attempt: int) -> dict[str, Any]:
+    """The workflow with every `filename_prefix` starting with the job id and attempt:
+    ComfyUI numbers files per prefix, so two attempts (or two jobs) never share a name,
+    and a lost attempt's files are told apart from the attempt that counts."""
+    prefix = attempt_prefix(job_id, attempt)
+    changed: dict[str, Any] = {}
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if isinstance(inputs, dict) and isinstance(inputs.get("filename_prefix"), str):
+            node = {
+                **node,
+                "inputs": {**inputs, "filename_prefix": prefix + inputs["filename_prefix"]},
+            }
+        changed[node_id] = node
+    return changed
+
+
+def without_attempt_prefix(filename: str, job_id: str) -> str:
+    """The file name as the workflow asked for it (the store is per job already)."""
+    found = re.match(rf"^{re.escape(job_id)}-a\d+_", filename)
+    return filename[found.end() :] if found else filename
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -45,7 +74,7 @@ class OutputStore:
         """Where to store a file of this job: a safe name, unique among `taken`."""
         directory = self.job_dir(job_id)
         directory.mkdir(parents=True, exist_ok=True)
-        name = safe_name(filename, subfolder)
+        name = safe_name(without_attempt_prefix(filename, job_id), subfolder)
         stem, dot, ext = name.rpartition(".")
         candidate, n = name, 1
         while candidate in taken:
@@ -53,6 +82,16 @@ class OutputStore:
             candidate = f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
         taken.add(candidate)
         return directory / candidate
+
+    def remove_others(self, job_id: str, keep: set[str]) -> int:
+        """Delete the job's files that are not in `keep` (left by an earlier attempt)."""
+        directory = self.job_dir(job_id)
+        removed = 0
+        for path in directory.iterdir() if directory.is_dir() else []:
+            if path.is_file() and path.name not in keep:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     @staticmethod
     def uri(job_id: str, name: str) -> str:

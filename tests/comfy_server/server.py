@@ -68,6 +68,29 @@ def tiny_png(seed: int = 0) -> bytes:
     )
 
 
+def same_graph(recorded: Any, sent: Any) -> bool:
+    """The recorded prompt, whatever its `filename_prefix` values: the prefix names the
+    output files and plays no part in ComfyUI's validation (the adapter prefixes it with
+    the job id and attempt)."""
+
+    def graph(prompt: Any) -> Any:
+        if not isinstance(prompt, dict):
+            return prompt
+        return {
+            node_id: {
+                **node,
+                "inputs": {
+                    k: v for k, v in node.get("inputs", {}).items() if k != "filename_prefix"
+                },
+            }
+            if isinstance(node, dict) and isinstance(node.get("inputs"), dict)
+            else node
+            for node_id, node in prompt.items()
+        }
+
+    return bool(graph(recorded) == graph(sent))
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -241,8 +264,10 @@ class ComfyServer:
                     await ws.send_json({"type": "feature_flags", "data": FEATURES})
                 first = False
         finally:
-            if self.sockets.get(sid) is ws:
-                del self.sockets[sid]
+            # As ComfyUI does: the registration of this clientId goes unconditionally,
+            # even when a newer socket with the same id is the one registered
+            # (BEHAVIOUR.md, "One WebSocket per clientId").
+            self.sockets.pop(sid, None)
         return ws
 
     async def send(self, kind: str, data: dict[str, Any], sid: str | None) -> None:
@@ -331,7 +356,7 @@ class ComfyServer:
         prompt = body["prompt"]
         for record in captures.validation_records():
             sent = record["request"]["json_body"]
-            if "prompt" in sent and sent["prompt"] == prompt:
+            if "prompt" in sent and same_graph(sent["prompt"], prompt):
                 refused: dict[str, Any] = record["body"]
                 return refused
         for node_id, node in prompt.items():
@@ -399,7 +424,7 @@ class ComfyServer:
 
     def partial_errors(self, prompt: dict[str, Any]) -> dict[str, Any]:
         recorded = captures.record("run_partially_invalid_prompt/post_prompt.json")
-        if recorded["request"]["json_body"]["prompt"] == prompt:
+        if same_graph(recorded["request"]["json_body"]["prompt"], prompt):
             errors: dict[str, Any] = recorded["body"]["node_errors"]
             return errors
         return {}

@@ -37,6 +37,7 @@ from projections.views import JobView, Page
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
 from rcc.outputs import OutputStore
+from rcc.queue_limits import max_queued_jobs
 from rcc.service.bus import execute
 from rcc.service.commands import CreateJob, MarkJob
 from rcc.service.org_reads import job_wallet
@@ -83,9 +84,9 @@ async def create_job(
         user_id=who.user_id,
         job_type=made.job_type,
         workflow=made.workflow,
-        # The per-user limit counts a personal wallet's open jobs; an org's wallet is
+        # The per-user queue depth counts a personal wallet's open jobs; an org's wallet is
         # shared by all its members, so it is not held to one member's limit.
-        max_open_jobs=None if who.is_admin or org_id else settings.max_running_jobs_per_user,
+        max_open_jobs=None if who.is_admin or org_id else max_queued_jobs(settings),
         max_workflow_bytes=settings.max_workflow_bytes,
         org_id=org_id,
         template=made.run,

@@ -11,6 +11,13 @@ Two runs against ComfyUI test servers that speak the recorded protocol
 - bulk: `--jobs` jobs queued before the adapter starts, over `--backends` servers; the
   wall time until the last one succeeded gives jobs per second and the amortised
   adapter time per job.
+- dispatch, once with 1 adapter and once with `--adapters` (GPU pool, docs/GPU_POOL.md):
+  `--jobs` jobs from 20 users created as fast as they commit while the adapters run;
+  throughput (first commit to last success) and the latency from a job's commit to its
+  recorded prompt (JobPromptSubmitted, appended right before POST /prompt), p50/p99.
+  Backends get DISPATCH_SLOTS slots there, so the latency is the adapters' own, not the
+  wait for a free GPU. The adapters are workers in this one process, each with its own
+  identity, client id and leases (processes would add cores this machine does not have).
 
 Exit 0 when every job succeeded, every prompt was posted exactly once and the audit
 passed; 1 otherwise; 2 for bad arguments.
@@ -47,6 +54,9 @@ from rcc.service.commands import CreateJob, GrantCredits, RegisterUser
 from rcc.service.handlers import Done
 from rcc.store.database import connect_owner, create_pool
 
+# Slots per backend in the dispatch phase: enough that a job finds a free one, so the
+# latency measured is the adapters' own (log fold, claim, record), not the wait for a GPU.
+DISPATCH_SLOTS = 50
 _DATABASE_NAME = re.compile(r"^rcc_bench[a-z0-9_]{0,54}$")
 REPO = Path(__file__).resolve().parents[3]
 WORKFLOW: dict[str, Any] = {  # EmptyImage -> ImageInvert -> SaveImage (run_success)
@@ -137,8 +147,21 @@ async def _overheads_ms(pool: asyncpg.Pool, job_ids: list[str]) -> list[float]:
 
 
 @contextlib.asynccontextmanager
-async def _adapter(pool: asyncpg.Pool, urls: list[str], outputs: Path) -> Any:
-    settings = AdapterSettings(urls=tuple(urls), outputs_dir=outputs, name="bench_adapter")
+async def _adapter(
+    pool: asyncpg.Pool,
+    urls: list[str],
+    outputs: Path,
+    *,
+    max_running_per_user: int = 2,
+    slots: int = 2,
+) -> Any:
+    settings = AdapterSettings(
+        urls=tuple(urls),
+        outputs_dir=outputs,
+        name="bench_adapter",
+        max_running_per_user=max_running_per_user,
+        slots=slots,
+    )
     worker = AdapterWorker(pool, settings)
     task = asyncio.create_task(worker.run())
     try:
@@ -180,11 +203,47 @@ async def _bulk(
     return wall, per_backend, once
 
 
+async def _dispatch(
+    pool: asyncpg.Pool, server_type: Any, jobs: int, backends: int, adapters: int, outputs: Path
+) -> tuple[float, list[float], bool]:
+    """Jobs committed while `adapters` workers run: throughput and commit -> prompt."""
+    users = [await _user(pool, jobs // 20 + 2) for _ in range(20)]
+    before = await _succeeded(pool)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(server_type()) for _ in range(backends)]
+        urls = [s.url for s in servers]
+        for _ in range(adapters):
+            await stack.enter_async_context(
+                _adapter(pool, urls, outputs, max_running_per_user=jobs, slots=DISPATCH_SLOTS)
+            )
+        start = time.perf_counter()
+        created: list[str] = []
+        for first in range(0, jobs, 20):
+            batch = range(first, min(jobs, first + 20))
+            created += await asyncio.gather(*(_create(pool, users[n % 20]) for n in batch))
+        await _until(functools.partial(_all_succeeded, pool, before + jobs), 0.005)
+        wall = time.perf_counter() - start
+        once = all(sum(s.posts[prompt_id_for(j)] for s in servers) == 1 for j in created)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT extract(epoch FROM p.recorded_at - c.recorded_at) * 1000 AS ms
+                 FROM events c JOIN events p ON p.stream_id = c.stream_id
+                WHERE c.stream_id = ANY($1::text[])
+                  AND c.type = 'job_created' AND p.type = 'job_prompt_submitted'""",
+            [f"job-{j}" for j in created],
+        )
+    return wall, sorted(float(r["ms"]) for r in rows), once
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def _argument_error(args: argparse.Namespace) -> str | None:
     if not _DATABASE_NAME.match(args.database):
         return "--database must match rcc_bench[a-z0-9_]* (the bench drops it on every run)"
-    if args.jobs < 1 or args.backends < 1 or args.serial < 1:
-        return "--jobs, --backends and --serial must be positive"
+    if args.jobs < 1 or args.backends < 1 or args.serial < 1 or args.adapters < 1:
+        return "--jobs, --backends, --serial and --adapters must be positive"
     return None
 
 
@@ -205,6 +264,14 @@ async def run_adapter_bench(settings: Settings, args: argparse.Namespace) -> int
         wall, per_backend, once = await _bulk(
             pool, server_type, args.jobs, args.backends, outputs / "bulk"
         )
+        pools: list[tuple[int, float, list[float], bool]] = []
+        for adapters in sorted({1, args.adapters}):
+            log(f"dispatch: {args.jobs} jobs committed while {adapters} adapter(s) run")
+            found = await _dispatch(
+                pool, server_type, args.jobs, args.backends, adapters, outputs / f"pool{adapters}"
+            )
+            pools.append((adapters, *found))
+            once = once and found[2]
     finally:
         await pool.close()
         shutil.rmtree(outputs, ignore_errors=True)
@@ -226,6 +293,14 @@ async def run_adapter_bench(settings: Settings, args: argparse.Namespace) -> int
         f"{wall:.2f} s = {args.jobs / wall:.0f} jobs/s, {wall * 1000 / args.jobs:.2f} ms per job"
         f" amortised; per backend {per_backend}; every prompt posted once: "
         f"{'yes' if once else 'NO'}",
+        *(
+            f"dispatch with {n} adapter(s) ({args.jobs} jobs from 20 users, {args.backends} "
+            f"backends x {DISPATCH_SLOTS} slots): {args.jobs / took:.0f} jobs/s; "
+            "commit -> POST /prompt "
+            f"p50 {_percentile(ms, 0.5):.1f} ms, p99 {_percentile(ms, 0.99):.1f} ms; "
+            f"posted once: {'yes' if ok else 'NO'}"
+            for n, took, ms, ok in pools
+        ),
         f"audit: {'OK' if audit.ok else 'FAILED: ' + audit.problems[0]}",
     ]
     print("\n".join(lines), flush=True)

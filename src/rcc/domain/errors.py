@@ -23,7 +23,7 @@ class IllegalTransition(DomainError, frozen=True, kw_only=True, tag="illegal_tra
     requested: str
 
 
-class TooManyJobs(DomainError, frozen=True, kw_only=True, tag="too_many_running_jobs"):
+class TooManyJobs(DomainError, frozen=True, kw_only=True, tag="too_many_jobs"):
     limit: int
 
 

@@ -935,6 +935,21 @@ def upload_stream(upload_id: str) -> str:
     return f"upload-{upload_id}"
 
 
+# --- GPU pool (h3)
+
+
+class JobPromptLost(Event, frozen=True, kw_only=True, tag="job_prompt_lost"):
+    """The backend no longer knows the job's recorded prompt (neither queued nor in its
+    history: ComfyUI restarted, or the prompt never arrived). The prompt is forgotten so
+    the job may be submitted again as attempt `attempt` (the next one) under a new id."""
+
+    job_id: str
+    backend: str
+    prompt_id: str
+    attempt: int
+    reason: str
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -1026,6 +1041,8 @@ AnyEvent = (
     | TemplateRevised
     | TemplateUnpublished
     | UploadStored
+    # --- GPU pool (h3)
+    | JobPromptLost
 )
 
 _encoder = msgspec.json.Encoder()

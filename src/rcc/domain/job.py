@@ -10,6 +10,7 @@ from rcc.domain.events import (
     JobCancelled,
     JobCreated,
     JobFailed,
+    JobPromptLost,
     JobPromptSubmitted,
     JobQueued,
     JobStarted,
@@ -48,6 +49,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     # the outputs show (rcc.domain.metered), capturing at most the hold.
     price_rule: dict[str, object] = {}
     template_inputs: dict[str, object] = {}
+    attempt: int = 1  # the ComfyUI submission attempt (a lost prompt starts the next one)
 
 
 def evolve(state: JobState, event: Event) -> JobState:
@@ -71,6 +73,8 @@ def evolve(state: JobState, event: Event) -> JobState:
             return msgspec.structs.replace(state, status="queued")
         case JobPromptSubmitted():
             return msgspec.structs.replace(state, backend=event.backend, prompt_id=event.prompt_id)
+        case JobPromptLost():
+            return msgspec.structs.replace(state, backend="", prompt_id="", attempt=event.attempt)
         case JobStarted():
             return msgspec.structs.replace(state, status="running")
         case JobSucceeded():

@@ -464,7 +464,7 @@ def open_job_limit(state: WalletState, limit: int | None) -> TooManyJobs | None:
     """Refuse a new job while `limit` jobs of this wallet are still unfinished."""
     if limit is not None and state.open_jobs >= limit:
         return TooManyJobs(
-            detail=f"{state.open_jobs} jobs are still unfinished; the limit is {limit}",
+            detail=f"{state.open_jobs} jobs are queued or running; a user may have {limit}",
             limit=limit,
         )
     return None

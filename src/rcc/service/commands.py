@@ -73,7 +73,7 @@ class CreateJob(Command, frozen=True, kw_only=True):
     workflow: dict[str, object] = {}
     metadata: dict[str, object] = {}
     job_id: str | None = None  # chosen by the caller for tests; generated otherwise
-    max_open_jobs: int | None = None  # RCC_MAX_RUNNING_JOBS_PER_USER, checked under the lock
+    max_open_jobs: int | None = None  # RCC_MAX_QUEUED_JOBS_PER_USER, checked under the lock
     max_workflow_bytes: int = DEFAULT_MAX_WORKFLOW_BYTES  # RCC_MAX_WORKFLOW_BYTES
     org_id: str | None = None  # h5: charge this organisation's wallet (the caller's own: None)
     template: TemplateRun | None = None  # h4: built from a template, at its price
@@ -114,6 +114,14 @@ class RecordPrompt(Command, frozen=True, kw_only=True):
     backend: str
     prompt_id: str
     client_id: str
+
+
+class RecordPromptLost(Command, frozen=True, kw_only=True):
+    """The backend lost the job's prompt `prompt_id`: forget it, start the next attempt."""
+
+    job_id: str
+    prompt_id: str
+    reason: str
 
 
 class RecordExecutionLog(Command, frozen=True, kw_only=True):

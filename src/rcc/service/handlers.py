@@ -56,6 +56,7 @@ from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.org_handlers import ORG_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.service.policy_handlers import POLICY_HANDLERS
+from rcc.service.pool_handlers import POOL_HANDLERS
 from rcc.service.template_handlers import TEMPLATE_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
@@ -497,6 +498,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **AUTOTOPUP_HANDLERS,  # rcc/autotopup/commands.py: auto top-up (h7)
     **ORG_HANDLERS,  # org_handlers.py: organisations, members, budgets, their wallets
     **TEMPLATE_HANDLERS,  # template_handlers.py: publish, new version, unpublish (h4)
+    **POOL_HANDLERS,  # pool_handlers.py: the GPU pool (h3): lost prompts, next attempts
     c.RegisterUser: register_user,
     c.SetAdmin: set_admin,
     c.PatchUser: patch_user,  # admin_handlers.py: adjustment and admin flag together
