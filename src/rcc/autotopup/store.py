@@ -1,4 +1,4 @@
-"""The auto top-up tables (schema/0020): settings and saved cards, charges per crossing."""
+"""The auto top-up tables (schema/0019): settings and saved cards, charges per crossing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The webhook tables (schema/0020): endpoints, the outbox, expiring-lot notices."""
+"""The webhook tables (schema/0019): endpoints, the outbox, expiring-lot notices."""
 
 from __future__ import annotations
 
