@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,11 @@ from rcc.audit import verify
 from rcc.bench.ledger import recreate_database
 from rcc.bootstrap import database_url
 from rcc.config import Settings
+from rcc.domain.errors import DomainError
+from rcc.service.backend_commands import AddBackend, RemoveBackend
+from rcc.service.backend_pool import usable_backends
 from rcc.service.bus import execute
-from rcc.service.commands import CreateJob, GrantCredits, RegisterUser
+from rcc.service.commands import Command, CreateJob, GrantCredits, RegisterUser
 from rcc.service.handlers import Done
 from rcc.store.database import connect_owner, create_pool
 
@@ -146,6 +150,26 @@ async def _overheads_ms(pool: asyncpg.Pool, job_ids: list[str]) -> list[float]:
     ]
 
 
+async def _pool_of(pool: asyncpg.Pool, urls: list[str], slots: int = 2) -> None:
+    """Make the GPU pool exactly `urls`: each phase brings new test servers, and
+    COMFYUI_URLS only seeds a pool nobody has written (docs/BACKENDS.md)."""
+    async with pool.acquire() as conn:
+        present = await usable_backends(conn)
+    commands: list[Command] = [
+        RemoveBackend(backend_id=b.id, actor="bench") for b in present if b.url not in urls
+    ]
+    known = {b.url for b in present}
+    commands += [
+        AddBackend(backend_id=str(uuid.uuid4()), url=url, slots=slots, actor="bench")
+        for url in urls
+        if url not in known
+    ]
+    for command in commands:
+        done = await execute(pool, command)
+        if isinstance(done, DomainError):
+            raise RuntimeError(f"the bench could not set the GPU pool: {done.detail}")
+
+
 @contextlib.asynccontextmanager
 async def _adapter(
     pool: asyncpg.Pool,
@@ -155,6 +179,7 @@ async def _adapter(
     max_running_per_user: int = 2,
     slots: int = 2,
 ) -> Any:
+    await _pool_of(pool, urls, slots)
     settings = AdapterSettings(
         urls=tuple(urls),
         outputs_dir=outputs,
