@@ -25,7 +25,7 @@ VIDEO_JOB = {**IMAGE_JOB, "type": "VIDEO_TASK"}
 
 async def _limit_free_plan(pool: asyncpg.Pool, limit: int) -> None:
     """The free plan's daily limit, and room for enough unfinished jobs to reach it."""
-    for key, value in (("limits.daily_rcc", limit), ("jobs.max_running", 1000)):
+    for key, value in (("limits.daily_rcc", limit), ("jobs.max_queued", 1000)):
         policy = SetPolicy(
             key=key, scope="plan", scope_id="free", value=value, reason="t", actor="t"
         )

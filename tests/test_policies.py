@@ -75,8 +75,8 @@ async def test_the_narrowest_scope_in_effect_wins_for_new_jobs(
         await grant(pool, who.user_id, 100)
     alice_h = await bearer(pool, "user", alice.user_id)
     bob_h = await bearer(pool, "user", bob.user_id)
-    # Unfinished jobs per account are a policy too (the environment's 2 until set).
-    assert (await _put(client, admin, "jobs.max_running", scope="global", value=50)).is_success
+    # Unfinished jobs per account are a policy too (the environment's 20 until set).
+    assert (await _put(client, admin, "jobs.max_queued", scope="global", value=50)).is_success
     assert await _cost_of_new_job(client, alice_h) == 1  # the built-in default
     steps = [
         ({"scope": "global", "value": 3}, 3, 3),

@@ -47,8 +47,8 @@ KEYS: dict[str, PolicyKey] = {
     for k in (
         _int("price.IMAGE_TASK", 1, 100_000, 1, "RCC", "what an image job costs"),
         _int("price.VIDEO_TASK", 1, 100_000, 5, "RCC", "what a video job costs"),
-        _int("jobs.max_running", 1, 1_000, 2, "jobs", "unfinished jobs per account"),
-        _int("jobs.max_queued", 1, 10_000, 20, "jobs", "queued jobs per account"),
+        _int("jobs.max_running", 1, 1_000, 2, "jobs", "jobs on GPU slots at once per account"),
+        _int("jobs.max_queued", 1, 10_000, 20, "jobs", "unfinished (queued) jobs per account"),
         _int("limits.daily_rcc", 1, MAX_RCC, None, "RCC/day", "spending per UTC day", True),
         _int("billing.low_balance_rcc", 0, MAX_RCC, 5, "RCC", "low-balance threshold"),
         _int("grants.signup_rcc", 0, 100_000, 0, "RCC", "credits granted at sign-up"),

@@ -299,9 +299,9 @@ def admit(
 ) -> Admitted | DomainError:
     """The pure decision for one CreateJob against the wallet as it stands, on the
     user's terms (policy prices and limits) when given."""
-    max_open = cmd.max_open_jobs
-    if terms is not None and terms.max_running is not None and not user.is_admin:
-        max_open = terms.max_running
+    max_open = cmd.max_open_jobs  # the queue depth: jobs wait their turn at dispatch
+    if terms is not None and terms.max_queued is not None and not user.is_admin:
+        max_open = terms.max_queued
     return admit_job(
         user=user,
         wallet=wallet,
