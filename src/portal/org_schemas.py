@@ -35,9 +35,12 @@ class OrgPatch(Strict, frozen=True, kw_only=True):
 
 
 class AdminOrgPatch(Strict, frozen=True, kw_only=True):
-    rcc_delta: Annotated[int, msgspec.Meta(ge=-MAX_BALANCE_RCC, le=MAX_BALANCE_RCC)]
+    """An adjustment `{rcc_delta, reason, expires_at?}`, or a block `{blocked, reason}`."""
+
     reason: Annotated[str, msgspec.Meta(max_length=500)]
+    rcc_delta: Annotated[int, msgspec.Meta(ge=-MAX_BALANCE_RCC, le=MAX_BALANCE_RCC)] | None = None
     expires_at: datetime | None = None
+    blocked: bool | None = None
 
 
 class OrgCreatedView(msgspec.Struct, frozen=True, kw_only=True):

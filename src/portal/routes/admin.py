@@ -23,7 +23,7 @@ from portal.idempotency import IdempotencyKey
 from portal.identity import admin_or_service_reader, client_ip, identity_of
 from portal.job_views import page_with_waiting_reasons
 from portal.responses import BODY, SIGNED_IN, errors
-from portal.routes.policies import block_user
+from portal.routes.policies import block_account
 from portal.schemas import AdminUserPatch, JobStatus, JobType
 from projections import queries
 from projections.views import Dashboard, JobView, LogEntry, Page, PaymentView, UserView
@@ -94,7 +94,7 @@ async def patch_user(
     if data.blocked is not None:  # h6: blocking is its own audited command
         if data.rcc_delta is not None or data.is_admin is not None:
             raise ApiError(422, "invalid", "send blocked (with a reason) in a patch of its own")
-        return await block_user(  # type: ignore[return-value]
+        return await block_account(  # type: ignore[return-value]
             request, state, user_id, data.blocked, data.reason, idempotency_key
         )
     who = await identity_of(request)

@@ -15,6 +15,7 @@ from portal.idempotency import IdempotencyKey
 from portal.identity import admin_or_service_reader, client_ip, identity_of
 from portal.org_schemas import AdminOrgPatch, OrgWalletView
 from portal.responses import BODY, SIGNED_IN, errors
+from portal.routes.policies import block_account
 from projections import org_queries
 from projections.org_queries import AdminOrgView
 from projections.views import Page
@@ -47,9 +48,18 @@ async def patch_org(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[OrgWalletView]:
     """Adjust the org wallet's RCC (MANUAL_ADJUST with a reason; a positive one may
-    expire at `expires_at`)."""
+    expire at `expires_at`), or block / unblock the org with a reason (its own patch:
+    members keep reading, nobody charges its wallet; running jobs finish)."""
+    if data.blocked is not None:
+        if data.rcc_delta is not None or data.expires_at is not None:
+            raise ApiError(422, "invalid", "send blocked (with a reason) in a patch of its own")
+        return await block_account(  # type: ignore[return-value]
+            request, state, org_id, data.blocked, data.reason, idempotency_key, kind="org"
+        )
     who = await identity_of(request)
     assert who is not None
+    if data.rcc_delta is None:
+        raise ApiError(422, "nothing_to_change", "send rcc_delta (with a reason) or blocked")
     if not data.reason.strip():
         raise ApiError(422, "reason_required", "a reason is required for any rcc_delta")
     if data.expires_at is not None and data.expires_at.tzinfo is None:

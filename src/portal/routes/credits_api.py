@@ -28,11 +28,13 @@ from rcc.domain.events import hold_stream, wallet_stream
 from rcc.service.bus import execute
 from rcc.service.hold_commands import AuthorizeHold, CaptureHold, RecordUsage, VoidHold
 from rcc.service.holds import HoldView, UsageRecorded, hold_view
-from rcc.service.wallet_refs import resolve
+from rcc.service.wallet_refs import kind_of, resolve
 
 Amount = Annotated[int, msgspec.Meta(ge=1, le=holds.MAX_HOLD_RCC)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=holds.MAX_REASON_CHARS)]
-WalletRef = Annotated[str, msgspec.Meta(max_length=100, examples=["user:<user id>"])]
+WalletRef = Annotated[
+    str, msgspec.Meta(max_length=100, examples=["user:<user id>", "org:<org id>"])
+]
 TimeoutS = Annotated[
     int,
     msgspec.Meta(
@@ -119,7 +121,7 @@ async def get_wallet(wallet: FromPath[str], state: State) -> CreditsWallet:
             "SELECT state FROM streams WHERE stream_id = $1", wallet_stream(wallet_id)
         )
     found, now = wallet_state(head), datetime.now(UTC)
-    if not found.opened:
+    if not found.opened or (found.owner_kind or "user") != kind_of(wallet):
         raise ApiError(404, "not_found", "no such wallet")
     return CreditsWallet(
         wallet=wallet,
@@ -145,6 +147,7 @@ async def authorize(
     who = await _service(request)
     command = AuthorizeHold(
         wallet_id=_wallet_id(data.wallet),
+        wallet_kind=kind_of(data.wallet),
         amount=data.amount_rcc,
         timeout_s=data.timeout_s,
         reason=data.reason,
@@ -218,6 +221,7 @@ async def usage(
     who = await _service(request)
     command = RecordUsage(
         wallet_id=_wallet_id(data.wallet),
+        wallet_kind=kind_of(data.wallet),
         amount=data.amount_rcc,
         reason=data.reason,
         service=who.service,

@@ -211,23 +211,28 @@ async def list_plans(state: State) -> PlanPage:
     return PlanPage(items=plan_table(book, settings.catalog, settings.max_running_jobs_per_user))
 
 
-async def block_user(
+async def block_account(
     request: Request[Any, Any, Any],
     state: State,
     user_id: str,
     blocked: bool,
     reason: str | None,
     idempotency_key: str | None,
+    *,
+    kind: str = "user",
 ) -> Response[BlockChanged]:
-    """PATCH /admin/users/{id} with `{blocked, reason}`: block or unblock, audited."""
+    """PATCH /admin/users/{id} (or /admin/orgs/{id}, `kind="org"`) with `{blocked,
+    reason}`: block or unblock, audited."""
     if not (reason or "").strip():
         raise ApiError(422, "reason_required", "a reason is required to block or unblock")
     who = await identity_of(request)
     assert who is not None
     actor = who.email or f"token:{who.role}"
-    command = SetAccountBlocked(user_id=user_id, blocked=blocked, reason=reason or "", actor=actor)
+    command = SetAccountBlocked(
+        user_id=user_id, blocked=blocked, reason=reason or "", actor=actor, account_kind=kind
+    )
     metadata = {"actor": actor, "client_ip": client_ip(request), "via": who.via}
-    key = f"admin-users:{actor}:{idempotency_key}" if idempotency_key else None
+    key = f"admin-{kind}s:{actor}:{idempotency_key}" if idempotency_key else None
     done = await execute(state.pool, command, metadata=metadata, idempotency_key=key)
     if isinstance(done, DomainError):
         return domain_response(done)  # type: ignore[return-value]

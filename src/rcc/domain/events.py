@@ -636,6 +636,7 @@ class HoldAuthorized(Event, frozen=True, kw_only=True, tag="hold_authorized"):
     service: str = ""
     note: str = ""
     expires_at: datetime
+    owner_kind: str = "user"  # the wallet's owner: `user` or `org`
 
 
 class HoldCaptured(Event, frozen=True, kw_only=True, tag="hold_captured"):

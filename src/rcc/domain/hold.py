@@ -28,6 +28,7 @@ class HoldState(msgspec.Struct, frozen=True, kw_only=True):
     status: str = ""  # held, captured, voided
     captured: int = 0
     timed_out: bool = False
+    owner_kind: str = "user"  # the wallet's owner: `user` or `org`
 
 
 def evolve(state: HoldState, event: Event) -> HoldState:
@@ -43,6 +44,7 @@ def evolve(state: HoldState, event: Event) -> HoldState:
                 note=event.note,
                 expires_at=event.expires_at,
                 status="held",
+                owner_kind=event.owner_kind,
             )
         case HoldCaptured():
             return msgspec.structs.replace(state, status="captured", captured=event.amount)

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from rcc.domain.blocking import account_block
 from rcc.domain.errors import BudgetExceeded, Conflict, DomainError, Forbidden, Invalid, NotFound
 from rcc.domain.events import (
+    AccountBlockChanged,
     Event,
     OrgBudgetSet,
     OrgCreated,
@@ -67,6 +69,8 @@ class OrgState(msgspec.Struct, frozen=True, kw_only=True):
     month: str = ""  # the month the counters below are for (YYYY-MM, UTC)
     used: dict[str, int] = {}  # per member, this month
     used_total: int = 0
+    blocked: bool = False  # a platform admin blocked it: nobody charges its wallet
+    blocked_reason: str = ""
 
 
 def token_hash(token: str) -> str:
@@ -131,6 +135,8 @@ def evolve(state: OrgState, event: Event) -> OrgState:
             return _counted(state, event.month, event.user_id, event.amount)
         case OrgSpendReturned() if event.month == state.month:
             return _counted(state, event.month, event.user_id, -event.amount)
+        case AccountBlockChanged(account_kind="org"):
+            return replace(state, blocked=event.blocked, blocked_reason=event.reason)
     return state
 
 
@@ -362,13 +368,13 @@ def used_this_month(state: OrgState, user_id: str | None, now: datetime) -> int:
 
 
 def may_charge(state: OrgState, user_id: str) -> DomainError | None:
-    """Only current members spend from the org's wallet. (A blocked org is refused here
-    too once blocking exists: this is the one check point for it.)"""
+    """Only current members spend from the org's wallet, and nobody while a platform
+    admin has the org blocked: the one check point for both."""
     if not state.created:
         return NotFound(detail="no such organisation")
     if user_id not in state.members:
         return Forbidden(detail="you are not a member of this organisation")
-    return None
+    return account_block(state)
 
 
 def charge(

@@ -14,6 +14,7 @@ class AuthorizeHold(Command, frozen=True, kw_only=True):
     reason: str
     service: str  # the token's name, in the ledger
     hold_id: str | None = None  # chosen by the caller for tests; generated otherwise
+    wallet_kind: str = "user"  # what the reference said the wallet's owner is
 
 
 class CaptureHold(Command, frozen=True, kw_only=True):
@@ -38,3 +39,4 @@ class RecordUsage(Command, frozen=True, kw_only=True):
     amount: int
     reason: str
     service: str
+    wallet_kind: str = "user"  # what the reference said the wallet's owner is

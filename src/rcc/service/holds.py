@@ -23,6 +23,7 @@ from rcc.domain.events import (
     wallet_stream,
 )
 from rcc.service import hold_commands as h
+from rcc.service.blocks import owner_block
 from rcc.service.commands import Command
 from rcc.service.wallet_refs import ref_of
 from rcc.store.hold_timeouts import close_timeout, schedule_timeout
@@ -56,7 +57,7 @@ def hold_view(state: holds.HoldState) -> HoldView:
     ended = state.status != "held"
     return HoldView(
         id=state.hold_id,
-        wallet=ref_of("user", state.wallet_id),
+        wallet=ref_of(state.owner_kind, state.wallet_id),
         amount_rcc=state.amount,
         status=state.status,
         expires_at=state.expires_at,
@@ -71,9 +72,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _open_wallet(head: Head) -> wallets.WalletState | NotFound:
+def _open_wallet(head: Head, kind: str) -> wallets.WalletState | NotFound:
+    """The wallet, when it exists and its owner is what the reference said it is
+    (`user:<org id>` names no wallet)."""
     wallet = head.as_state(wallets.WalletState)
-    if not wallet.opened:
+    if not wallet.opened or (wallet.owner_kind or "user") != kind:
         return NotFound(detail="no such wallet")
     return wallet
 
@@ -101,9 +104,11 @@ async def authorize_hold(cmd: h.AuthorizeHold, uow: UnitOfWork) -> HoldView | Do
     hold_id = cmd.hold_id or str(uuid.uuid4())
     stream, wallet_id = hold_stream(hold_id), wallet_stream(cmd.wallet_id)
     heads = await uow.lock(stream, wallet_id)
-    wallet = _open_wallet(heads[wallet_id])
+    wallet = _open_wallet(heads[wallet_id], cmd.wallet_kind)
     if isinstance(wallet, DomainError):
         return wallet
+    if blocked := await owner_block(uow, wallet):
+        return blocked
     if heads[stream].version:
         return Conflict(detail="this hold id is taken")
     now = _now()
@@ -120,6 +125,7 @@ async def authorize_hold(cmd: h.AuthorizeHold, uow: UnitOfWork) -> HoldView | Do
         service=cmd.service,
         note=cmd.reason,
         expires_at=now + timeout,
+        owner_kind=wallet.owner_kind or "user",
     )
     state = holds.evolve(holds.HoldState(), began)
     uow.stage(stream, 0, [began], state)
@@ -144,7 +150,7 @@ async def _end_hold(
         return bad
     if by_timeout and state.expires_at is not None and _now() < state.expires_at:
         return NotFound(detail="this hold is not due yet")
-    wallet = _open_wallet(heads[wallet_id])
+    wallet = _open_wallet(heads[wallet_id], state.owner_kind)
     if isinstance(wallet, DomainError):
         return wallet
     took = captured or 0
@@ -180,15 +186,17 @@ async def record_usage(cmd: h.RecordUsage, uow: UnitOfWork) -> UsageRecorded | D
         return refused
     stream = wallet_stream(cmd.wallet_id)
     head = (await uow.lock(stream))[stream]
-    wallet = _open_wallet(head)
+    wallet = _open_wallet(head, cmd.wallet_kind)
     if isinstance(wallet, DomainError):
         return wallet
+    if blocked := await owner_block(uow, wallet):
+        return blocked
     used = wallets.use(wallet, cmd.amount, _now(), cmd.service, cmd.reason)
     if isinstance(used, DomainError):
         return used
     after = await _stage_wallet(uow, wallet, head, used)
     return UsageRecorded(
-        wallet=ref_of("user", cmd.wallet_id),
+        wallet=ref_of(wallet.owner_kind, cmd.wallet_id),
         amount_rcc=cmd.amount,
         balance_rcc=after.balance,
         reason=cmd.reason,

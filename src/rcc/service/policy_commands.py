@@ -21,9 +21,11 @@ class SetPolicy(Command, frozen=True, kw_only=True):
 
 
 class SetAccountBlocked(Command, frozen=True, kw_only=True):
-    """Block or unblock a user's account, with a reason (orgs: h5's route at merge)."""
+    """Block or unblock an account, with a reason: a user's, or an organisation's
+    (`account_kind="org"`, `user_id` then names the org)."""
 
     user_id: str
     blocked: bool
     reason: str
     actor: str
+    account_kind: str = "user"

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from rcc.domain import org as orgs
 from rcc.domain import user as users
 from rcc.domain.errors import DomainError, Invalid, NotFound
 from rcc.domain.events import (
@@ -19,6 +20,7 @@ from rcc.domain.events import (
     AccountBlockChanged,
     PolicySet,
     PolicyValue,
+    org_stream,
     user_stream,
 )
 from rcc.policy.book import resolve
@@ -102,9 +104,11 @@ async def set_policy(cmd: SetPolicy, uow: UnitOfWork) -> PolicyChanged | DomainE
 async def set_account_blocked(
     cmd: SetAccountBlocked, uow: UnitOfWork
 ) -> BlockChanged | DomainError:
-    """Block (or unblock) a user; running jobs go on, new spending is refused."""
+    """Block (or unblock) a user or an org; running jobs go on, new spending is refused."""
     if not cmd.reason.strip() or len(cmd.reason) > MAX_REASON:
         return Invalid(detail=f"a reason (1 to {MAX_REASON} characters) is required")
+    if cmd.account_kind == "org":
+        return await _set_org_blocked(cmd, uow)
     stream = user_stream(cmd.user_id)
     head = (await uow.lock(stream))[stream]
     user = head.as_state(users.UserState)
@@ -118,6 +122,24 @@ async def set_account_blocked(
         user = users.evolve(user, event)
         uow.stage(stream, head.version, [event], user)
     return BlockChanged(user_id=cmd.user_id, blocked=user.blocked, reason=cmd.reason.strip())
+
+
+async def _set_org_blocked(cmd: SetAccountBlocked, uow: UnitOfWork) -> BlockChanged | DomainError:
+    """An organisation's block lives in its own stream, where every charge of its
+    wallet is checked (rcc.domain.org.may_charge) under the same lock."""
+    stream = org_stream(cmd.user_id)
+    head = (await uow.lock(stream))[stream]
+    org = head.as_state(orgs.OrgState)
+    if not org.created:
+        return NotFound(detail="no such organisation")
+    if org.blocked != cmd.blocked or (cmd.blocked and org.blocked_reason != cmd.reason):
+        event = AccountBlockChanged(
+            account_id=cmd.user_id, blocked=cmd.blocked, reason=cmd.reason.strip(),
+            actor=cmd.actor, account_kind="org",
+        )  # fmt: skip
+        org = orgs.evolve(org, event)
+        uow.stage(stream, head.version, [event], org)
+    return BlockChanged(user_id=cmd.user_id, blocked=org.blocked, reason=cmd.reason.strip())
 
 
 POLICY_HANDLERS: dict[type[Command], Handler] = {
