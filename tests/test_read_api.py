@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from portal.consistency import caught_up
 from projections.registry import ALL
 from rcc.projector.replay import replay
 from rcc.service import commands as c
+from rcc.service.org_commands import CreateOrg
 from rcc.store.database import connect_owner, create_pool
 from tests.conftest import with_database
 from tests.helpers import funded_user
@@ -26,15 +28,26 @@ from tests.projection_helpers import done, drain
 from tests.serve_helpers import rcc_env
 from tests.test_faults_commit import ProxyProcess, socket_file
 
-VIEWS = ("balances", "lots", "ledger", "jobs", "payments")
+VIEWS = ("balances", "lots", "ledger", "jobs", "payments", "orgs", "org_members")
 # What the reader must never read: the log, secrets, and the tables behind the views.
-FORBIDDEN = ("events", "streams", "sessions", "api_tokens", "wallet_balances", "lots", "jobs")
+FORBIDDEN = (
+    "events",
+    "streams",
+    "sessions",
+    "api_tokens",
+    "wallet_balances",
+    "lots",
+    "jobs",
+    "orgs",
+)
 PASSWORD = "reader-secret-Ü-42"
 
 
 async def _fill(pool: asyncpg.Pool) -> list[str]:
-    """Two users with a top-up, a manual lot that expires, a job run and one failed."""
+    """Two users with a top-up, a manual lot that expires, a job run and one failed;
+    the first owns an organisation."""
     users = [await funded_user(pool, 20), await funded_user(pool, 5)]
+    await done(pool, CreateOrg(user_id=users[0], name="Studio", org_id=str(uuid.uuid4())))
     soon = datetime.now(UTC) + timedelta(days=3)
     await done(
         pool,
