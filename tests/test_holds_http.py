@@ -234,3 +234,26 @@ async def test_a_job_is_a_hold_success_captures_what_it_charged_failure_voids(
     assert whole not in by_job
     report = await verify(owner)
     assert report.ok, report.problems
+
+
+async def test_me_counts_a_jobs_hold_and_a_services_hold_as_held(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """GET /me's held_rcc is every open hold: a service's and an open job's."""
+    render = await _service(pool, "render-farm")
+    member = await sign_up(client)
+    await grant(pool, member.user_id, 20)
+    wallet = f"user:{member.user_id}"
+    body = {"wallet": wallet, "amount_rcc": 3, "reason": "upscale", "timeout_s": 600}
+    assert (await client.post("/holds", json=body, headers=render)).status_code == 201
+    video = {**IMAGE_JOB, "type": "VIDEO_TASK"}
+    job = await client.post("/jobs", json=video, headers=member.headers)
+    assert job.status_code == 201, job.text
+    await drain(pool)
+    me = (await client.get("/me")).json()
+    assert (me["balance_rcc"], me["held_rcc"]) == (20 - 3 - 5, 3 + 5)
+    cancelled = await client.post(f"/jobs/{job.json()['id']}/cancel", headers=member.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    await drain(pool)
+    me = (await client.get("/me")).json()
+    assert (me["balance_rcc"], me["held_rcc"]) == (20 - 3, 3)

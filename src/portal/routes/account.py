@@ -41,6 +41,13 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         )
         wallet = wallet_state(next((r["state"] for r in heads if r["stream_id"][0] == "w"), None))
         daily = await daily_standing(conn, who.user_id, wallet, who.is_admin)  # h6
+        # A job is a hold too: what open jobs set aside, as rcc_read.balances counts it.
+        job_holds = await conn.fetchval(
+            """SELECT COALESCE(sum(j.cost_rcc), 0) FROM wallet_open_jobs o
+                 JOIN jobs j ON j.id = o.job_id
+                WHERE o.wallet_id = $1 AND NOT j.bypass""",
+            who.user_id,
+        )
     found = {row["stream_id"].split("-", 1)[0]: row["state"] for row in heads}
     user, wallet = found.get("user", {}), wallet_state(found.get("wallet"))
     now = datetime.now(UTC)
@@ -55,7 +62,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         open_jobs=wallet.open_jobs,
         csrf_token=who.csrf_token,
         available_rcc=spendable,
-        held_rcc=wallet.held,
+        held_rcc=wallet.held + int(job_holds),  # service holds (head) + open jobs
         next_expiry=next_expiry(wallet, now),
         daily=DailyUse(**msgspec.structs.asdict(daily)),  # h6: policies and plans
         blocked=bool(user.get("blocked", False)),
