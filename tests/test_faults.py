@@ -96,7 +96,7 @@ class Stack:
             db_url,
             tmp / "data",
             STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-            RCC_MAX_RUNNING_JOBS_PER_USER=str(10**6),  # jobs pile up: no adapter runs them
+            RCC_MAX_QUEUED_JOBS_PER_USER=str(10**6),  # jobs pile up: no adapter runs them
             RCC_RATE_WEBHOOK_PER_MIN=str(10**6),
             **extra_env,
         )

@@ -121,7 +121,7 @@ async def test_ledger_and_idempotency_through_pgbouncer(
         managed_db.pooled_url,
         tmp_path / "data",
         RCC_SIGNUP_GRANT_RCC=str(SIGNUP_GRANT),
-        RCC_MAX_RUNNING_JOBS_PER_USER="100",
+        RCC_MAX_QUEUED_JOBS_PER_USER="100",  # unfinished jobs at creation (the queue depth)
         **managed_db.env,
     )
     token = run_rcc(env, "tokens", "create", "--role", "user", "--email", "pool@example.com")

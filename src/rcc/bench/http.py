@@ -143,7 +143,7 @@ async def served(url: str, data_dir: Path) -> AsyncIterator[str]:
         "DATABASE_URL": url,
         "RCC_DATA_DIR": str(data_dir),
         "COMFYUI_URLS": "",  # jobs wait queued: the bench fails them itself
-        "RCC_MAX_RUNNING_JOBS_PER_USER": str(10**9),  # a steady stream, not a 429 wall
+        "RCC_MAX_QUEUED_JOBS_PER_USER": str(10**9),  # a steady stream, not a 429 wall
     }
     log_path = data_dir / "serve.log"
     with log_path.open("ab") as output:  # the child keeps its own descriptor
