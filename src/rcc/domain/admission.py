@@ -39,7 +39,7 @@ def admit_job(
     max_open_jobs: int | None,
     max_workflow_bytes: int,
     now: datetime,
-    price_rcc: int | None = None,  # the policy's price (h6); None: the built-in table
+    price_rcc: int | None = None,  # a raw job's price by policy (h6); None: the built-in table
     daily_limit_rcc: int | None = None,  # the plan's or a policy's limit (h6); None: none
     template: TemplateRun | None = None,
 ) -> Admitted | DomainError:
@@ -55,7 +55,8 @@ def admit_job(
     cost = job_cost(job_type) if template is None else template.price_rcc
     if cost is None:
         return Invalid(detail=f"type must be one of {sorted(JOB_PRICES_RCC)}")
-    cost = cost if price_rcc is None else price_rcc
+    if template is None and price_rcc is not None:
+        cost = price_rcc  # a raw job's price by policy; a template's is its own rule
     if too_many := wallets.open_job_limit(wallet, max_open_jobs):
         return too_many
     if not user.is_admin and (over := daily_limit_refusal(wallet, cost, daily_limit_rcc, now)):
