@@ -105,7 +105,8 @@ async def test_an_annual_plan_followed_for_13_months_grants_exactly_12_months(
     assert len(periods) == 12
     assert periods == [month_span(int(T0.timestamp()), i) for i in range(12)]
     assert periods[1] == "2031-02-28/2031-03-31" and periods[11] == "2031-12-31/2032-01-31"
-    assert await balance(pool, user) == 12 * STARTER_PER_MONTH
+    # Twelve grants, and each month's ends the month before's lot (docs/LOTS.md).
+    assert await balance(pool, user) == STARTER_PER_MONTH
     await caught_up(pool)
     row = await payment_row(pool, pi)
     assert (row["status"], row["credits_rcc"], row["credits_granted_rcc"]) == ("paid", 3600, 3600)
@@ -167,7 +168,8 @@ async def test_a_restart_or_a_second_scheduler_neither_loses_nor_doubles_a_month
     clock.month(13)
     await GrantScheduler(pool, clock=clock).tick()
     assert len(await _grants(pool, user)) == 12
-    assert await balance(pool, user) == 12 * STARTER_PER_MONTH
+    # Twelve grants, and each month's ends the month before's lot (docs/LOTS.md).
+    assert await balance(pool, user) == STARTER_PER_MONTH
     assert (await verify(owner)).ok
 
 
@@ -188,7 +190,8 @@ async def test_a_crash_mid_tick_is_repaired_by_the_next_one(
     await asyncio.gather(task, return_exceptions=True)
     await GrantScheduler(pool, clock=clock).tick()
     assert len(await _grants(pool, user)) == 12
-    assert await balance(pool, user) == 12 * STARTER_PER_MONTH
+    # Twelve grants, and each month's ends the month before's lot (docs/LOTS.md).
+    assert await balance(pool, user) == STARTER_PER_MONTH
 
 
 async def test_run_and_stop_with_a_full_refund_stopping_the_rest(
@@ -214,10 +217,11 @@ async def test_run_and_stop_with_a_full_refund_stopping_the_rest(
     assert await GrantScheduler(pool, clock=clock).tick() == []
     await caught_up(pool)
     row = await payment_row(pool, pi)
+    # Months 1-3 ended when the next came: the refund takes what the 4th month left.
     assert (row["status"], row["credits_granted_rcc"], row["clawed_back_rcc"]) == (
         "refunded",
         4 * STARTER_PER_MONTH,
-        4 * STARTER_PER_MONTH,
+        STARTER_PER_MONTH,
     )
 
 
@@ -255,4 +259,5 @@ async def test_ten_simultaneous_deliveries_of_an_annual_invoice_schedule_it_once
     clock = Clock(T0)
     clock.month(12)
     assert len(_granted(await GrantScheduler(pool, clock=clock).tick())) == 11
-    assert await balance(pool, user) == 12 * STARTER_PER_MONTH
+    # Twelve grants, and each month's ends the month before's lot (docs/LOTS.md).
+    assert await balance(pool, user) == STARTER_PER_MONTH
