@@ -1,5 +1,5 @@
-"""The loop of a clocked worker (the grant and the expiry schedulers): tick, wait,
-repeat until stopped."""
+"""The loop of a clocked worker (the schedulers of `rcc.service.due_work`, the auto
+top-up charger, the webhook sender): tick, wait, repeat until stopped."""
 
 from __future__ import annotations
 
