@@ -1,21 +1,21 @@
 """The shape every clocked scheduler shares: read the rows due by the clock, run one
 idempotent command for each, and tick again until stopped.
 
-A subclass says what is due (`due`) and what one row becomes (`handle`); the batch,
-the early stop between rows and the loop (`rcc.service.ticking`) live here once.
+A subclass says what is due (`due`) and what one row becomes (`handle`); the batch and
+the early stop between rows live here once, the loop in `rcc.service.ticking`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import asyncpg
 
-from rcc.service.ticking import tick_until_stopped
+from rcc.service.ticking import TickingWorker
 
 Clock = Callable[[], datetime]
 Row = TypeVar("Row")
@@ -27,12 +27,8 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class DueWorker(ABC, Generic[Row, Result]):
+class DueWorker(TickingWorker, Generic[Row, Result]):
     """Works off due rows: `tick()` once, or `run()` until `stop()`."""
-
-    name: ClassVar[str]
-    # A failed tick backs off up to this long before the next try.
-    max_backoff_s: float = 30.0
 
     def __init__(
         self,
@@ -43,11 +39,9 @@ class DueWorker(ABC, Generic[Row, Result]):
         batch_size: int = 200,
         stop_event: asyncio.Event | None = None,
     ) -> None:
+        super().__init__(interval_s=interval_s, batch_size=batch_size, stop_event=stop_event)
         self.pool = pool
         self.clock = clock
-        self.interval_s = interval_s
-        self.batch_size = batch_size
-        self.stop_event = stop_event or asyncio.Event()
 
     @abstractmethod
     async def due(self, conn: asyncpg.Connection, now: datetime, limit: int) -> Sequence[Row]:
@@ -56,10 +50,6 @@ class DueWorker(ABC, Generic[Row, Result]):
     @abstractmethod
     async def handle(self, row: Row) -> Result:
         """Run the one idempotent command of a due row; what came of it."""
-
-    def stop(self) -> None:
-        """Finish the row in hand and return from `run()`."""
-        self.stop_event.set()
 
     async def tick(self) -> list[Result]:
         """Handle every row due by now (one batch), in order; stops early when stopped."""
@@ -71,14 +61,3 @@ class DueWorker(ABC, Generic[Row, Result]):
                 break
             results.append(await self.handle(row))
         return results
-
-    async def run(self) -> None:
-        """Tick until stopped; a full batch ticks again at once, errors back off."""
-        await tick_until_stopped(
-            self.tick,
-            self.stop_event,
-            name=self.name,
-            interval_s=self.interval_s,
-            batch_size=self.batch_size,
-            max_backoff_s=self.max_backoff_s,
-        )
