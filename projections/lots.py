@@ -22,17 +22,13 @@ from rcc.domain.events import (
     CreditsHeld,
     CreditsReleased,
     CreditsReserved,
-    CreditsRolledOver,
     CreditsUsed,
     Draws,
     GrantEvent,
     HoldReleased,
     LotsOpened,
-    SignupGranted,
-    SubscriptionGranted,
-    TopupGranted,
 )
-from rcc.domain.lots import DEFAULT_PRIORITY
+from rcc.domain.lots import DEFAULT_PRIORITY, lot_source
 from rcc.projector.model import Handler, Projection
 from rcc.store.event_store import RecordedEvent
 
@@ -92,19 +88,6 @@ class Batch:
         return {wallet for wallet, _ in self.new} | {wallet for wallet, _ in self.changes}
 
 
-def _source(event: GrantEvent) -> str:
-    match event:
-        case CreditsRolledOver():
-            return "rollover"
-        case SignupGranted():
-            return "signup"
-        case TopupGranted():
-            return "topup"
-        case SubscriptionGranted():
-            return "subscription"
-    return "manual"
-
-
 def on_opened(batch: Batch, event: LotsOpened, record: RecordedEvent) -> None:
     row = NewLot("migrated", event.amount, event.amount, DEFAULT_PRIORITY, event.at, None, None)
     batch.create(wallet_of(record.stream_id), event.lot, row, record)
@@ -114,7 +97,7 @@ def on_granted(batch: Batch, event: GrantEvent, record: RecordedEvent) -> None:
     if event.lot is None or event.amount <= 0:
         return  # a grant from before lots
     row = NewLot(
-        _source(event), event.amount, event.amount, event.priority,
+        lot_source(event), event.amount, event.amount, event.priority,
         event.at or record.recorded_at, event.expires_at, event.ref,
     )  # fmt: skip
     batch.create(wallet_of(record.stream_id), event.lot, row, record)

@@ -9,14 +9,8 @@ import asyncpg
 import msgspec
 
 from projections.paging import Where, page
-from projections.queries import job_view
+from projections.queries import jobs_page, ledger_lines_page
 from projections.views import JobView, LedgerEntry, Page
-
-_LEDGER = """SELECT id, user_id, delta, reason, job_id, external_ref, created_at, wallet_id,
-                    actor, note FROM rcc_ledger"""
-_JOB = """SELECT id, user_id, type, cost_rcc, status, duration_ms, output_uris, error, metadata,
-                 created_at, started_at, ended_at, queued_at, bypass, backend, prompt_id
-            FROM jobs"""
 
 
 class MyOrg(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,15 +76,7 @@ async def org_ledger_page(
         .when(reason, "reason = {0}")
         .when(member, "job_id IN (SELECT id FROM jobs WHERE user_id = {0})")
     )
-    return await page(
-        conn,
-        select=_LEDGER,
-        where=where,
-        time_column="created_at",
-        cursor=cursor,
-        limit=limit,
-        build=lambda r: msgspec.convert(dict(r), LedgerEntry),
-    )
+    return await ledger_lines_page(conn, where, cursor=cursor, limit=limit)
 
 
 async def org_jobs_page(
@@ -103,21 +89,8 @@ async def org_jobs_page(
     limit: int,
 ) -> Page[JobView]:
     """Jobs charged to the org's wallet (one member's, or everyone's), newest first."""
-    where = (
-        Where()
-        .add("wallet_id = {0}", wallet_id)
-        .when(user_id, "user_id = {0}")
-        .when(status, "status = {0}")
-    )
-    return await page(
-        conn,
-        select=_JOB,
-        where=where,
-        time_column="created_at",
-        cursor=cursor,
-        limit=limit,
-        build=job_view,
-        id_type=str,
+    return await jobs_page(
+        conn, wallet_id=wallet_id, user_id=user_id, status=status, cursor=cursor, limit=limit
     )
 
 

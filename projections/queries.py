@@ -93,6 +93,14 @@ async def ledger_page(
         .when(until, "created_at < {0}")
         .when(job_id, "job_id = {0}")
     )
+    return await ledger_lines_page(conn, where, cursor=cursor, limit=limit)
+
+
+async def ledger_lines_page(
+    conn: asyncpg.Connection, where: Where, *, cursor: str | None, limit: int
+) -> Page[LedgerEntry]:
+    """Ledger lines matching `where`, newest first: the one ledger page query (a user's
+    ledger, an organisation's)."""
     return await page(
         conn,
         select=_LEDGER,
@@ -108,6 +116,7 @@ async def jobs_page(
     conn: asyncpg.Connection,
     *,
     user_id: str | None = None,
+    wallet_id: str | None = None,
     status: str | None = None,
     type: str | None = None,
     since: datetime | None = None,
@@ -115,10 +124,12 @@ async def jobs_page(
     cursor: str | None = None,
     limit: int = 50,
 ) -> Page[JobView]:
-    """Jobs newest first (one user's, or everyone's for admins); filters: status, type, time."""
+    """Jobs newest first (one user's, or everyone's for admins); filters: the wallet
+    charged (an organisation's), status, type, time."""
     where = (
         Where()
         .when(user_id, "user_id = {0}")
+        .when(wallet_id, "wallet_id = {0}")
         .when(status, "status = {0}")
         .when(type, "type = {0}")
         .when(since, "created_at >= {0}")

@@ -12,7 +12,7 @@ import msgspec
 
 from rcc.config import Settings
 from rcc.domain.errors import DomainError, error_code
-from rcc.policy import KEYS, current_book, resolve
+from rcc.policy import KEYS, PolicyBook, current_book, resolve
 from rcc.policy.plans import SEED_DAILY_LIMITS
 from rcc.service.commands import Command
 
@@ -44,17 +44,10 @@ def _print(value: object) -> None:
 
 async def policy_get(args: argparse.Namespace, settings: Settings) -> int:
     """Print the value of a key for a user/org/plan at an instant (default now)."""
-    from rcc.bootstrap import open_pool
-
     if args.key not in KEYS:
         print(f"error: unknown key {args.key!r}; one of {sorted(KEYS)}", file=sys.stderr)
         return 2
-    pool = await open_pool(settings)
-    try:
-        async with pool.acquire() as conn:
-            book = await current_book(conn)
-    finally:
-        await pool.close()
+    book = await _read_book(settings)
     value = resolve(book, args.key, user=args.user, org=args.org, plan=args.plan, at=args.at)
     _print({"key": args.key, "value": value})
     return 0
@@ -74,15 +67,9 @@ async def policy_set(args: argparse.Namespace, settings: Settings) -> int:
 async def policy_seed_plans(args: argparse.Namespace, settings: Settings) -> int:
     """Write the seed's plan daily limits (Free 20/day ... Enterprise unlimited) for the
     plans that have no plan-scoped limit yet; running it again writes nothing."""
-    from rcc.bootstrap import open_pool
     from rcc.service.policy_commands import SetPolicy
 
-    pool = await open_pool(settings)
-    try:
-        async with pool.acquire() as conn:
-            book = await current_book(conn)
-    finally:
-        await pool.close()
+    book = await _read_book(settings)
     set_already = {s[2] for s in book.slots() if s[:2] == ("limits.daily_rcc", "plan")}
     commands = [
         SetPolicy(
@@ -97,6 +84,18 @@ async def policy_seed_plans(args: argparse.Namespace, settings: Settings) -> int
         if plan not in set_already
     ]
     return await _execute(settings, commands)
+
+
+async def _read_book(settings: Settings) -> PolicyBook:
+    """The policy book as recorded now, through a pool opened for this one read."""
+    from rcc.bootstrap import open_pool
+
+    pool = await open_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            return await current_book(conn)
+    finally:
+        await pool.close()
 
 
 async def _execute(settings: Settings, commands: Sequence[Command]) -> int:
@@ -119,14 +118,7 @@ async def _execute(settings: Settings, commands: Sequence[Command]) -> int:
 async def policy_history(args: argparse.Namespace, settings: Settings) -> int:
     """Print every change of a key recorded up to --as-of, oldest first, and the value
     in effect then for the user/org/plan given."""
-    from rcc.bootstrap import open_pool
-
-    pool = await open_pool(settings)
-    try:
-        async with pool.acquire() as conn:
-            book = await current_book(conn)
-    finally:
-        await pool.close()
+    book = await _read_book(settings)
     when = args.as_of or datetime.now(UTC)
     changes = [e for e in book.entries if e.key == args.key and e.recorded_at <= when]
     value = resolve(book, args.key, user=args.user, org=args.org, plan=args.plan, at=when)

@@ -22,7 +22,7 @@ from rcc.autotopup.commands import RecordChargeOutcome
 from rcc.autotopup.stripe_events import AUTO_TOPUP_KEY
 from rcc.config import Settings
 from rcc.service.stripe_inbox import execute_retrying
-from rcc.service.ticking import tick_until_stopped
+from rcc.service.ticking import TickingWorker
 
 log = logging.getLogger("rcc.autotopup")
 LEASE_S = 60.0
@@ -39,8 +39,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     declined: str | None
 
 
-class AutoTopupCharger:
+class AutoTopupCharger(TickingWorker):
     """Charges due crossings: `tick()` once, or `run()` until `stop()`."""
+
+    name = "auto top-up"
 
     def __init__(
         self,
@@ -51,25 +53,9 @@ class AutoTopupCharger:
         batch_size: int = 20,
         stop_event: asyncio.Event | None = None,
     ) -> None:
+        super().__init__(interval_s=interval_s, batch_size=batch_size, stop_event=stop_event)
         self.pool = pool
         self.settings = settings
-        self.interval_s = interval_s
-        self.batch_size = batch_size
-        self.stop_event = stop_event or asyncio.Event()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    async def run(self) -> None:
-        """Tick until stopped."""
-        await tick_until_stopped(
-            self.tick,
-            self.stop_event,
-            name="auto top-up",
-            interval_s=self.interval_s,
-            batch_size=self.batch_size,
-            max_backoff_s=30.0,
-        )
 
     async def tick(self) -> list[Outcome]:
         """Send every due charge (none while Stripe is not configured)."""

@@ -16,6 +16,15 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from rcc.domain.events import (
+    CreditsAdjusted,
+    CreditsRolledOver,
+    GrantEvent,
+    SignupGranted,
+    SubscriptionGranted,
+    TopupGranted,
+)
+
 # What a lot's priority is unless a grant says otherwise (lower numbers drawn first).
 DEFAULT_PRIORITY = 50
 # A lot stops being drawable this long before it expires. The decision is taken on the
@@ -26,6 +35,21 @@ DRAW_GUARD = timedelta(seconds=1)
 RELEASE_GRACE = timedelta(days=7)
 
 Draw = tuple[str, int]  # (lot id, amount): one part of a debit, or of its release
+
+
+def lot_source(event: GrantEvent | CreditsAdjusted) -> str:
+    """The source a grant's lot is listed under (the wallet state and the `lots` read
+    model name it alike); an admin's grant or adjustment is "manual"."""
+    match event:
+        case CreditsRolledOver():
+            return "rollover"
+        case SignupGranted():
+            return "signup"
+        case TopupGranted():
+            return "topup"
+        case SubscriptionGranted():
+            return "subscription"
+    return "manual"
 
 
 class LotPolicy(msgspec.Struct, frozen=True, kw_only=True):

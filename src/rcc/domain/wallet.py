@@ -31,9 +31,6 @@ from rcc.domain.events import (
     JobSettled,
     LedgerEvent,
     LotsOpened,
-    SignupGranted,
-    SubscriptionGranted,
-    TopupGranted,
     WalletOpened,
 )
 from rcc.domain.lots import (
@@ -46,6 +43,7 @@ from rcc.domain.lots import (
     available,
     drawable,
     from_us,
+    lot_source,
     pin,
     plan_draws,
     prune,
@@ -114,7 +112,7 @@ def evolve(state: WalletState, event: Event) -> WalletState:
             )
         case GrantEvent() | CreditsAdjusted() if event.delta > 0 and event.lot is not None:
             after = _new_lot(
-                state, event.lot, _source(event), event.amount, event.at, event.expires_at,
+                state, event.lot, lot_source(event), event.amount, event.at, event.expires_at,
                 priority=event.priority, ref=event.external_ref,
             )  # fmt: skip
             return msgspec.structs.replace(after, balance=state.balance + event.amount)
@@ -148,17 +146,6 @@ def evolve(state: WalletState, event: Event) -> WalletState:
         case LedgerEvent():
             return msgspec.structs.replace(state, balance=state.balance + event.delta)
     return state
-
-
-def _source(event: GrantEvent | CreditsAdjusted) -> str:
-    match event:
-        case SignupGranted():
-            return "signup"
-        case TopupGranted():
-            return "topup"
-        case SubscriptionGranted():
-            return "subscription"
-    return "manual"
 
 
 def _new_lot(

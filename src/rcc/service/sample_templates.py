@@ -17,6 +17,17 @@ from rcc.service.template_commands import PublishTemplate
 
 TEXT_TO_IMAGE_ID = "text-to-image"
 
+# The KSampler's steps and seed (node "5" in both samples), offered alike by each.
+_STEPS: dict[str, Any] = {
+    "name": "steps", "kind": "integer", "node": "5", "field": "steps",
+    "min": 1, "max": 50, "default": 20,
+}  # fmt: skip
+_SEED: dict[str, Any] = {
+    "name": "seed", "kind": "seed", "node": "5", "field": "seed",
+    "label": "Seed (empty: random)",
+}  # fmt: skip
+
+
 # Stable Diffusion 1.5 text to image: checkpoint -> prompts -> empty latent -> sampler ->
 # VAE decode -> SaveImage. The checkpoint is a model file the backend must have
 # (the check before paying refuses the job when it does not).
@@ -91,22 +102,8 @@ TEXT_TO_IMAGE: dict[str, Any] = {
             "step": 64,
             "default": 512,
         },
-        {
-            "name": "steps",
-            "kind": "integer",
-            "node": "5",
-            "field": "steps",
-            "min": 1,
-            "max": 50,
-            "default": 20,
-        },
-        {
-            "name": "seed",
-            "kind": "seed",
-            "node": "5",
-            "field": "seed",
-            "label": "Seed (empty: random)",
-        },
+        _STEPS,
+        _SEED,
     ],
     # 0.1 RCC per megapixel-step, at least 1: 512 x 512 x 20 steps holds 1 RCC,
     # 1024 x 1024 x 50 steps holds 6.
@@ -163,22 +160,8 @@ IMAGE_TO_IMAGE: dict[str, Any] = {
             "step": 0.05,
             "default": 0.6,
         },
-        {
-            "name": "steps",
-            "kind": "integer",
-            "node": "5",
-            "field": "steps",
-            "min": 1,
-            "max": 50,
-            "default": 20,
-        },
-        {
-            "name": "seed",
-            "kind": "seed",
-            "node": "5",
-            "field": "seed",
-            "label": "Seed (empty: random)",
-        },
+        _STEPS,
+        _SEED,
     ],
     "price": {"rule": "fixed", "rcc": 2},
 }

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 import msgspec
@@ -22,17 +22,11 @@ import msgspec
 from rcc.config import Settings
 from rcc.domain.errors import DomainError
 from rcc.domain.lots import LotPolicy
+from rcc.service.due_work import Clock, DueWorker, utc_now
 from rcc.service.payment_commands import GrantScheduledMonth
 from rcc.service.stripe_inbox import execute_retrying
-from rcc.service.ticking import tick_until_stopped
 
 log = logging.getLogger("rcc.scheduler")
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class MonthResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,8 +41,10 @@ def month_key(subscription_id: str, period_start: datetime, month_index: int) ->
     return f"sub:{subscription_id}:{int(period_start.timestamp())}:{month_index}"
 
 
-class GrantScheduler:
+class GrantScheduler(DueWorker[asyncpg.Record, MonthResult]):
     """Credits due plan months: `tick()` once, or `run()` until `stop()`."""
+
+    name = "scheduler"
 
     def __init__(
         self,
@@ -60,37 +56,30 @@ class GrantScheduler:
         stop_event: asyncio.Event | None = None,
         lots: LotPolicy | None = None,
     ) -> None:
-        self.pool = pool
+        super().__init__(
+            pool, clock=clock, interval_s=interval_s, batch_size=batch_size, stop_event=stop_event
+        )
         self.lots = lots or LotPolicy()
-        self.clock = clock
-        self.interval_s = interval_s
-        self.batch_size = batch_size
-        self.stop_event = stop_event or asyncio.Event()
+        # A month is worth no faster retry than the clock's own interval.
+        self.max_backoff_s = interval_s
 
-    def stop(self) -> None:
-        """Finish the month in hand and return from `run()`."""
-        self.stop_event.set()
+    async def due(
+        self, conn: asyncpg.Connection, now: datetime, limit: int
+    ) -> list[asyncpg.Record]:
+        """Open months due by `now`, oldest first."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            """SELECT payment_key, month_index, subscription_id, period_start
+                 FROM subscription_schedule
+                WHERE granted_at IS NULL AND cancelled_at IS NULL AND due_at <= $1
+                ORDER BY due_at, payment_key, month_index
+                LIMIT $2""",
+            now,
+            limit,
+        )
+        return rows
 
-    async def tick(self) -> list[MonthResult]:
-        """Grant (or skip) every open month due by now, oldest first (one batch)."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                """SELECT payment_key, month_index, subscription_id, period_start
-                     FROM subscription_schedule
-                    WHERE granted_at IS NULL AND cancelled_at IS NULL AND due_at <= $1
-                    ORDER BY due_at, payment_key, month_index
-                    LIMIT $2""",
-                self.clock(),
-                self.batch_size,
-            )
-        results = []
-        for row in rows:
-            if self.stop_event.is_set():
-                break
-            results.append(await self._grant(row))
-        return results
-
-    async def _grant(self, row: asyncpg.Record) -> MonthResult:
+    async def handle(self, row: asyncpg.Record) -> MonthResult:
+        """Grant (or skip) one month under its key; a refused month closes its row."""
         key, index = row["payment_key"], row["month_index"]
         done = await execute_retrying(
             self.pool,
@@ -119,17 +108,6 @@ class GrantScheduler:
             month_index=index,
             outcome=outcome,
             detail=str(done.result.get("detail", "")),
-        )
-
-    async def run(self) -> None:
-        """Tick until stopped; a full batch ticks again at once, errors back off."""
-        await tick_until_stopped(
-            self.tick,
-            self.stop_event,
-            name="scheduler",
-            interval_s=self.interval_s,
-            batch_size=self.batch_size,
-            max_backoff_s=self.interval_s,
         )
 
 

@@ -26,7 +26,7 @@ import msgspec
 from standardwebhooks import Webhook
 from yarl import URL
 
-from rcc.service.ticking import tick_until_stopped
+from rcc.service.ticking import TickingWorker
 from rcc.webhooks import store
 from rcc.webhooks.guard import AddressGuard, UnsafeUrl
 from rcc.webhooks.messages import expiring_notice
@@ -53,8 +53,10 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
         return self.status is not None and 200 <= self.status < 300 and self.error is None
 
 
-class WebhookSender:
+class WebhookSender(TickingWorker):
     """Sends due deliveries: `tick()` once, or `run()` until `stop()`."""
+
+    name = "webhook sender"
 
     def __init__(
         self,
@@ -69,30 +71,13 @@ class WebhookSender:
         clock: Clock = lambda: datetime.now(UTC),
         stop_event: asyncio.Event | None = None,
     ) -> None:
+        super().__init__(interval_s=interval_s, batch_size=batch_size, stop_event=stop_event)
         self.pool = pool
         self.guard = guard
         self.schedule_s = tuple(schedule_s)
         self.lease_s = max(lease_s, 2 * timeout_s)  # outlives any attempt (timeout_s at most)
         self.timeout_s = timeout_s
-        self.interval_s = interval_s
-        self.batch_size = batch_size
         self.clock = clock
-        self.stop_event = stop_event or asyncio.Event()
-
-    def stop(self) -> None:
-        """Finish the attempts in hand and return from `run()`."""
-        self.stop_event.set()
-
-    async def run(self) -> None:
-        """Tick until stopped (a full batch ticks again at once)."""
-        await tick_until_stopped(
-            self.tick,
-            self.stop_event,
-            name="webhook sender",
-            interval_s=self.interval_s,
-            batch_size=self.batch_size,
-            max_backoff_s=30.0,
-        )
 
     async def tick(self) -> list[Attempt]:
         """Queue expiring-lot notices, then make one attempt at each due delivery."""
