@@ -26,6 +26,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from rcc.store.database import create_pool
 from tests import stripe_payloads as sp
 from tests.comfy_server.server import ComfyServer
+from tests.portal_helpers import PASSWORD
 from tests.stripe_double import StripeDouble
 from tests.template_helpers import CHECKPOINT as SAMPLE_CHECKPOINT
 
@@ -254,3 +255,17 @@ async def _running_site(
         await stripe.close()
         await comfy.stop()
         assert code == 0, f"rcc serve exited with {code}: {_tail(log)}"
+
+
+async def sign_up(page: Page, email: str) -> str:
+    """Sign up through the form; the new user's id. A new user has nothing and no job,
+    so the first run lands on Buy with a welcome (docs/WEBHOOKS.md); then the Run page."""
+    await page.goto("/app/signup")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign up").click()
+    await page.wait_for_url("**/app/buy?welcome=1")
+    await expect(page.locator("[data-welcome]")).to_be_visible()
+    await page.goto("/app/run")
+    me = await page.request.get("/me")
+    return str((await me.json())["id"])

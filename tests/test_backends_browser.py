@@ -14,10 +14,9 @@ from playwright.async_api import Page, expect
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
-from tests.browser_helpers import Site, database, running_site, shoot
+from tests.browser_helpers import Site, database, running_site, shoot, sign_up
 from tests.comfy_server import captures
 from tests.comfy_server.server import ComfyServer
-from tests.portal_helpers import PASSWORD
 
 
 @pytest.fixture
@@ -27,15 +26,6 @@ async def site(server_url: str, template_name: str, tmp_path: Path) -> AsyncIter
         running_site(url, tmp_path / "data") as found,
     ):
         yield found
-
-
-async def sign_up(page: Page, email: str) -> str:
-    await page.goto("/app/signup")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign up").click()
-    await page.wait_for_url("**/app/run")
-    return str((await (await page.request.get("/me")).json())["id"])
 
 
 def gib(n: int) -> str:

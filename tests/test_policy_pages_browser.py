@@ -13,8 +13,7 @@ from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from rcc.service.policy_commands import SetAccountBlocked
-from tests.browser_helpers import Site, database, running_site, shoot
-from tests.portal_helpers import PASSWORD
+from tests.browser_helpers import Site, database, running_site, shoot, sign_up
 
 pytestmark = pytest.mark.xdist_group("policy_browser")
 
@@ -26,15 +25,6 @@ async def site(
     data_dir = tmp_path_factory.mktemp("policy-ui") / "data"
     async with database(server_url, template_name) as url, running_site(url, data_dir) as found:
         yield found
-
-
-async def _sign_up(page: Page, email: str) -> str:
-    await page.goto("/app/signup")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign up").click()
-    await page.wait_for_url("**/app/run")
-    return str((await (await page.request.get("/me")).json())["id"])
 
 
 async def _set(page: Page, key: str, scope: str, scope_id: str, value: str, reason: str) -> None:
@@ -52,7 +42,7 @@ async def test_policy_and_plan_pages_the_plan_comparison_and_the_blocked_banner(
 ) -> None:
     admin_context, user_context = await site.context(), await site.context()
     admin = await admin_context.new_page()
-    admin_id = await _sign_up(admin, "policy-admin@example.com")
+    admin_id = await sign_up(admin, "policy-admin@example.com")
     promoted = await execute(site.pool, c.SetAdmin(user_id=admin_id, is_admin=True, actor="ops"))
     assert isinstance(promoted, Done), promoted
 
@@ -76,7 +66,7 @@ async def test_policy_and_plan_pages_the_plan_comparison_and_the_blocked_banner(
     await shoot(admin, "admin-plans")
 
     user = await user_context.new_page()
-    user_id = await _sign_up(user, "policy-user@example.com")
+    user_id = await sign_up(user, "policy-user@example.com")
     await user.goto("/app/buy")
     table = user.locator("[data-plan-compare]")
     await expect(table.locator('[data-daily-limit="free"]')).to_have_text("30 RCC")

@@ -119,7 +119,8 @@ def test_serve_starts_its_own_postgres_and_reuses_it(embedded_env: dict[str, str
             text=True,
             timeout=120,
         )
-        # The user made between the two runs is still there: the data directory was reused.
-        assert "checked 2 events in 2 streams" in audit.stdout, audit.stdout + audit.stderr
+        # The user made between the two runs is still there: the data directory was reused
+        # (2 events), and the two sample templates were published once, not per start.
+        assert "checked 4 events in 4 streams" in audit.stdout, audit.stdout + audit.stderr
     finally:
         stop(proc)

@@ -20,9 +20,8 @@ from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from rcc.service.sample_templates import IMAGE_TO_IMAGE_ID
-from tests.browser_helpers import Site, database, running_site, shoot
+from tests.browser_helpers import Site, database, running_site, shoot, sign_up
 from tests.comfy_server import captures
-from tests.portal_helpers import PASSWORD
 from tests.template_helpers import png
 
 pytestmark = pytest.mark.xdist_group("ui_browser")  # one worker shares the one service
@@ -39,20 +38,6 @@ async def site(
     data_dir = tmp_path_factory.mktemp("ui") / "data"
     async with database(server_url, template_name) as url, running_site(url, data_dir) as found:
         yield found
-
-
-async def sign_up(page: Page, email: str) -> str:
-    """Sign up through the form; the new user's id."""
-    await page.goto("/app/signup")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign up").click()
-    # A new user has nothing and no job: the first run lands on Buy, welcomed (h7).
-    await page.wait_for_url("**/app/buy?welcome=1")
-    await expect(page.locator("[data-welcome]")).to_be_visible()
-    await page.goto("/app/run")
-    me = await page.request.get("/me")
-    return str((await me.json())["id"])
 
 
 async def balance_shown(page: Page) -> str:

@@ -19,6 +19,7 @@ from rcc.domain.job import evolve as evolve_job
 from rcc.domain.wallet import WalletState, fold
 from rcc.domain.wallet import reserve as reserve_credits
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
+from rcc.outputs import with_attempt_prefix
 from tests.adapter_helpers import (
     SUCCESS,
     assert_ledger,
@@ -171,7 +172,9 @@ async def test_an_old_event_that_embeds_its_workflow_still_runs(
         new = await create_job(pool, user, SUCCESS)
         assert await wait_status(pool, old, "succeeded", "failed") == "succeeded"
         assert await wait_status(pool, new, "succeeded", "failed") == "succeeded"
-    # Both ran the same prompt: the embedded one and the one stored by digest.
+    # Both ran the same prompt: the embedded one and the one stored by digest (its output
+    # names prefixed per attempt, docs/GPU_POOL.md).
     for job in (old, new):
-        assert comfy.history[prompt_id_for(job)]["prompt"][2] == SUCCESS
+        sent = comfy.history[prompt_id_for(job)]["prompt"][2]
+        assert sent == with_attempt_prefix(SUCCESS, job, 1)
     await assert_ledger(pool, owner, user, 8)

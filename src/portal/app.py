@@ -51,6 +51,7 @@ from portal.routes.policies import plans_router, policies_router  # h6
 from projections.paging import BadCursor
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
+from rcc.service.sample_templates import publish_samples
 from rcc.store.outcome import OutcomeUnknown
 
 
@@ -61,6 +62,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
         app.state.pool = pool if pool is not None else await open_pool(settings)
+        if own:  # the service's own portal: a fresh install shows the sample templates
+            await publish_samples(app.state.pool)
         try:
             yield
         finally:

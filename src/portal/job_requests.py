@@ -27,8 +27,12 @@ class JobToMake(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _raw(settings: Settings, who: Identity, data: CreateJobBody) -> JobToMake:
+    # A body missing a field is a 400 like every other malformed body (naming the field).
     if data.type is None or data.workflow is None:
-        raise ApiError(422, "invalid_request", "send {template, inputs} or {type, workflow}")
+        missing = "type" if data.type is None else "workflow"
+        raise ApiError(
+            400, "invalid_request", f"{missing} is required (or send {{template, inputs}})"
+        )
     if settings.templates.raw_workflows == "admins" and not who.is_admin:
         raise ApiError(
             403, "raw_workflows_not_allowed", "run a template: raw workflows are for admins"
@@ -44,10 +48,10 @@ async def job_to_make(
     """The job this body asks for, or the 4xx that refuses it (nothing reserved yet)."""
     if data.template is None:
         if data.inputs or data.version is not None:
-            raise ApiError(422, "invalid_request", "inputs and version go with a template")
+            raise ApiError(400, "invalid_request", "inputs and version go with a template")
         return _raw(state.settings, who, data)
     if data.type is not None or data.workflow is not None:
-        raise ApiError(422, "invalid_request", "send a template or a workflow, not both")
+        raise ApiError(400, "invalid_request", "send a template or a workflow, not both")
     assert who.user_id is not None
     made = await build_template_job(
         state.pool,

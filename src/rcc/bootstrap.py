@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncpg
 
 from rcc.config import Settings
-from rcc.service.sample_templates import publish_samples
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import start_embedded
 from rcc.store.migrations import migrate
@@ -53,5 +52,4 @@ async def open_pool(
         pool = await create_pool(
             database_url(settings), max_size=max_size, pooler=settings.database_pooler
         )
-    await publish_samples(pool)  # h4: a fresh install shows the sample templates
     return pool

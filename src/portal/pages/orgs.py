@@ -17,6 +17,7 @@ from litestar.response import Redirect, Template
 
 from portal.consistency import caught_up
 from portal.pages.base import PageRefused, Viewer, member, render
+from portal.pages.policies import plan_comparison
 from portal.pages.workspaces import COOKIE
 from projections import org_queries
 from rcc.config import Settings
@@ -121,6 +122,9 @@ async def org_buy(request: Request[Any, Any, Any], state: State, org_id: FromPat
     viewer = await member(request)
     org, _, _ = await _org(state, viewer, org_id, managers_only=True)
     settings: Settings = state.settings
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        plans = await plan_comparison(conn, settings)  # the same plans as a person's
     return render(
         request,
         "buy.html",
@@ -129,6 +133,8 @@ async def org_buy(request: Request[Any, Any, Any], state: State, org_id: FromPat
         catalog=settings.catalog,
         payments_ready=bool(settings.stripe_secret_key),
         ledger_mark=0,
+        plans=plans,
+        welcome=False,
         buy_wallet=f"org:{org.org_id}",
         buy_for=org.name,
     )
