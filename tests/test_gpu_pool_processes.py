@@ -73,9 +73,8 @@ async def success_lag_s(pool: asyncpg.Pool, comfy: ComfyServer, job: str) -> flo
 async def test_two_adapters_on_one_backend_each_keep_their_websocket(
     pool: asyncpg.Pool, owner: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Adapter one runs a long job; adapter two connects to the same backend and takes
-    the short jobs (one counts its only slot taken); then two stops, closing its socket,
-    and one runs a last job. Every job learns its outcome from live messages, not from
+    """Adapter one runs a long job; adapter two connects to the same backend while the
+    short jobs run; then two stops, closing its socket, and one runs a last job. Every job learns its outcome from live messages, not from
     the 10 s poll. With one client id for both, two's socket would have taken one's
     registration, and its close would have dropped it (BEHAVIOUR.md)."""
     users = [await funded_user(pool, 10) for _ in range(5)]
@@ -101,8 +100,10 @@ async def test_two_adapters_on_one_backend_each_keep_their_websocket(
         clients = {job: await client_of(pool, job) for job in jobs}
     print(f"\nexecution_success -> job succeeded (s): {[round(v, 3) for v in lags.values()]}")
     assert len(set(comfy.ws_connects)) == 2, "one socket per adapter, under its own id"
-    assert clients[long_job] == clients[last] != clients[short[0]]
-    assert {clients[j] for j in short} == {clients[short[0]]}, "two ran the short jobs"
+    # One ran the long job and, after two closed its socket, the last one. Which adapter
+    # ran the short jobs is the claim's choice: slots are the GPU pool's (docs/BACKENDS.md),
+    # counted across adapters, not each process's RCC_COMFYUI_SLOTS.
+    assert clients[long_job] == clients[last]
     assert all(lag < 2.0 for lag in lags.values()), lags  # the poll would take ~10 s
     for user in users:
         await assert_ledger(pool, owner, user, 9)
