@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
-from projections.job_waiting import waiting_reasons
+from projections.job_waiting import WAITING, waiting_reasons
 from rcc.queue_order import FAIR_ORDER, WAITING_ORDER
 
 DEFAULT_RUN_S = 30.0  # the estimate's run time before any job has finished
@@ -70,10 +70,10 @@ async def standings(conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, S
             rounds = math.floor((int(place) - 1) / healthy_slots)
             start = now + timedelta(seconds=rounds * run_s)
         general = reasons.of(row["job_type"])  # a job type's missing tags say so
+        # A reason that says why nothing can run (no adapter, no backend, none with the
+        # job type's tags, all draining) beats the place in line.
         reason = (
-            general
-            if general.startswith(("the ComfyUI adapter", "no ComfyUI"))
-            else (f"waiting for a GPU: number {place} in the queue")
+            general if general != WAITING else f"waiting for a GPU: number {place} in the queue"
         )
         found[row["job_id"]] = Standing(reason, int(place), start)
     return found

@@ -139,6 +139,6 @@ async def test_a_metered_template_holds_its_estimate_and_captures_what_the_outpu
             job["id"],
         )
     assert [r["type"] for r in rows] == ["credits_reserved", "credits_released"]
-    released = json.loads(rows[1]["data"])
+    released = rows[1]["data"]
     assert (released["amount"], released["captured"]) == (2, 1)
     await assert_ledger(pool, owner, user_id, 10 - 1)
