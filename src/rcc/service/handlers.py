@@ -49,12 +49,14 @@ from rcc.policy.terms import JobTerms, job_terms
 from rcc.service import commands as c
 from rcc.service.admin_handlers import patch_user
 from rcc.service.holds import HOLD_HANDLERS
+from rcc.service.lot_window import decide_on_enough_lots
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.service.policy_handlers import POLICY_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
+from rcc.store.wallet_lots import FRONT_LOTS
 
 
 class UserCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,10 +155,11 @@ async def set_admin(cmd: c.SetAdmin, uow: UnitOfWork) -> UserCreated | DomainErr
 
 
 async def _lock_user_wallet(
-    uow: UnitOfWork, user_id: str
+    uow: UnitOfWork, user_id: str, front: int | None = None
 ) -> tuple[users.UserState, wallets.WalletState, int] | NotFound:
-    """The user and its wallet, the wallet's head locked for this transaction."""
-    found = await uow.lock_wallet_of(user_stream(user_id))
+    """The user and its wallet, the wallet's head locked for this transaction (with
+    all its lots, or the `front` ones: see rcc.store.wallet_lots)."""
+    found = await uow.lock_wallet_of(user_stream(user_id), front=front)
     if found is None:
         return NotFound(detail="user not found")
     user_head, _, wallet_head = found
@@ -248,12 +251,14 @@ async def claw_back(cmd: c.ClawBack, uow: UnitOfWork) -> WalletMoved | DomainErr
 
 async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainError:
     """Reserve the job's cost (or record ADMIN_BYPASS for an admin) and create the job."""
-    loaded = await _lock_user_wallet(uow, cmd.user_id)
+    loaded = await _lock_user_wallet(uow, cmd.user_id, FRONT_LOTS)
     if isinstance(loaded, DomainError):
         return loaded
     user, wallet, version = loaded
     terms = await job_terms(uow.conn, [cmd.user_id])  # prices and limits by policy (h6)
-    admitted = admit(cmd, user, wallet, terms[cmd.user_id])
+    admitted = await decide_on_enough_lots(  # the front lots, or all if short (h9)
+        uow, wallet, lambda w: admit(cmd, user, w, terms[cmd.user_id])
+    )
     if isinstance(admitted, DomainError):
         return admitted
     stage_admission(uow, admitted, version)

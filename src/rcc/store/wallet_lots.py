@@ -1,0 +1,122 @@
+"""`wallet_lots`: a wallet's lots as rows, kept in the transaction of its events (h9).
+
+The cached wallet head keeps only the sums (balance, held, open_jobs, lot_seq, pinned,
+the daily counters). A reserve used to decode every lot from the head, sort them all
+and rewrite the whole (TOASTed, 69 kB at 1,000 lots) head; now the unit of work reads
+a wallet's lots from this table under the head's lock, either all of them or only the
+first FRONT_LOTS in spending order that still have credits (what a reserve draws
+from), and writes back only the rows that changed. The domain is untouched: it sees a
+WalletState whose `lots` hold the loaded lots.
+
+A partial load is exact for a draw whenever the loaded lots cover it: they are a
+prefix of the spending order (rcc_wallet_lots orders by rcc.domain.lots.spending_key),
+and the lots a debit may draw now are that prefix less the ones expiring within the
+draw guard. When they do not cover it the caller loads every lot and decides again
+(`complete`). Lots that were not loaded are never deleted or changed.
+
+Like the head, the table is derived from the events: migration 0099 fills it from the
+heads, and `rcc audit verify` checks it against the lots folded from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from rcc.domain.lots import Lot
+from rcc.domain.wallet import WalletState
+
+# Lots a reserve loads: the wallet's first lots in spending order with credits left.
+# A reserve rarely spans more than a few lots; when these do not cover it, all are read.
+FRONT_LOTS = 16
+
+Row = list[Any]  # a lot as its JSON array: [id, source, amount, remaining, priority, ...]
+
+
+# `streams.state` as a select expression with a wallet's lots put back in (for reads of
+# a head outside the write path, such as GET /me; one statement, one snapshot).
+STATE_WITH_LOTS = (
+    "CASE WHEN stream_id LIKE 'wallet-%' THEN"
+    " state || jsonb_build_object('lots', rcc_wallet_lots(stream_id, NULL)) ELSE state END"
+)
+
+
+def is_wallet(stream_id: str) -> bool:
+    """Wallet streams are the only ones with lots."""
+    return stream_id.startswith("wallet-")
+
+
+async def read_lots(
+    conn: asyncpg.Connection, stream_ids: Sequence[str], front: Sequence[int | None]
+) -> dict[str, list[Row]]:
+    """Each wallet's lots in the order they were made: all (front None) or the first
+    `front` in spending order with credits left. Run after the heads are locked: its
+    own statement, so its snapshot sees every write committed before the lock was
+    granted (a subquery of the locking statement would read an older snapshot)."""
+    rows = await conn.fetch(
+        """SELECT w.stream_id, rcc_wallet_lots(w.stream_id, w.front) AS lots
+             FROM unnest($1::text[], $2::int[]) AS w(stream_id, front)""",
+        list(stream_ids),
+        list(front),
+    )
+    return {r["stream_id"]: r["lots"] for r in rows}
+
+
+def lot_rows(state: WalletState) -> dict[str, Row]:
+    """The state's lots by id, as the JSON arrays the table gives back."""
+    return {lot.id: msgspec.to_builtins(lot) for lot in state.lots}
+
+
+def lot_number(lot_id: str | Lot) -> int:
+    """The number in a lot's id (L<n>): lots are made in this order."""
+    if isinstance(lot_id, Lot):
+        lot_id = lot_id.id
+    return int(lot_id[1:]) if lot_id[1:].isdigit() else 0
+
+
+class LotChanges(msgspec.Struct):
+    """What one transaction writes to `wallet_lots`."""
+
+    gone: list[tuple[str, str]] = []  # (stream, lot) no longer kept
+    upserts: list[tuple[str, Lot]] = []  # new lots and lots whose remainder moved
+
+    def add(self, stream_id: str, seen: dict[str, Row], after: WalletState) -> None:
+        """The difference between the lots loaded (`seen`) and the lots after."""
+        kept = lot_rows(after)
+        self.gone += [(stream_id, lot_id) for lot_id in seen if lot_id not in kept]
+        self.upserts += [(stream_id, lot) for lot in after.lots if seen.get(lot.id) != kept[lot.id]]
+
+
+async def write_lots(conn: asyncpg.Connection, changes: LotChanges) -> None:
+    """Apply the changes in the caller's transaction (one statement)."""
+    if not changes.gone and not changes.upserts:
+        return
+    lots = [lot for _, lot in changes.upserts]
+    await conn.execute(
+        """WITH gone AS (
+               DELETE FROM wallet_lots w
+                USING unnest($1::text[], $2::text[]) AS d(stream_id, lot_id)
+                WHERE w.stream_id = d.stream_id AND w.lot_id = d.lot_id)
+           INSERT INTO wallet_lots (stream_id, lot_id, source, amount, remaining, priority,
+                                    effective_us, no_expiry, expires_us, lot_no, ref)
+           SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[],
+                                $7::bigint[], $8::int[], $9::bigint[], $10::bool[],
+                                $11::bigint[], $12::bigint[], $13::text[])
+           ON CONFLICT (stream_id, lot_id) DO UPDATE SET remaining = EXCLUDED.remaining""",
+        [s for s, _ in changes.gone],
+        [lot_id for _, lot_id in changes.gone],
+        [s for s, _ in changes.upserts],
+        [lot.id for lot in lots],
+        [lot.source for lot in lots],
+        [lot.amount for lot in lots],
+        [lot.remaining for lot in lots],
+        [lot.priority for lot in lots],
+        [lot.effective_us for lot in lots],
+        [lot.expires_us is None for lot in lots],
+        [lot.expires_us or 0 for lot in lots],
+        [lot_number(lot.id) for lot in lots],
+        [lot.ref for lot in lots],
+    )
