@@ -15,7 +15,7 @@ draw guard. When they do not cover it the caller loads every lot and decides aga
 (`complete`). Lots that were not loaded are never deleted or changed.
 
 Like the head, the table is derived from the events: migration 0099 fills it from the
-heads, and `rcc audit verify` checks it against the lots folded from the log.
+heads, and tests check it against the lots folded from the log (tests/test_lots_table.py).
 """
 
 from __future__ import annotations
