@@ -101,7 +101,9 @@ async def test_a_reserve_on_300_lots_rewrites_only_the_row_it_draws(
     # The job fails: its credits go back to the same row.
     job_id = str(job.result["job_id"])
     await _done(pool, c.MarkJob(job_id=job_id, status="failed", error="gpu lost"))
-    assert (await _rows(owner, user))["L1"][0] == before["L1"][0]
+    ended = await _rows(owner, user)
+    assert ended["L1"][0] == before["L1"][0]
+    assert {lot for lot in ended if ended[lot] != before[lot]} == {"L1"}
     await _rows_equal_the_fold(owner, user)
     assert await _draws_follow_all_lots(owner, user) == 1
     report = await verify(owner)

@@ -353,7 +353,9 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
     if not job.status:
         return NotFound(detail="job not found")
     wallet_id = wallet_stream(job.wallet_id)
-    heads = await uow.lock(stream, wallet_id)
+    # Only the lots the job drew from: its end returns to them or unpins them (h9).
+    drew = {wallet_id: [lot for lot, _ in job.draws]}
+    heads = await uow.lock(stream, wallet_id, lots_of=drew)
     job = heads[stream].as_state(jobs.JobState)  # re-read under the lock
     if refused := jobs.check_transition(job, cmd.status):
         return refused

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from rcc.store.wallet_lots import (
     is_wallet,
     lot_number,
     read_lots,
+    read_named_lots,
     write_lots,
 )
 from rcc.store.workflows import store_workflows
@@ -167,8 +168,11 @@ class UnitOfWork:
         # A statement of its own: its snapshot is taken after the waits above.
         return await self.recall(*keys)
 
-    async def lock(self, *stream_ids: str) -> dict[str, Head]:
-        """Lock the heads of existing streams (in id order) and return them.
+    async def lock(
+        self, *stream_ids: str, lots_of: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, Head]:
+        """Lock the heads of existing streams (in id order) and return them, wallets with
+        all their lots or, for those in `lots_of`, only the lots named there.
 
         Streams that do not exist yet come back as version 0 with an empty state.
         """
@@ -178,7 +182,9 @@ class UnitOfWork:
             list(stream_ids),
         )
         found = {r["stream_id"]: Head(r["version"], r["state"]) for r in rows}
-        found = await self.with_lots(found)
+        named = {sid: head for sid, head in found.items() if lots_of and sid in lots_of}
+        found |= await self.with_named_lots(named, lots_of or {})
+        found |= await self.with_lots({s: h for s, h in found.items() if s not in named})
         return {sid: found.get(sid, Head(0, {})) for sid in stream_ids}
 
     async def with_lots(
@@ -200,6 +206,20 @@ class UnitOfWork:
             else:
                 self._lots_partial.add(sid)
             out[sid] = Head(heads[sid].version, {**heads[sid].state, "lots": lots[sid]})
+        return out
+
+    async def with_named_lots(
+        self, heads: dict[str, Head], lots_of: Mapping[str, Sequence[str]]
+    ) -> dict[str, Head]:
+        """The heads with only the named lots of their wallets (those a job or hold drew
+        from, all that its end can touch), remembered like `with_lots`."""
+        wallets = [sid for sid, head in heads.items() if is_wallet(sid) and head.version]
+        out = dict(heads)
+        for sid in wallets:
+            lots = await read_named_lots(self._conn, sid, lots_of[sid])
+            self._lots_seen[sid] = {row[0]: row for row in lots}
+            self._lots_partial.add(sid)
+            out[sid] = Head(heads[sid].version, {**heads[sid].state, "lots": lots})
         return out
 
     async def all_lots(self, stream_id: str, state: WalletState) -> WalletState | None:

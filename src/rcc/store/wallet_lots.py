@@ -65,6 +65,22 @@ async def read_lots(
     return {r["stream_id"]: r["lots"] for r in rows}
 
 
+async def read_named_lots(
+    conn: asyncpg.Connection, stream_id: str, lot_ids: Sequence[str]
+) -> list[Row]:
+    """These lots of a wallet (those that still exist), in the order they were made."""
+    rows = await conn.fetch(
+        """SELECT jsonb_build_array(lot_id, source, amount, remaining, priority,
+                      effective_us, CASE WHEN no_expiry THEN NULL ELSE expires_us END, ref)
+                  AS lot
+             FROM wallet_lots WHERE stream_id = $1 AND lot_id = ANY($2::text[])
+            ORDER BY lot_no""",
+        stream_id,
+        list(lot_ids),
+    )
+    return [r["lot"] for r in rows]
+
+
 def lot_rows(state: WalletState) -> dict[str, Row]:
     """The state's lots by id, as the JSON arrays the table gives back."""
     return {lot.id: msgspec.to_builtins(lot) for lot in state.lots}
