@@ -235,7 +235,8 @@ async def _lock_wallets(
     uow: UnitOfWork, asks: Counter[str]
 ) -> dict[str, tuple[users.UserState, _Wallet]]:
     """Each user with its wallet, every wallet locked in stream-id order, then the
-    front lots of each wallet, enough for as many reserves as it has commands."""
+    front lots of each wallet: one more per command (a lot usually covers a job; when
+    they fall short, every lot is read: see rcc.service.lot_window)."""
     rows = await uow.conn.fetch(
         """SELECT u.stream_id AS user_stream, u.state AS user_state,
                   w.stream_id AS wallet_stream, w.version AS wallet_version,
@@ -249,7 +250,7 @@ async def _lock_wallets(
     )
     heads = await uow.with_lots(
         {r["wallet_stream"]: Head(r["wallet_version"], r["wallet_state"]) for r in rows},
-        {r["wallet_stream"]: FRONT_LOTS * asks[r["user_state"].get("user_id", "")] for r in rows},
+        {r["wallet_stream"]: FRONT_LOTS + asks[r["user_state"].get("user_id", "")] for r in rows},
     )
     found: dict[str, tuple[users.UserState, _Wallet]] = {}
     for row in rows:

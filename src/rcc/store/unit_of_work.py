@@ -169,10 +169,14 @@ class UnitOfWork:
         return await self.recall(*keys)
 
     async def lock(
-        self, *stream_ids: str, lots_of: Mapping[str, Sequence[str]] | None = None
+        self,
+        *stream_ids: str,
+        lots_of: Mapping[str, Sequence[str]] | None = None,
+        front: int | None = None,
     ) -> dict[str, Head]:
         """Lock the heads of existing streams (in id order) and return them, wallets with
-        all their lots or, for those in `lots_of`, only the lots named there.
+        all their lots (or the `front` ones) or, for those in `lots_of`, only the lots
+        named there (see rcc.store.wallet_lots).
 
         Streams that do not exist yet come back as version 0 with an empty state.
         """
@@ -184,7 +188,7 @@ class UnitOfWork:
         found = {r["stream_id"]: Head(r["version"], r["state"]) for r in rows}
         named = {sid: head for sid, head in found.items() if lots_of and sid in lots_of}
         found |= await self.with_named_lots(named, lots_of or {})
-        found |= await self.with_lots({s: h for s, h in found.items() if s not in named})
+        found |= await self.with_lots({s: h for s, h in found.items() if s not in named}, front)
         return {sid: found.get(sid, Head(0, {})) for sid in stream_ids}
 
     async def with_lots(
