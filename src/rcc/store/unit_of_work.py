@@ -27,9 +27,9 @@ from rcc.store.wallet_lots import (
     Row,
     is_wallet,
     lot_number,
+    lots_cte,
     read_lots,
     read_named_lots,
-    write_lots,
 )
 from rcc.store.workflows import store_workflows
 
@@ -321,11 +321,13 @@ class UnitOfWork:
         is then rolled back on exit and nothing of this one remains. A lost COMMIT reply
         is resolved before returning: see `_commit`.
         """
-        writes = await self._write_lots([w for w in self._writes.values() if w.events])
+        writes, lots = self._lots_out([w for w in self._writes.values() if w.events])
         if self._workflows:
             await store_workflows(self._conn, self._workflows)
-        # A command that changes nothing (say, making an admin an admin) appends nothing.
-        appended = await append(self._conn, writes) if writes else []
+        # A command that changes nothing (say, making an admin an admin) appends nothing
+        # (and, having no events, moves no lots). The lots' rows go in the append's
+        # round trip.
+        appended = await append(self._conn, writes, with_=lots_cte(lots, 8)) if writes else []
         if remember:
             await self._store_keys(remember, appended[-1] if appended else None)
         await self._commit()
@@ -333,9 +335,9 @@ class UnitOfWork:
             events_committed(self._pool)
         return appended
 
-    async def _write_lots(self, writes: list[StreamWrite]) -> list[StreamWrite]:
-        """Write the lots of every wallet state staged to `wallet_lots` (only what
-        changed since they were loaded) and keep them out of the cached heads."""
+    def _lots_out(self, writes: list[StreamWrite]) -> tuple[list[StreamWrite], LotChanges]:
+        """The writes with the lots kept out of the cached wallet heads, and what changed
+        in `wallet_lots` since the lots were loaded (see rcc.store.wallet_lots)."""
         changes = LotChanges()
         out: list[StreamWrite] = []
         for write in writes:
@@ -345,8 +347,7 @@ class UnitOfWork:
                     write, state=msgspec.structs.replace(write.state, lots=())
                 )
             out.append(write)
-        await write_lots(self._conn, changes)
-        return out
+        return out, changes
 
     async def _commit(self) -> None:
         """COMMIT with the command ids. If its reply is lost, find out whether it took

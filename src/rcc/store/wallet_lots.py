@@ -128,22 +128,28 @@ class LotChanges(msgspec.Struct):
         self.upserts += [(stream_id, lot) for lot in after.lots if seen.get(lot.id) != kept[lot.id]]
 
 
-async def write_lots(conn: asyncpg.Connection, changes: LotChanges) -> None:
-    """Apply the changes in the caller's transaction (one statement)."""
+def lots_cte(changes: LotChanges, first: int) -> tuple[str, list[Any]] | None:
+    """The changes as a WITH clause (its parameters numbered from `first`) to put in
+    front of another statement of the transaction: the rows go in its round trip."""
     if not changes.gone and not changes.upserts:
-        return
-    lots = [lot for _, lot in changes.upserts]
-    await conn.execute(
-        """WITH gone AS (
+        return None
+    n = [f"${first + i}" for i in range(13)]
+    sql = f"""WITH lots_gone AS (
                DELETE FROM wallet_lots w
-                USING unnest($1::text[], $2::text[]) AS d(stream_id, lot_id)
-                WHERE w.stream_id = d.stream_id AND w.lot_id = d.lot_id)
-           INSERT INTO wallet_lots (stream_id, lot_id, source, amount, remaining, priority,
-                                    effective_us, no_expiry, expires_us, lot_no, ref)
-           SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[],
-                                $7::bigint[], $8::int[], $9::bigint[], $10::bool[],
-                                $11::bigint[], $12::bigint[], $13::text[])
-           ON CONFLICT (stream_id, lot_id) DO UPDATE SET remaining = EXCLUDED.remaining""",
+                USING unnest({n[0]}::text[], {n[1]}::text[]) AS d(stream_id, lot_id)
+                WHERE w.stream_id = d.stream_id AND w.lot_id = d.lot_id),
+           lots_moved AS (
+               INSERT INTO wallet_lots (stream_id, lot_id, source, amount, remaining,
+                                        priority, effective_us, no_expiry, expires_us,
+                                        lot_no, ref)
+               SELECT * FROM unnest({n[2]}::text[], {n[3]}::text[], {n[4]}::text[],
+                                    {n[5]}::bigint[], {n[6]}::bigint[], {n[7]}::int[],
+                                    {n[8]}::bigint[], {n[9]}::bool[], {n[10]}::bigint[],
+                                    {n[11]}::bigint[], {n[12]}::text[])
+               ON CONFLICT (stream_id, lot_id) DO UPDATE SET remaining = EXCLUDED.remaining)
+           """
+    lots = [lot for _, lot in changes.upserts]
+    args: list[Any] = [
         [s for s, _ in changes.gone],
         [lot_id for _, lot_id in changes.gone],
         [s for s, _ in changes.upserts],
@@ -157,4 +163,11 @@ async def write_lots(conn: asyncpg.Connection, changes: LotChanges) -> None:
         [lot.expires_us or 0 for lot in lots],
         [lot_number(lot.id) for lot in lots],
         [lot.ref for lot in lots],
-    )
+    ]
+    return sql, args
+
+
+async def write_lots(conn: asyncpg.Connection, changes: LotChanges) -> None:
+    """Apply the changes in the caller's transaction (one statement of their own)."""
+    if cte := lots_cte(changes, 1):
+        await conn.execute(cte[0] + "SELECT 1", *cte[1])
