@@ -75,8 +75,9 @@ async def test_two_adapters_on_one_backend_each_keep_their_websocket(
 ) -> None:
     """Adapter one runs a long job; adapter two connects to the same backend while the
     short jobs run; then two stops, closing its socket, and one runs a last job. Every
-    job learns its outcome from live messages, not from the 10 s poll. With one client id for both, two's socket would have taken one's
-    registration, and its close would have dropped it (BEHAVIOUR.md)."""
+    job learns its outcome from live messages, not from the 10 s poll. With one client
+    id for both, two's socket would have taken one's registration, and its close would
+    have dropped it (BEHAVIOUR.md)."""
     users = [await funded_user(pool, 10) for _ in range(5)]
     log = tmp_path / "adapters.log"
     async with ComfyServer(node_seconds={"ImageBlur": 4.0}) as comfy:
