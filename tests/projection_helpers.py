@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from projections.registry import ALL
-from rcc.follower.batch import follow_batch
+from rcc.follower.batch import Follower, follow_batch
 from rcc.follower.horizon import held_back
 from rcc.service import commands as c
 from rcc.service.bus import execute
@@ -18,8 +19,11 @@ from rcc.service.handlers import Done
 READ_MODEL_TABLES = tuple(t for p in ALL for t in p.tables)
 
 
-async def drain(pool: asyncpg.Pool, *, limit: int = 500) -> int:
-    """Project everything committed so far with the real projections; return the events.
+async def drain(
+    pool: asyncpg.Pool, followers: Sequence[Follower] = ALL, *, limit: int = 500
+) -> int:
+    """Apply everything committed so far to these followers (the real projections unless
+    told otherwise; their checkpoint rows must exist); return the events.
 
     Committed events can be held back from readers by an older transaction that is still
     running anywhere on the server (another test's database included), so "caught up"
@@ -29,9 +33,9 @@ async def drain(pool: asyncpg.Pool, *, limit: int = 500) -> int:
     async with asyncio.timeout(120):
         while True:
             async with pool.acquire() as conn:
-                result = await follow_batch(conn, ALL, limit=limit)
+                result = await follow_batch(conn, followers, limit=limit)
                 total += result.events
-                if result.events == limit or await behind(conn):
+                if result.events == limit or await behind(conn, [f.name for f in followers]):
                     await asyncio.sleep(0 if result.events == limit else 0.01)
                     continue
             return total
@@ -48,12 +52,16 @@ async def settle(pool: asyncpg.Pool) -> None:
             await asyncio.sleep(0.01)
 
 
-async def behind(conn: asyncpg.Connection) -> bool:
-    """Is any committed event past some projection's checkpoint?"""
+async def behind(conn: asyncpg.Connection, names: Sequence[str] | None = None) -> bool:
+    """Is any committed event past the checkpoint of some projection (or, given names,
+    of one of these followers)?"""
     return bool(
         await conn.fetchval(
-            """SELECT EXISTS (SELECT 1 FROM projection_checkpoints p JOIN events e
-                                ON (e.tx_id, e.position) > (p.tx_id, p.position))"""
+            """SELECT EXISTS (SELECT 1 FROM follower_checkpoints p JOIN events e
+                                ON (e.tx_id, e.position) > (p.tx_id, p.position)
+                               WHERE CASE WHEN $1::text[] IS NULL THEN p.kind = 'projection'
+                                          ELSE p.name = ANY($1::text[]) END)""",
+            None if names is None else list(names),
         )
     )
 

@@ -15,13 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rcc.billing.follower import BillingFollower
+from rcc.domain.errors import DomainError
 from rcc.domain.events import BillingStateChanged, decode_event
 from rcc.follower import checkpoints
-from rcc.follower.batch import follow_batch
 from rcc.service import commands as c
 from rcc.service.bus import execute
-from rcc.service.handlers import Done
+from rcc.service.handlers import HANDLERS, Done
+from rcc.store.unit_of_work import UnitOfWork
 from tests.helpers import balance_of, funded_user
+from tests.projection_helpers import drain
 
 THRESHOLD = 20
 
@@ -33,13 +35,25 @@ def expected_state(balance: int) -> str:
 
 
 async def follow(pool: asyncpg.Pool) -> BillingFollower:
-    """Run the billing follower until it has read the whole log."""
+    """Run the billing follower until it has applied every committed event.
+
+    An empty batch is not "caught up": committed events stay invisible to followers
+    while an older transaction runs anywhere on the server (the commit-safe horizon;
+    under xdist, another worker's test), so `drain` waits until none lies past the
+    checkpoint."""
     follower = BillingFollower(lambda _wallet: THRESHOLD)
     async with pool.acquire() as conn:
         await checkpoints.ensure(conn, [follower.name], "subscriber")
-        while (await follow_batch(conn, [follower], limit=50)).events:
-            pass
+    await drain(pool, [follower], limit=50)
     return follower
+
+
+async def state_row(pool: asyncpg.Pool, user_id: str) -> tuple[int, str] | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT balance, state FROM billing_states WHERE wallet_id = $1", user_id
+        )
+    return None if row is None else (row["balance"], row["state"])
 
 
 async def transitions(conn: asyncpg.Connection, user_id: str) -> list[BillingStateChanged]:
@@ -122,3 +136,39 @@ async def test_concurrent_debits_and_grants_keep_one_consistent_chain(pool: asyn
     assert all(a != b for a, b in pairwise(chain))
     assert all(expected_state(e.balance) == e.state for e in changes)
     assert chain[-1] == expected_state(balance)
+
+
+async def test_a_grant_held_back_by_an_older_transaction_is_waited_for_and_counted_once(
+    pool: asyncpg.Pool,
+) -> None:
+    """Transaction ids are taken at the first write, not at commit: while an older
+    transaction runs, a younger one's committed grant is invisible to followers. Following
+    must neither read past that horizon nor stop there as if caught up (the flaky failure
+    under a loaded suite: an empty batch ended `follow`, the balance stayed short); once
+    the older one commits its own grant, both count, once each."""
+    user_id = await funded_user(pool, 5, email=f"{uuid.uuid4().hex[:12]}@example.com")
+    await follow(pool)
+    assert await state_row(pool, user_id) == (5, "low_balance")
+    async with UnitOfWork(pool) as older:
+        await older.conn.execute("SELECT pg_current_xact_id()")  # takes its xid now
+        younger = await execute(pool, c.GrantCredits(user_id=user_id, kind="topup", amount=30))
+        assert isinstance(younger, Done), younger
+        following = asyncio.create_task(follow(pool))
+        await asyncio.sleep(0.3)
+        assert not following.done(), "followed while a committed grant was held back"
+        assert await state_row(pool, user_id) == (5, "low_balance")  # nothing past the horizon
+        late = c.GrantCredits(user_id=user_id, kind="topup", amount=10)
+        outcome = await HANDLERS[type(late)](late, older)
+        assert not isinstance(outcome, DomainError), outcome
+        await older.commit()
+    await asyncio.wait_for(following, 120)
+    await follow(pool)  # a follower with nothing new changes nothing
+    assert await state_row(pool, user_id) == (45, "healthy")
+    async with pool.acquire() as conn:
+        assert await balance_of(conn, user_id) == 45
+        changes = await transitions(conn, user_id)
+    # Commit-safe order puts the older transaction's grant first: 5 + 10, then + 30.
+    assert [(e.previous, e.state, e.balance) for e in changes] == [
+        ("depleted", "low_balance", 5),
+        ("low_balance", "healthy", 45),
+    ]
