@@ -109,10 +109,14 @@ def on_grant(
 def on_clawback(batch: Batch, event: CreditsClawedBack, record: RecordedEvent) -> None:
     at = record.recorded_at
     if event.ref and not _payment_flow(record):
+        # Events come in (tx_id, position) order, and a concurrent transaction's
+        # recorded_at can be earlier than an event before it: a row's updated_at is the
+        # latest of its times (as the flush's GREATEST does for earlier batches'
+        # rows), so where the batches happen to end does not change it.
         for payment in batch.new:
             if payment.external_ref == event.ref and payment.type != "clawback":
-                payment.status, payment.updated_at = "refunded", at
-        batch.refunded[event.ref] = at
+                payment.status, payment.updated_at = "refunded", max(payment.updated_at, at)
+        batch.refunded[event.ref] = max(batch.refunded.get(event.ref, at), at)
     shortfall = f"shortfall {event.shortfall} RCC" if event.shortfall else None
     batch.new.append(
         Payment(
