@@ -154,3 +154,23 @@ async def test_months_on_the_store_replay_and_audit_exactly(
     live = await dump(owner)
     await replay(owner, ALL)
     assert await dump(owner) == live
+
+
+def test_a_job_released_after_its_month_ended_comes_back_as_a_new_lot() -> None:
+    """The month's lot ended early (superseded) while a job still held part of it: the
+    release must not go back into the ended lot (the audit calls that a return after
+    expiry) but become a lot lasting RELEASE_GRACE."""
+    state = _first_month(spent=30)
+    later = T0 + timedelta(days=10)  # long before the first month's backstop date
+    state = wallets.fold(
+        month_grant(state, 100, later, lifetime=MONTH, rollover_cap=0, ref="p2", period="2"),
+        state,
+    )
+    back = wallets.release(state, "j", 30, later + timedelta(hours=1), drawn=(("L1", 30),))
+    (released,) = back
+    assert released.draws == ()
+    assert released.relot == "L3"
+    assert released.relot_expires_at == later + timedelta(hours=1) + wallets.RELEASE_GRACE
+    after = wallets.fold(back, state)
+    assert after.balance == 130
+    assert {lot.id: lot.remaining for lot in after.lots if lot.remaining} == {"L2": 100, "L3": 30}

@@ -136,8 +136,13 @@ def evolve(state: WalletState, event: Event) -> WalletState:
                 state, balance=state.balance + event.delta, lots=prune(lots, state.pinned)
             )
         case CreditsExpired():
+            # The lot ends here, even a month's lot ended before its own date by the
+            # next month's grant: a job still pinning it must not be released into it.
+            ended = to_us(event.expires_at) if event.expires_at else None
             lots = tuple(
-                msgspec.structs.replace(lot, remaining=0) if lot.id == event.lot else lot
+                msgspec.structs.replace(lot, remaining=0, expires_us=ended or lot.expires_us)
+                if lot.id == event.lot
+                else lot
                 for lot in state.lots
             )
             return msgspec.structs.replace(
