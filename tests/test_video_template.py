@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 
 from rcc.config import Settings
-from rcc.domain.video_frames import video_facts_of_bytes
+from rcc.video_frames import video_facts_of_bytes
 from tests.adapter_helpers import assert_ledger, running, settings_for
 from tests.comfy_server import ComfyServer
 from tests.helpers import funded_user

@@ -3,7 +3,7 @@ each still image's size, and the frames of videos and animated images. Read from
 file headers and container tables; no pixel or frame is decoded.
 
 Images (PNG, JPEG, WebP, GIF; animated WebP/GIF as SaveAnimatedWEBP writes them) are
-read by Pillow; MP4 and WebM (SaveVideo, SaveWEBM) by `rcc.domain.video_frames`."""
+read by Pillow; MP4 and WebM (SaveVideo, SaveWEBM) by `rcc.video_frames`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from rcc.domain.metered import OutputUsage
-from rcc.domain.video_frames import UnreadableVideo, video_facts
+from rcc.video_frames import UnreadableVideo, video_facts
 
 
 def usage_of(paths: list[Path]) -> OutputUsage:
