@@ -162,7 +162,7 @@ async def claim(
         chosen = [
             (r["job_id"], url)
             for r in rows
-            if (url := _take(free, required_tags(r["job_type"], by_type), offered)) is not None
+            if (url := _take(free, _required(r, by_type), offered)) is not None
         ]
         if not chosen:
             return claimed
@@ -198,6 +198,11 @@ async def _free_slots(conn: asyncpg.Connection, capacity: Mapping[str, int]) -> 
     )
     held = {r["slot_backend"]: int(r["n"]) for r in used}
     return {url: max(0, slots - held.get(url, 0)) for url, slots in capacity.items()}
+
+
+def _required(row: Mapping[str, Any], by_type: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """A waiting job's tags: its type's (RCC_JOB_TYPE_TAGS) and its template's (h15)."""
+    return required_tags(row["job_type"], by_type, extra=row["required_tags"])
 
 
 def _take(

@@ -9,7 +9,7 @@ at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +60,7 @@ class JobRow:
     user_id: str = ""
     attempt: int = 1  # the submission attempt (a prompt lost by ComfyUI starts the next)
     started_at: datetime | None = None  # ComfyUI's execution_start
+    required_tags: list[str] = field(default_factory=list)  # its template's (h15)
 
 
 @dataclass
@@ -116,6 +117,7 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             status="created",
             workflow_digest=event.workflow_digest,
             user_id=event.user_id,
+            required_tags=list(event.required_tags),
         )
     if isinstance(event, JobPromptLost):
         change.backend = change.prompt_id = change.client_id = change.submitted_at = None
@@ -163,11 +165,17 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
         await conn.execute(
             """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,
                                          prompt_id, client_id, submitted_at, user_id,
-                                         attempt, started_at)
-               SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],
-                                    $5::text[], $6::text[], $7::text[], $8::text[],
-                                    $9::timestamptz[], $10::text[], $11::int[],
-                                    $12::timestamptz[])
+                                         attempt, started_at, required_tags)
+               SELECT job_id, position, job_type, workflow, status, backend, prompt_id,
+                      client_id, submitted_at, user_id, attempt, started_at,
+                      -- a job's tags travel as one JSON array each (unnest flattens arrays)
+                      ARRAY(SELECT jsonb_array_elements_text(tags))
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],
+                             $5::text[], $6::text[], $7::text[], $8::text[],
+                             $9::timestamptz[], $10::text[], $11::int[],
+                             $12::timestamptz[], $13::jsonb[])
+                   AS n(job_id, position, job_type, workflow, status, backend, prompt_id,
+                        client_id, submitted_at, user_id, attempt, started_at, tags)
                ON CONFLICT (job_id) DO NOTHING""",
             [r.job_id for r in new],
             [r.position for r in new],
@@ -181,6 +189,7 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
             [r.user_id for r in new],
             [r.attempt for r in new],
             [r.started_at for r in new],
+            [msgspec.json.encode(r.required_tags).decode() for r in new],
         )
     patches = [c for c in changes if c.row is None]
     if patches:
@@ -218,7 +227,8 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
 
 
 _ROW = """SELECT job_id, position, job_type, workflow, status, backend, prompt_id, client_id,
-                 submitted_at, cleaned_up, user_id, attempt, started_at FROM adapter_jobs"""
+                 submitted_at, cleaned_up, user_id, attempt, started_at, required_tags
+            FROM adapter_jobs"""
 
 
 async def open_jobs(conn: asyncpg.Connection) -> list[JobRow]:

@@ -98,6 +98,7 @@ async def build_template_job(
         price_rcc=estimate_rcc(spec.price, values),
         values=values,
         price_rule=msgspec.to_builtins(spec.price),
+        required_tags=tuple(sorted(set(spec.requires_tags))),
     )
     return TemplateJob(
         job_type=spec.job_type,

@@ -31,7 +31,7 @@ WAITING_ORDER = f"""
            AND (prompt_id IS NOT NULL OR lease_expires_at > now())
          GROUP BY user_id),
     waiting AS (
-        SELECT w.job_id, w.user_id, w.position, w.job_type,
+        SELECT w.job_id, w.user_id, w.position, w.job_type, w.required_tags,
                row_number() OVER (PARTITION BY w.user_id ORDER BY w.position) AS rank,
                {priority_sql()} AS priority
           FROM adapter_jobs w

@@ -77,15 +77,9 @@ def node_names() -> frozenset[str]:
 
 @cache
 def output_nodes() -> frozenset[str]:
-    """Classes whose object_info says output_node: true (SaveImage, PreviewImage, ...)."""
-    found = set()
-    for path in (CAPTURES / "object_info").glob("*.json"):
-        if path.name.startswith("_"):
-            continue
-        for name, info in json.loads(path.read_text())["body"].items():
-            if info.get("output_node"):
-                found.add(name)
-    return frozenset(found)
+    """Classes whose object_info says output_node: true (SaveImage, PreviewImage,
+    SaveVideo, SaveWEBM, ...), from the whole recorded GET /object_info."""
+    return frozenset(name for name, info in _full_object_info().items() if info.get("output_node"))
 
 
 def validation_records() -> list[dict[str, Any]]:

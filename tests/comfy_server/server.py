@@ -16,7 +16,11 @@ instantaneous except
 - classes in `silent_seconds`, which take that long without progress (like the
   recorded ImageBlur: an interrupt lands before the next node);
 - ImageToMask with channel "alpha" on an image, which raises the recorded IndexError;
-- output nodes (object_info says output_node), which write a small PNG.
+- output nodes (object_info says output_node), which write a small PNG; SaveVideo and
+  SaveWEBM write a real small MP4/WebM (PyAV, as ComfyUI does) of the frames their
+  images have (EmptyImage's batch; a Hunyuan video latent of `length` decodes to
+  4 x ((length - 1) // 4) + 1 frames, as ComfyUI's does), reported as ComfyUI's
+  PreviewVideo: `{"images": [file], "animated": [true]}`.
 Prompts equal to a recorded validation failure get that recorded 400 answer.
 
 Scripting for tests: `drop_sockets_at` (close every socket when a node of that class
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import mimetypes
 import struct
 import time
 import uuid
@@ -42,8 +47,17 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.comfy_server import captures
+from tests.video_helpers import video_bytes
 
 FEATURES = captures.body("http/features.json")
+VIDEO_NODES = {"SaveVideo": "mp4", "SaveWEBM": "webm"}  # class -> container it writes
+# The inputs through which a node's images (or latents) come: a batch passes through.
+FRAME_INPUTS = ("images", "image", "pixels", "samples", "latent_image", "latent", "video")
+
+
+def _linked(prompt: dict[str, Any], value: Any) -> bool:
+    """A link [node id, output index] to a node of this prompt."""
+    return isinstance(value, list) and len(value) == 2 and value[0] in prompt
 
 
 def tiny_png(seed: int = 0) -> bytes:
@@ -481,8 +495,8 @@ class ComfyServer:
         if data is None:
             return web.Response(status=404)
         return web.Response(
-            body=data,
-            content_type="image/png",
+            body=data,  # ComfyUI guesses the type from the name, as mimetypes does
+            content_type=mimetypes.guess_type(key[2])[0] or "application/octet-stream",
             headers={"Content-Disposition": f'filename="{key[2]}"'},
         )
 
@@ -573,8 +587,8 @@ class ComfyServer:
                 self.remember(item, {}, "error", messages, {})
                 return
             if self.is_output(item.prompt[node]) and class_type != "SaveImageWebsocket":
-                images = self.write_images(item, node)
-                outputs[node] = {"images": images}
+                ui = self.write_outputs(item, node)
+                outputs[node] = ui
                 meta[node] = self.meta(node)
                 await self.send_exec(
                     "executed",
@@ -582,7 +596,7 @@ class ComfyServer:
                         "executed",
                         node=node,
                         display_node=node,
-                        output={"images": images},
+                        output=ui,
                         prompt_id=pid,
                     ),
                     sid,
@@ -743,6 +757,43 @@ class ComfyServer:
                 timestamp=now_ms(),
             )
         return None
+
+    def write_outputs(self, item: Item, node: str) -> dict[str, Any]:
+        """An output node's UI output: a video node's PreviewVideo, else its images."""
+        if item.prompt[node]["class_type"] in VIDEO_NODES:
+            return {"images": self.write_video(item, node), "animated": [True]}
+        return {"images": self.write_images(item, node)}
+
+    def write_video(self, item: Item, node: str) -> list[dict[str, str]]:
+        """SaveVideo (format auto/mp4: H.264 in MP4) or SaveWEBM (VP9 in WebM)."""
+        spec = item.prompt[node]
+        inputs = spec.get("inputs", {})
+        source = inputs.get("images") if spec["class_type"] == "SaveWEBM" else inputs.get("video")
+        fps = float(inputs.get("fps", 24.0))
+        if spec["class_type"] == "SaveVideo" and _linked(item.prompt, source):
+            fps = float(item.prompt[source[0]].get("inputs", {}).get("fps", 30.0))
+            source = item.prompt[source[0]].get("inputs", {}).get("images")
+        kind = VIDEO_NODES[spec["class_type"]]
+        prefix = str(inputs.get("filename_prefix", "ComfyUI"))
+        self.counters[prefix] += 1
+        filename = f"{prefix}_{self.counters[prefix]:05d}_.{kind}"
+        frames = self.frames_of(item.prompt, source)
+        self.files[("output", "", filename)] = video_bytes(kind, frames, fps, (16, 16))
+        return [{"filename": filename, "subfolder": "", "type": "output"}]
+
+    def frames_of(self, prompt: dict[str, Any], link: Any) -> int:
+        """How many images a link carries: a batch's size, a video latent's frames once
+        decoded, else what the node's first linked input carries (1 at a source)."""
+        if not _linked(prompt, link):
+            return 1
+        spec = prompt[link[0]]
+        inputs = spec.get("inputs", {})
+        if spec["class_type"] == "EmptyHunyuanLatentVideo":
+            return 4 * ((int(inputs.get("length", 25)) - 1) // 4) + 1
+        if isinstance(inputs.get("batch_size"), int):
+            return int(inputs["batch_size"])
+        upstream = next((inputs[k] for k in FRAME_INPUTS if _linked(prompt, inputs.get(k))), None)
+        return self.frames_of(prompt, upstream)
 
     def write_images(self, item: Item, node: str) -> list[dict[str, str]]:
         spec = item.prompt[node]

@@ -43,6 +43,7 @@ class TemplateView(msgspec.Struct, frozen=True, kw_only=True):
     price: dict[str, Any]
     estimate_rcc: int | None  # for the default inputs; null when one has no default
     published: bool
+    requires_tags: list[str] = []  # backend tags its jobs need (h15)
 
 
 class TemplatePublishedView(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +72,7 @@ def template_view(found: TemplateVersion) -> TemplateView:
         price=msgspec.to_builtins(spec.price),
         estimate_rcc=estimate_rcc(spec.price, defaults) if known else None,
         published=found.published,
+        requires_tags=spec.requires_tags,
     )
 
 

@@ -85,6 +85,7 @@ def admit_job(
         template_version=template.version if template else 0,
         template_inputs=template.values if template else {},
         price_rule=template.price_rule if template else {},
+        required_tags=template.required_tags if template else (),
     )
     return Admitted(
         charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob

@@ -12,3 +12,4 @@ class TemplateRun(msgspec.Struct, frozen=True, kw_only=True):
     price_rcc: int  # the rule's estimate for these inputs: what the job holds
     values: dict[str, object] = {}  # the inputs as bound: what a metered capture reprices
     price_rule: dict[str, object] = {}  # the version's rule, so success reprices without it
+    required_tags: tuple[str, ...] = ()  # backend tags the version requires (issue 16's)

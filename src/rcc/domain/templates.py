@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from rcc.domain.backends import TAG
 from rcc.domain.events import TemplatePublished, TemplateRevised, TemplateUnpublished
 from rcc.domain.metered import PriceRule, price_rule_problems
 from rcc.domain.workflow import workflow_problem
@@ -51,6 +52,9 @@ class TemplateSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     inputs: list[TemplateInput] = []
     price: PriceRule
     cover: str | None = None  # an image URL shown in the gallery
+    # Backend tags its jobs need (issue 16's, e.g. "video"): recorded on each job, which
+    # goes only to a backend carrying all of them (with its job type's tags).
+    requires_tags: list[str] = []
 
 
 class TemplateState(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +96,11 @@ def spec_problems(spec: TemplateSpec) -> list[str]:
     if len(set(bound)) != len(bound):
         problems.append("two inputs are bound to the same node field")
     problems += [p for i in spec.inputs if (p := _input_problem(spec, i))]
+    problems += [
+        f"requires_tags: {tag!r} is not a tag (lower case letters, digits, _ . -; 32 at most)"
+        for tag in spec.requires_tags
+        if not TAG.match(tag)
+    ]
     numeric = {i.name for i in spec.inputs if i.kind in ("integer", "number")}
     problems += price_rule_problems(spec.price, numeric)
     return problems

@@ -113,11 +113,13 @@ class GrantScheduler(DueWorker[asyncpg.Record, MonthResult]):
 
 @contextlib.asynccontextmanager
 async def running_scheduler(settings: Settings) -> AsyncIterator[GrantScheduler]:
-    """The monthly grants', the lot expiries' and the hold timeouts' schedulers in the
-    background for the life of the block (`rcc serve`, `rcc portal`)."""
+    """The monthly grants', the lot expiries', the hold timeouts' and the expired
+    uploads' schedulers in the background for the life of the block (`rcc serve`,
+    `rcc portal`)."""
     from rcc.background import running
     from rcc.service.expiry_scheduler import ExpiryScheduler
     from rcc.service.hold_timeout_scheduler import HoldTimeoutScheduler
+    from rcc.service.upload_sweeper import UploadSweeper, uploads_dir
 
     def make(pool: asyncpg.Pool) -> GrantScheduler:
         return GrantScheduler(pool, lots=settings.lots)
@@ -126,5 +128,11 @@ async def running_scheduler(settings: Settings) -> AsyncIterator[GrantScheduler]
         running(settings, make, pool_size=2, name="rcc-grant-scheduler") as it,
         running(settings, ExpiryScheduler, pool_size=2, name="rcc-expiry-scheduler"),
         running(settings, HoldTimeoutScheduler, pool_size=2, name="rcc-hold-timeouts"),
+        running(  # h15: expired uploads' files go on the clock, not only on the next upload
+            settings,
+            lambda pool: UploadSweeper(pool, directory=uploads_dir(settings.data_dir)),
+            pool_size=2,
+            name="rcc-upload-sweeper",
+        ),
     ):
         yield it
