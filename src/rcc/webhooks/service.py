@@ -13,7 +13,7 @@ import asyncpg
 from rcc.autotopup.charger import AutoTopupCharger
 from rcc.autotopup.trigger import trigger_crossings
 from rcc.background import running
-from rcc.billing.follower import BillingFollower
+from rcc.billing.follower import BillingFollower, policy_thresholds
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
 from rcc.follower.worker import FollowerWorker
@@ -36,11 +36,12 @@ class NotifyWorker:
         stop_event: asyncio.Event | None = None,
     ) -> None:
         self.stop_event = stop_event or asyncio.Event()
-        threshold = settings.low_balance_rcc  # becomes the billing.low_balance_rcc policy
         self.follower = FollowerWorker(
             pool,
             [
-                BillingFollower(lambda _wallet: threshold, watchers=[trigger_crossings]),
+                BillingFollower(
+                    policy_thresholds(settings.low_balance_rcc), watchers=[trigger_crossings]
+                ),
                 WebhookOutbox(),
             ],
             kind="subscriber",
