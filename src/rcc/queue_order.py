@@ -5,7 +5,8 @@ its place among that user's waiting jobs. Dispatch takes the lowest first; among
 the user served longest ago (last claim) goes first, then creation order. So every
 user's next job comes before anyone's job after it, and a user with one job waits
 behind at most one job of each other user. A job is only eligible
-while `held + rank` is within the user's running limit. The same order gives each
+while `held + rank` is within the user's running limit (`running_limit`: the
+`jobs.max_running` policy, else the adapter's setting). The same order gives each
 job its `queue_position` (queue_view.py).
 """
 
@@ -17,6 +18,17 @@ def priority_sql() -> str:
     Every user is equal until plans carry a priority."""
     return "0"
 
+
+# Each waiting user's `jobs.max_running` policy (user > plan > global, h13), resolved in
+# SQL over the policy_values read model (schema 0022); NULL where no scope sets it, and
+# the claim falls back to RCC_MAX_RUNNING_JOBS_PER_USER.
+RUNNING_LIMITS = """
+    limits AS (
+        SELECT u.user_id,
+               CASE jsonb_typeof(p.v) WHEN 'number' THEN (p.v)::bigint END AS running_limit
+          FROM (SELECT DISTINCT user_id FROM waiting) u
+          CROSS JOIN LATERAL (SELECT rcc_policy_value_v1('jobs.max_running', u.user_id,
+                                     NULL, rcc_user_plan_v1(u.user_id), now()) AS v) p)"""
 
 # Waiting = not yet submitted and not held under a live lease. `held` counts the jobs
 # of the same user that hold a slot (a recorded prompt, or a live claim).
@@ -36,11 +48,14 @@ WAITING_ORDER = f"""
                {priority_sql()} AS priority
           FROM adapter_jobs w
          WHERE w.status IN ('created', 'queued') AND w.prompt_id IS NULL
-           AND (w.lease_owner IS NULL OR w.lease_expires_at <= now()))
+           AND (w.lease_owner IS NULL OR w.lease_expires_at <= now())),
+    {RUNNING_LIMITS}
     SELECT * FROM (
-        SELECT waiting.*, COALESCE(holding.n, 0) AS held, served.last_served
+        SELECT waiting.*, COALESCE(holding.n, 0) AS held, served.last_served,
+               limits.running_limit
           FROM waiting LEFT JOIN holding USING (user_id)
-                       LEFT JOIN served USING (user_id)) ordered"""
+                       LEFT JOIN served USING (user_id)
+                       LEFT JOIN limits USING (user_id)) ordered"""
 
 # The dispatch order over WAITING_ORDER's columns.
 FAIR_ORDER = "priority DESC, held + rank, last_served NULLS FIRST, position"
