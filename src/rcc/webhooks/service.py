@@ -19,7 +19,7 @@ from rcc.config import Settings
 from rcc.follower.worker import FollowerWorker
 from rcc.webhooks.guard import AddressGuard
 from rcc.webhooks.outbox import WebhookOutbox
-from rcc.webhooks.sender import DEFAULT_SCHEDULE_S, WebhookSender
+from rcc.webhooks.sender import WebhookSender
 
 
 class NotifyWorker:
@@ -52,7 +52,7 @@ class NotifyWorker:
         self.sender = WebhookSender(
             pool,
             guard,
-            schedule_s=settings.webhook_retry_schedule_s or DEFAULT_SCHEDULE_S,
+            schedule_s=settings.webhook_retry_schedule_s,  # below the policy
             timeout_s=settings.webhook_timeout_s,
             interval_s=send_interval,
             stop_event=self.stop_event,
