@@ -1,5 +1,5 @@
 """Policy values as rows (`policy_values`), so SQL can resolve them: the adapters' claim
-applies each user's `jobs.max_running` through `rcc_policy_value_v1` (schema 0022).
+applies each user's `jobs.max_running` through `rcc_policy_values_v1` (schema 0022).
 
 One row per PolicySet of the `policies` stream, keyed by its version there (`seq`), as
 the Python book (rcc.policy.book) holds it; a replay rebuilds the same rows."""

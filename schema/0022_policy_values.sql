@@ -19,32 +19,34 @@ CREATE TABLE policy_values (
 GRANT SELECT, INSERT, UPDATE, DELETE ON policy_values TO rcc_app;
 INSERT INTO follower_checkpoints (name) VALUES ('policy_values') ON CONFLICT (name) DO NOTHING;
 
--- The value of `p_key` in effect at `p_at` for a user / org / plan, as rcc.policy.resolve
+-- The value of `p_key` in effect at `p_at` for each (user, org, plan) of the arrays (read
+-- together, as `unnest` pairs them; a NULL array is all NULLs), as rcc.policy.resolve
 -- answers it: the narrowest scope with a setting by then wins, and within a scope the
--- latest (effective_at, seq). SQL NULL: no scope has a setting (the caller's default
--- applies); JSON null: a setting of "no limit". A string body (not BEGIN ATOMIC), so the
--- table is looked up by name when called and a replay's swapped-in table is used.
-CREATE FUNCTION rcc_policy_value_v1(p_key text, p_user text, p_org text, p_plan text,
-                                    p_at timestamptz) RETURNS jsonb
+-- latest (effective_at, seq). A row per position `n` that has a setting in some scope
+-- (none: the caller's default applies); a JSON null value is a setting of "no limit".
+-- Set-based (one hash join per scope), so the claim resolves every waiting user in one
+-- call. A string body (not BEGIN ATOMIC): the table is looked up by name when called, so
+-- a replay's swapped-in table is the one read.
+CREATE FUNCTION rcc_policy_values_v1(p_key text, p_at timestamptz, p_users text[],
+                                     p_orgs text[], p_plans text[])
+RETURNS TABLE (n bigint, value jsonb)
 LANGUAGE sql STABLE AS $$
-    SELECT v.value FROM policy_values v
-     WHERE v.key = p_key AND v.effective_at <= p_at
-       AND ((v.scope = 'user' AND v.scope_id = p_user)
-         OR (v.scope = 'org' AND v.scope_id = p_org)
-         OR (v.scope = 'plan' AND v.scope_id = p_plan)
-         OR (v.scope = 'global' AND v.scope_id = ''))
-     ORDER BY CASE v.scope WHEN 'user' THEN 0 WHEN 'org' THEN 1 WHEN 'plan' THEN 2 ELSE 3 END,
-              v.effective_at DESC, v.seq DESC
-     LIMIT 1
+    WITH a AS (SELECT * FROM unnest(p_users, p_orgs, p_plans)
+                        WITH ORDINALITY AS a(user_id, org_id, plan, n)),
+         v AS (SELECT * FROM policy_values WHERE key = p_key AND effective_at <= p_at),
+         found AS (
+             SELECT a.n, 0 AS rank, v.effective_at, v.seq, v.value
+               FROM a JOIN v ON v.scope = 'user' AND v.scope_id = a.user_id
+             UNION ALL
+             SELECT a.n, 1, v.effective_at, v.seq, v.value
+               FROM a JOIN v ON v.scope = 'org' AND v.scope_id = a.org_id
+             UNION ALL
+             SELECT a.n, 2, v.effective_at, v.seq, v.value
+               FROM a JOIN v ON v.scope = 'plan' AND v.scope_id = a.plan
+             UNION ALL
+             SELECT a.n, 3, v.effective_at, v.seq, v.value
+               FROM a CROSS JOIN v WHERE v.scope = 'global' AND v.scope_id = '')
+    SELECT DISTINCT ON (n) n, value FROM found ORDER BY n, rank, effective_at DESC, seq DESC
 $$;
-
--- A user's plan as rcc.policy.store.plans_of says it: the active subscription's (the
--- users read model), else 'free'.
-CREATE FUNCTION rcc_user_plan_v1(p_user text) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT COALESCE((SELECT u.plan FROM users u
-                      WHERE u.id = p_user AND u.plan IS NOT NULL
-                        AND u.plan_active_until > now()), 'free')
-$$;
-GRANT EXECUTE ON FUNCTION rcc_policy_value_v1(text, text, text, text, timestamptz),
-                          rcc_user_plan_v1(text) TO rcc_app;
+GRANT EXECUTE ON FUNCTION rcc_policy_values_v1(text, timestamptz, text[], text[], text[])
+    TO rcc_app;

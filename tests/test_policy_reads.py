@@ -125,10 +125,10 @@ async def test_a_users_max_running_by_policy_holds_at_dispatch_and_others_keep_t
     await set_policy(pool, "jobs.max_running", 1, "user", x)
     await drain(pool, [POLICY_VALUES])  # the claim reads the policy_values read model
     async with (
-        ComfyServer(silent_seconds={"ImageBlur": 0.3}) as comfy,
+        ComfyServer(silent_seconds={"ImageBlur": 0.6}) as comfy,
         running(pool, settings_for(tmp_path, [comfy.url], slots=4, max_running_per_user=2)),
     ):
-        jobs = {await create_job(pool, user, SLOW): user for user in (x, y) for _ in range(4)}
+        jobs = {await create_job(pool, user, SLOW): user for user in (x, y) for _ in range(3)}
         samples: list[Counter[str]] = []
         stop = asyncio.Event()
         owners = {prompt_id_for(job): user for job, user in jobs.items()}
@@ -144,9 +144,10 @@ async def test_a_users_max_running_by_policy_holds_at_dispatch_and_others_keep_t
 async def test_a_replay_of_policy_values_resolves_every_value_as_the_log_does(
     pool: asyncpg.Pool, owner: asyncpg.Connection
 ) -> None:
-    """The SQL resolver over the replayed read model answers what rcc.policy.resolve
-    answers from the events, for every scope combination at every instant that matters
-    (each setting's start, just before it, now, after a scheduled change)."""
+    """The SQL resolver (rcc_policy_values_v1) over the replayed read model answers what
+    rcc.policy.resolve answers from the events, for every scope combination at every
+    instant that matters (each setting's start, just before it, now, after a scheduled
+    change)."""
     u1, u2 = await funded_user(pool, 0), await funded_user(pool, 0)
     later = datetime.now(UTC) + timedelta(hours=1)
     changes: list[tuple[str, object, str, str, datetime | None]] = [
@@ -172,15 +173,18 @@ async def test_a_replay_of_policy_values_resolves_every_value_as_the_log_does(
     starts = {e.effective_at for e in book.entries}
     instants = sorted(starts | {t - timedelta(microseconds=1) for t in starts} | {now, later})
     unset = object()
+    combos = list(product((u1, u2, None), ("o1", None), ("free", "pro")))
+    users, orgs, plans = ([c[i] for c in combos] for i in range(3))
     compared = 0
-    for key in ("jobs.max_running", "limits.daily_rcc"):
-        for user, org, plan, at in product((u1, u2, None), ("o1", None), ("free", "pro"), instants):
-            row = await owner.fetchrow(
-                "SELECT v IS NULL AS unset, v FROM rcc_policy_value_v1($1, $2, $3, $4, $5) v",
-                key, user, org, plan, at,
-            )  # fmt: skip
+    for key, at in product(("jobs.max_running", "limits.daily_rcc"), instants):
+        rows = await owner.fetch(
+            "SELECT n, value FROM rcc_policy_values_v1($1, $2, $3, $4, $5)",
+            key, at, users, orgs, plans,
+        )  # fmt: skip
+        found = {r["n"]: r["value"] for r in rows}
+        for n, (user, org, plan) in enumerate(combos, start=1):
             expected = resolve(book, key, user=user, org=org, plan=plan, at=at, default=unset)
-            assert (unset if row["unset"] else row["v"]) == expected, (key, user, org, plan, at)
+            assert found.get(n, unset) == expected, (key, user, org, plan, at)
             compared += 1
     assert compared == 2 * 3 * 2 * 2 * len(instants)
 

@@ -20,15 +20,21 @@ def priority_sql() -> str:
 
 
 # Each waiting user's `jobs.max_running` policy (user > plan > global, h13), resolved in
-# SQL over the policy_values read model (schema 0022); NULL where no scope sets it, and
-# the claim falls back to RCC_MAX_RUNNING_JOBS_PER_USER.
+# one set-based call over the policy_values read model (schema 0022); NULL where no
+# scope sets it, and the claim falls back to RCC_MAX_RUNNING_JOBS_PER_USER. The plan is
+# the one rcc.policy.store.plans_of gives: the active subscription's, else free.
 RUNNING_LIMITS = """
-    limits AS (
-        SELECT u.user_id,
-               CASE jsonb_typeof(p.v) WHEN 'number' THEN (p.v)::bigint END AS running_limit
+    waiting_users AS (
+        SELECT array_agg(u.user_id) AS ids, array_agg(COALESCE(p.plan, 'free')) AS plans
           FROM (SELECT DISTINCT user_id FROM waiting) u
-          CROSS JOIN LATERAL (SELECT rcc_policy_value_v1('jobs.max_running', u.user_id,
-                                     NULL, rcc_user_plan_v1(u.user_id), now()) AS v) p)"""
+          LEFT JOIN users p ON p.id = u.user_id AND p.plan IS NOT NULL
+                           AND p.plan_active_until > now()),
+    -- One row, {user id: value}: joined to every waiting job as a lookup, not a join the
+    -- planner would run as a nested loop over its misestimated row count.
+    limits AS MATERIALIZED (
+        SELECT jsonb_object_agg(wu.ids[r.n], r.value) AS by_user
+          FROM waiting_users wu,
+               rcc_policy_values_v1('jobs.max_running', now(), wu.ids, NULL, wu.plans) r)"""
 
 # Waiting = not yet submitted and not held under a live lease. `held` counts the jobs
 # of the same user that hold a slot (a recorded prompt, or a live claim).
@@ -52,10 +58,11 @@ WAITING_ORDER = f"""
     {RUNNING_LIMITS}
     SELECT * FROM (
         SELECT waiting.*, COALESCE(holding.n, 0) AS held, served.last_served,
-               limits.running_limit
+               -- a whole number (the key's bounds; it has no "no limit"), or NULL
+               (limits.by_user ->> waiting.user_id)::bigint AS running_limit
           FROM waiting LEFT JOIN holding USING (user_id)
                        LEFT JOIN served USING (user_id)
-                       LEFT JOIN limits USING (user_id)) ordered"""
+                       CROSS JOIN limits) ordered"""
 
 # The dispatch order over WAITING_ORDER's columns.
 FAIR_ORDER = "priority DESC, held + rank, last_served NULLS FIRST, position"
