@@ -23,6 +23,7 @@ from projections import (  # h4
     users,
 )
 from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
+from projections.policy_values import PROJECTION as POLICY_VALUES  # policies in SQL (h13)
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -39,6 +40,7 @@ ALL: tuple[Projection[Any], ...] = (
     orgs.PROJECTION,  # organisations (h5)
     templates.PROJECTION,  # h4
     uploads.PROJECTION,  # h4
+    POLICY_VALUES,  # policies in SQL, for the adapters' claim (h13)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -14,7 +14,7 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rcc.billing.follower import BillingFollower
+from rcc.billing.follower import BillingFollower, policy_thresholds
 from rcc.domain.errors import DomainError
 from rcc.domain.events import BillingStateChanged, decode_event
 from rcc.follower import checkpoints
@@ -41,7 +41,7 @@ async def follow(pool: asyncpg.Pool) -> BillingFollower:
     while an older transaction runs anywhere on the server (the commit-safe horizon;
     under xdist, another worker's test), so `drain` waits until none lies past the
     checkpoint."""
-    follower = BillingFollower(lambda _wallet: THRESHOLD)
+    follower = BillingFollower(policy_thresholds(THRESHOLD))  # no policy set: the default
     async with pool.acquire() as conn:
         await checkpoints.ensure(conn, [follower.name], "subscriber")
     await drain(pool, [follower], limit=50)

@@ -122,7 +122,8 @@ async def claim(
     job_type_tags: Mapping[str, frozenset[str]] | None = None,
 ) -> Claimed:
     """Take over jobs whose lease ran out, then claim waiting jobs for the free slots of
-    `capacity` (healthy backends and their slots), in the fair order. A job goes only to
+    `capacity` (healthy backends and their slots), in the fair order, each user within
+    their `jobs.max_running` policy (`max_running`: where none is set). A job goes only to
     a backend with every tag its type requires (`job_type_tags`, docs/BACKENDS.md); one
     no free backend can serve is passed over, not in the way of the jobs behind it."""
     claimed = Claimed()
@@ -152,7 +153,9 @@ async def claim(
         if wanted == 0:
             return claimed
         rows = await conn.fetch(
-            f"{WAITING_ORDER} WHERE held + rank <= $1 ORDER BY {FAIR_ORDER} LIMIT $2",
+            # Each user's policy limit, else the adapter's (RCC_MAX_RUNNING_JOBS_PER_USER).
+            f"{WAITING_ORDER} WHERE held + rank <= COALESCE(running_limit, $1)"
+            f" ORDER BY {FAIR_ORDER} LIMIT $2",
             max_running,
             wanted,
         )

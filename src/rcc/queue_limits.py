@@ -1,4 +1,4 @@
-"""The per-user job limits, each read from one place (a policy may feed them later).
+"""The per-user job limits' environment defaults, below the `jobs.*` policies.
 
 - queued: how many unfinished jobs a user may have; one more is refused at creation
   (429 `too_many_jobs` with Retry-After).
@@ -20,5 +20,6 @@ def max_queued_jobs(settings: Settings) -> int:
 
 
 def max_running_jobs(settings: Settings) -> int:
-    """How many jobs of one user may run at once (RCC_MAX_RUNNING_JOBS_PER_USER)."""
+    """How many jobs of one user may run at once where no `jobs.max_running` policy
+    applies (RCC_MAX_RUNNING_JOBS_PER_USER); the claim resolves the policy per user."""
     return settings.max_running_jobs_per_user

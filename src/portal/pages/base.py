@@ -6,6 +6,7 @@ API, which checks the session's CSRF token (the page carries it in a meta tag)."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from portal.pages import reads
 from portal.pages.workspaces import Workspace, workspace_of
 from rcc.config import Settings
 from rcc.domain.billing import state_for
+from rcc.policy.wallets import low_balance_rcc
 
 
 class Viewer(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,6 +35,7 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     csrf_token: str | None
     blocked_reason: str | None = None  # h6: the admin's reason while the account is blocked
     workspace: Workspace | None = None  # h5: the wallet in use (own, or an org's)
+    low_balance_rcc: int = 0  # h13: the billing.low_balance_rcc policy for that wallet
 
 
 class SignInRequired(Exception):
@@ -75,9 +78,13 @@ async def viewer_of(request: Request[Any, Any, Any]) -> Viewer | None:
             plan=None,
             csrf_token=None,
         )
+    settings: Settings = request.app.state.settings
     async with _pool(request.app.state).acquire() as conn:
         found = await reads.account(conn, who.user_id)
         workspace = await workspace_of(request, conn, who.user_id)  # h5
+        threshold = await low_balance_rcc(  # h13: the policy for the wallet in use
+            conn, workspace.org_id or who.user_id, settings.low_balance_rcc, datetime.now(UTC)
+        )
     return Viewer(
         user_id=who.user_id,
         email=found.email or who.email,
@@ -88,6 +95,7 @@ async def viewer_of(request: Request[Any, Any, Any]) -> Viewer | None:
         plan=found.plan,
         csrf_token=who.csrf_token,
         blocked_reason=found.blocked_reason,
+        low_balance_rcc=threshold,
     )
 
 
@@ -125,8 +133,7 @@ def render(
     **context: Any,
 ) -> Template:
     """A page: the template with the header's viewer, balance and low-balance flag."""
-    settings: Settings = request.app.state.settings
-    threshold = settings.low_balance_rcc
+    threshold = viewer.low_balance_rcc if viewer is not None else 0
     # Admins' jobs are not charged (ADMIN_BYPASS): a low balance means nothing to them.
     watched = viewer is not None and viewer.balance_rcc is not None and not viewer.is_admin
     # The banner follows the billing state (rcc.domain.billing): low_balance offers to

@@ -22,6 +22,7 @@ from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
 from rcc.domain.billing import state_for
 from rcc.policy.terms import daily_standing
+from rcc.policy.wallets import low_balance_rcc
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -41,6 +42,9 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         )
         wallet = wallet_state(next((r["state"] for r in heads if r["stream_id"][0] == "w"), None))
         daily = await daily_standing(conn, who.user_id, wallet, who.is_admin)  # h6
+        threshold = await low_balance_rcc(  # h13: the policy for this wallet
+            conn, who.user_id, state.settings.low_balance_rcc, datetime.now(UTC)
+        )
         # A job is a hold too: what open jobs set aside, as rcc_read.balances counts it.
         job_holds = await conn.fetchval(
             """SELECT COALESCE(sum(j.cost_rcc), 0) FROM wallet_open_jobs o
@@ -67,7 +71,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
         daily=DailyUse(**msgspec.structs.asdict(daily)),  # h6: policies and plans
         blocked=bool(user.get("blocked", False)),
         blocked_reason=str(user.get("blocked_reason", "")),
-        billing_state=state_for(spendable, state.settings.low_balance_rcc),  # h7
+        billing_state=state_for(spendable, threshold),  # h7
     )
 
 

@@ -19,6 +19,7 @@ from portal.identity import signed_in_user
 from portal.responses import BODY, SIGNED_IN, errors
 from portal.routes.jobs import me
 from portal.schemas import Strict
+from portal.topup_bounds import within_topup_bounds
 from rcc.adapters.stripe_api import stripe_client
 from rcc.adapters.stripe_autotopup import portal_session
 from rcc.autotopup import store
@@ -98,9 +99,12 @@ async def put_auto_topup(
     who = await me(request)
     assert who.user_id is not None
     settings: Settings = state.settings
-    if settings.catalog.pack(data.pack) is None:
+    pack = settings.catalog.pack(data.pack)
+    if pack is None:
         known = [p.id for p in settings.catalog.packs]
         raise ApiError(422, "unknown_pack", f"pack must be one of {known}")
+    if data.enabled:  # h13: the topup.* policies bound the pack it will buy
+        await within_topup_bounds(state.pool, pack, who.user_id)
     command = ConfigureAutoTopup(
         user_id=who.user_id,
         enabled=data.enabled,

@@ -22,6 +22,7 @@ from portal.routes.auto_topup import with_card_saving
 from portal.routes.jobs import me
 from portal.routes.orgs import buying_org
 from portal.schemas import Strict
+from portal.topup_bounds import within_topup_bounds
 from rcc.adapters.stripe_api import CheckoutSession
 from rcc.adapters.stripe_events import NotAnEvent, parse_event, version_problem
 from rcc.config import Settings
@@ -152,6 +153,7 @@ async def checkout_topup(
         known = [p.id for p in settings.catalog.packs]
         raise ApiError(422, "unknown_pack", f"pack must be one of {known}")
     org_id = await buying_org(state, data.wallet, who.user_id)
+    await within_topup_bounds(state.pool, pack, who.user_id, org_id)  # h13: topup.* policies
     params = for_org(topup_params(settings.public_url, who.user_id, pack), org_id)
     if org_id is None:  # auto top-up saves the buyer's own card, not for an org
         params = await with_card_saving(state.pool, params, who.user_id)  # h7

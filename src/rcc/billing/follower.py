@@ -25,12 +25,25 @@ import asyncpg
 from rcc.domain.billing import INITIAL, BillingState, change
 from rcc.domain.events import BillingStateChanged, LedgerEvent, billing_stream
 from rcc.follower.decoding import Decoded
+from rcc.policy.wallets import Thresholds, low_balance_thresholds
 from rcc.store.event_store import StreamWrite, append
 
 NAME = "billing_states"
 WALLET_PREFIX = "wallet-"
 
-Threshold = Callable[[str], int]  # wallet id -> low-balance threshold (RCC)
+# Loads, at a batch's start, the thresholds of the batch's wallets (the follower decides
+# synchronously per event, at the event's time).
+ThresholdLoader = Callable[[asyncpg.Connection, set[str]], Awaitable[Thresholds]]
+
+
+def policy_thresholds(default: int) -> ThresholdLoader:
+    """The `billing.low_balance_rcc` policy per wallet scope; `default` (the environment's
+    RCC_LOW_BALANCE_RCC) where no scope has a value."""
+
+    async def load(conn: asyncpg.Connection, wallets: set[str]) -> Thresholds:
+        return await low_balance_thresholds(conn, wallets, default)
+
+    return load
 
 
 @dataclass(frozen=True)
@@ -61,8 +74,8 @@ class BillingFollower:
 
     name = NAME
 
-    def __init__(self, threshold: Threshold, watchers: Sequence[Watcher] = ()) -> None:
-        self.threshold = threshold
+    def __init__(self, thresholds: ThresholdLoader, watchers: Sequence[Watcher] = ()) -> None:
+        self.thresholds = thresholds
         self.watchers = list(watchers)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Decoded]) -> None:
@@ -76,6 +89,7 @@ class BillingFollower:
             return
         wallets = {record.stream_id[len(WALLET_PREFIX) :] for record, _ in ledger}
         rows = await _load(conn, wallets)
+        threshold_at = await self.thresholds(conn, wallets)
         changes: dict[str, list[BillingStateChanged]] = {}
         moves: list[Move] = []
         for record, event in ledger:
@@ -85,7 +99,8 @@ class BillingFollower:
             row.balance += event.delta
             row.last_position = max(row.last_position, record.position)
             row.updated_at, row.dirty = record.recorded_at, True
-            threshold = self.threshold(wallet)
+            # The threshold in effect when the event was recorded, however late we fold it.
+            threshold = threshold_at(wallet, record.recorded_at)
             new = change(row.state, row.balance, threshold)
             if new is not None:
                 changes.setdefault(wallet, []).append(

@@ -40,3 +40,11 @@ async def register_per_hour(conn: asyncpg.Connection, settings: Settings) -> int
         book, "ratelimit.register_per_hour", default=settings.rate_limits.register_per_hour
     )
     return int_or_none(value) or settings.rate_limits.register_per_hour
+
+
+async def login_per_min(conn: asyncpg.Connection, settings: Settings) -> int:
+    """Sign-in attempts allowed per client address per minute (`ratelimit.login_per_min`;
+    RCC_RATE_LOGIN_PER_MIN below it), password and GitLab alike."""
+    book = await current_book(conn)
+    value = resolve(book, "ratelimit.login_per_min", default=settings.rate_limits.login_per_min)
+    return int_or_none(value) or settings.rate_limits.login_per_min

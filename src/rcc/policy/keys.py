@@ -59,12 +59,15 @@ KEYS: dict[str, PolicyKey] = {
             "subscription credits carried into the next month", True,
         ),
         _int("ratelimit.register_per_hour", 1, 10_000, 20, "per hour", "sign-ups per address"),
+        _int("ratelimit.login_per_min", 1, 10_000, 10, "per minute", "sign-ins per address"),
         _int("topup.min_rcc", 1, MAX_RCC, 1, "RCC", "smallest top-up"),
         _int("topup.max_rcc", 1, MAX_RCC, 100_000, "RCC", "largest top-up"),
         PolicyKey(
             name="webhooks.retry_schedule_s", kind="int_list", minimum=1, maximum=86_400,
             max_items=30, unit="seconds",
-            default=[30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200],
+            # 10 s doubling to 4 h, then 8 h: 23.8 h after the first try (the sender's
+            # schedule before it became a policy).
+            default=[10, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800],
             description="waits between webhook delivery attempts (about a day in all)",
         ),
     )

@@ -5,8 +5,9 @@ deliveries (a lease moves their next attempt ahead first, so a sender killed mid
 leaves them due again: at least once, never lost) and POSTs each, signed with the
 `standardwebhooks` package: headers `webhook-id` (the message id, the same on every
 attempt), `webhook-timestamp` and `webhook-signature`. A 2xx delivers it; anything else
-is retried after the next delay of the schedule (exponential, about a day in all by
-default), then it is dead (the dead-letter list) until an admin redelivers it.
+is retried after the next delay of the schedule (the `webhooks.retry_schedule_s`
+policy, read on every tick: exponential, about a day in all by default), then it is
+dead (the dead-letter list) until an admin redelivers it.
 
 The endpoint's address is checked again before every attempt and by the resolver on
 connecting; 307/308 redirects are followed (at most MAX_REDIRECTS), each hop checked
@@ -26,6 +27,7 @@ import msgspec
 from standardwebhooks import Webhook
 from yarl import URL
 
+from rcc.policy.schedules import retry_schedule_s
 from rcc.service.ticking import TickingWorker
 from rcc.webhooks import store
 from rcc.webhooks.guard import AddressGuard, UnsafeUrl
@@ -33,10 +35,6 @@ from rcc.webhooks.messages import expiring_notice
 
 log = logging.getLogger("rcc.webhooks")
 
-# Seconds before each retry: 10 s doubling to 4 h, then 8 h — 23.8 h after the first try.
-DEFAULT_SCHEDULE_S: tuple[float, ...] = (
-    10, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800,
-)  # fmt: skip
 MAX_REDIRECTS = 5
 FOLLOWED = frozenset({307, 308})
 Clock = Callable[[], datetime]
@@ -63,7 +61,7 @@ class WebhookSender(TickingWorker):
         pool: asyncpg.Pool,
         guard: AddressGuard,
         *,
-        schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
+        schedule_s: Sequence[float] = (),  # RCC_WEBHOOK_RETRY_SCHEDULE_S: below the policy
         lease_s: float = 0.0,
         timeout_s: float = 10.0,
         interval_s: float = 1.0,
@@ -92,8 +90,9 @@ class WebhookSender(TickingWorker):
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as http:
             attempts = await asyncio.gather(*(self._attempt(http, c) for c in claimed))
         async with self.pool.acquire() as conn:
+            schedule = await retry_schedule_s(conn, self.schedule_s)
             for claim, attempt in zip(claimed, attempts, strict=True):
-                await self._record(conn, claim, attempt)
+                await self._record(conn, claim, attempt, schedule)
         return list(attempts)
 
     async def queue_expiring(self) -> int:
@@ -150,14 +149,18 @@ class WebhookSender(TickingWorker):
         )
 
     async def _record(
-        self, conn: asyncpg.Connection, claim: store.Claimed, attempt: Attempt
+        self,
+        conn: asyncpg.Connection,
+        claim: store.Claimed,
+        attempt: Attempt,
+        schedule: Sequence[float],
     ) -> None:
         if attempt.ok:
             assert attempt.status is not None
             await store.mark_delivered(conn, claim.id, attempt.status)
             return
         number = claim.attempts  # failed attempts before this one
-        retry = self.schedule_s[number] if number < len(self.schedule_s) else None
+        retry = schedule[number] if number < len(schedule) else None
         await store.mark_failed(conn, claim.id, attempt.status, attempt.error or "", retry)
         log.info(
             "webhook %s attempt %s failed: %s%s",

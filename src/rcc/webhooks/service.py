@@ -13,13 +13,13 @@ import asyncpg
 from rcc.autotopup.charger import AutoTopupCharger
 from rcc.autotopup.trigger import trigger_crossings
 from rcc.background import running
-from rcc.billing.follower import BillingFollower
+from rcc.billing.follower import BillingFollower, policy_thresholds
 from rcc.bootstrap import open_pool
 from rcc.config import Settings
 from rcc.follower.worker import FollowerWorker
 from rcc.webhooks.guard import AddressGuard
 from rcc.webhooks.outbox import WebhookOutbox
-from rcc.webhooks.sender import DEFAULT_SCHEDULE_S, WebhookSender
+from rcc.webhooks.sender import WebhookSender
 
 
 class NotifyWorker:
@@ -36,11 +36,12 @@ class NotifyWorker:
         stop_event: asyncio.Event | None = None,
     ) -> None:
         self.stop_event = stop_event or asyncio.Event()
-        threshold = settings.low_balance_rcc  # becomes the billing.low_balance_rcc policy
         self.follower = FollowerWorker(
             pool,
             [
-                BillingFollower(lambda _wallet: threshold, watchers=[trigger_crossings]),
+                BillingFollower(
+                    policy_thresholds(settings.low_balance_rcc), watchers=[trigger_crossings]
+                ),
                 WebhookOutbox(),
             ],
             kind="subscriber",
@@ -51,7 +52,7 @@ class NotifyWorker:
         self.sender = WebhookSender(
             pool,
             guard,
-            schedule_s=settings.webhook_retry_schedule_s or DEFAULT_SCHEDULE_S,
+            schedule_s=settings.webhook_retry_schedule_s,  # below the policy
             timeout_s=settings.webhook_timeout_s,
             interval_s=send_interval,
             stop_event=self.stop_event,
