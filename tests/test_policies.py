@@ -263,3 +263,33 @@ async def test_the_signup_grant_and_its_lifetime_follow_their_policies(
     assert me["balance_rcc"] == 15
     expires = datetime.fromisoformat(me["next_expiry"]["expires_at"])
     assert abs((expires - datetime.now(UTC)) - timedelta(days=3)) < timedelta(minutes=1)
+
+
+async def test_the_rollover_cap_comes_from_the_environment_then_the_policy(
+    settings: Any, pool: asyncpg.Pool
+) -> None:
+    """`lots.subscription_rollover_rcc` reaches the grant path: RCC_SUBSCRIPTION_ROLLOVER_RCC
+    below it, a global policy above it (the webhook's month grant takes lot_policy's cap)."""
+    import msgspec
+
+    from rcc.policy.grants import lot_policy
+
+    env_cap = msgspec.structs.replace(
+        settings, lots=msgspec.structs.replace(settings.lots, subscription_rollover_rcc=20)
+    )
+    async with pool.acquire() as conn:
+        assert (await lot_policy(conn, env_cap)).subscription_rollover_rcc == 20
+    done = await execute(
+        pool,
+        SetPolicy(
+            key="lots.subscription_rollover_rcc",
+            scope="global",
+            scope_id="",
+            value=7,
+            reason="r",
+            actor="t",
+        ),
+    )
+    assert isinstance(done, Done)
+    async with pool.acquire() as conn:
+        assert (await lot_policy(conn, env_cap)).subscription_rollover_rcc == 7

@@ -22,14 +22,19 @@ async def signup_terms(conn: asyncpg.Connection, settings: Settings) -> tuple[in
 
 
 async def lot_policy(conn: asyncpg.Connection, settings: Settings) -> LotPolicy:
-    """How long sign-up and top-up credits last (`lots.*_days`; None: never)."""
+    """How long sign-up and top-up credits last (`lots.*_days`; None: never) and how
+    much of a month rolls over (`lots.subscription_rollover_rcc`)."""
     book = await current_book(conn)
     signup = resolve(book, "lots.signup_days", default=settings.lots.signup_days)
     topup = resolve(book, "lots.topup_days", default=settings.lots.topup_days)
+    rollover = resolve(
+        book, "lots.subscription_rollover_rcc", default=settings.lots.subscription_rollover_rcc
+    )
     return LotPolicy(
         signup_days=int_or_none(signup),
         topup_days=int_or_none(topup),
         subscription_days=settings.lots.subscription_days,
+        subscription_rollover_rcc=int_or_none(rollover) or 0,
     )
 
 
