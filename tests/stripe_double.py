@@ -4,7 +4,9 @@ It implements what RCC calls: POST /v1/checkout/sessions (form-encoded, like Str
 records every parameter and the Idempotency-Key header, replays a repeated key),
 GET /v1/events (newest first, `created[gte]`, `starting_after`, `has_more` paging),
 POST /v1/payment_intents (confirmed off-session: `succeeded`, or Stripe's 402
-`card_error` for a payment method in `declined_methods`; a repeated key replays) and
+`card_error` for a payment method in `declined_methods`, `processing` for one in
+`processing_methods` until `fail_later` turns it into what Stripe's
+payment_intent.payment_failed carries; a repeated key replays) and
 POST /v1/billing_portal/sessions.
 """
 
@@ -33,6 +35,7 @@ class StripeDouble:
     _sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     declined_methods: set[str] = field(default_factory=set)  # their payments are declined
     intents: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # by key
+    processing_methods: set[str] = field(default_factory=set)  # their payments settle later
     _runner: web.AppRunner | None = None
     url: str = ""
 
@@ -116,16 +119,19 @@ class StripeDouble:
             return web.json_response(body, status=status)
         method = params.get("payment_method", "")
         declined = method in self.declined_methods
+        processing = method in self.processing_methods and not declined
         intent = {
             "id": f"pi_test_{len(self.intents) + 1:04d}",
             "object": "payment_intent",
             "amount": int(params["amount"]),
-            "amount_received": 0 if declined else int(params["amount"]),
+            "amount_received": 0 if declined or processing else int(params["amount"]),
             "currency": params["currency"],
             "customer": params.get("customer"),
             "payment_method": method,
             "confirmation_method": "automatic",
-            "status": "requires_payment_method" if declined else "succeeded",
+            "status": "requires_payment_method"
+            if declined
+            else ("processing" if processing else "succeeded"),
             "metadata": {
                 k[len("metadata[") : -1]: v for k, v in params.items() if k.startswith("metadata[")
             },
@@ -160,6 +166,27 @@ class StripeDouble:
                 "livemode": False,
             }
         )
+
+    def fail_later(self, key: str, code: str = "authentication_required") -> dict[str, Any]:
+        """The PaymentIntent of `key` failing after it was created (a bank asking for the
+        customer, a debit bounced): the object payment_intent.payment_failed carries."""
+        status, body = self.intents[key]
+        intent = body["error"]["payment_intent"] if status == 402 else body
+        error = {
+            "type": "card_error",
+            "code": code,
+            "decline_code": code,
+            "message": "The payment could not be completed.",
+            "payment_method": {"id": intent["payment_method"], "object": "payment_method"},
+        }
+        failed = {
+            **intent,
+            "status": "requires_payment_method",
+            "amount_received": 0,
+            "last_payment_error": error,
+        }
+        self.intents[key] = (status, failed)
+        return failed
 
     def payment_intents(self) -> list[Call]:
         """The PaymentIntent creations received (repeats of a key included)."""

@@ -212,3 +212,94 @@ async def test_three_declines_in_a_row_switch_auto_top_up_off(
 async def _declined(pool: asyncpg.Pool, user_id: str, count: int) -> bool:
     found = await charges(pool, user_id)
     return len(found) == count and found[-1]["status"] == "declined"
+
+
+async def test_a_later_decline_by_webhook_counts_once_per_payment_intent_and_a_success_resets(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
+    owner: asyncpg.Connection,
+) -> None:  # fmt: skip
+    member = await sign_up(http)
+    uid = member.user_id
+    await opt_in(http, member)
+    await delivered(http, saved_card_intent(uid, "pm_debit_later"))
+    double.processing_methods.add("pm_debit_later")  # Stripe answers `processing`
+
+    async def cross() -> str:
+        """Balance to 100, then a debit to 40 (below 50): the new charge's Stripe key."""
+        await to_balance(pool, uid, 100)
+        count = len(await charges(pool, uid))
+        await debit(pool, uid, 60)
+        await eventually(lambda: _answered(pool, uid, count + 1))
+        return f"rcc-autotopup:{(await charges(pool, uid))[-1]['crossing']}"
+
+    async def fails_later(key: str) -> list[str]:
+        """Stripe's payment_intent.payment_failed, retried, and sent again as a new event."""
+        failed = event("payment_intent.payment_failed", double.fail_later(key))
+        again = event("payment_intent.payment_failed", failed["data"]["object"])
+        return [(await delivered(http, e))["outcome"] for e in (failed, failed, again)]
+
+    async def in_a_row() -> int:
+        mine = (await http.get("/me/auto-topup", headers=member.headers)).json()
+        return int(mine["declines_in_a_row"])
+
+    first = await cross()  # processing: sent, not yet a decline
+    assert await in_a_row() == 0
+    assert await fails_later(first) == ["declined", "declined", "declined_already"]
+    assert await in_a_row() == 1
+
+    settled = await cross()  # this one succeeds later: credited, and the count starts over
+    intent = {**double.intents[settled][1], "status": "succeeded", "amount_received": 500}
+    assert (await delivered(http, event("payment_intent.succeeded", intent)))[
+        "outcome"
+    ] == "granted"
+    async with pool.acquire() as conn:
+        assert await balance_of(conn, uid) == 40 + 100
+    assert await in_a_row() == 0
+
+    double.declined_methods.add("pm_debit_later")  # declined at once by the charger...
+    at_once = await cross()
+    assert await in_a_row() == 1
+    assert await fails_later(at_once) == ["declined_already"] * 3  # ...and then by webhook
+    assert await in_a_row() == 1
+    double.declined_methods.clear()
+
+    for expected in (2, 3):
+        assert (await fails_later(await cross()))[0] == "declined"
+        assert await in_a_row() == expected
+    mine = (await http.get("/me/auto-topup", headers=member.headers)).json()
+    assert mine["enabled"] is False  # the third in a row switched it off
+    await cross_without_charge(pool, uid)
+    rows = await owner.fetch(
+        "SELECT data FROM events WHERE stream_id = $1 AND type = 'auto_topup_declined'"
+        " ORDER BY version",
+        f"autotopup-{uid}",
+    )
+    declined = [(r["data"]["in_a_row"], r["data"]["disabled"]) for r in rows]
+    assert declined == [(1, False), (1, False), (2, False), (3, True)]
+    intents = [r["data"]["payment_intent"] for r in rows]
+    assert len(set(intents)) == 4 and all(i.startswith("pi_test_") for i in intents)
+    assert (await verify(owner)).ok
+
+
+async def cross_without_charge(pool: asyncpg.Pool, user_id: str) -> None:
+    """With auto top-up off, a crossing makes no charge."""
+    count = len(await charges(pool, user_id))
+    await to_balance(pool, user_id, 100)
+    await debit(pool, user_id, 60)
+    await asyncio.sleep(1.0)  # the follower and the charger have had time to act
+    assert len(await charges(pool, user_id)) == count
+
+
+async def _answered(pool: asyncpg.Pool, user_id: str, count: int) -> bool:
+    found = await charges(pool, user_id)
+    return len(found) == count and found[-1]["status"] in {"sent", "declined"}
+
+
+async def to_balance(pool: asyncpg.Pool, user_id: str, target: int) -> None:
+    """Grant or debit the wallet to `target` (from above 50 or to 100: no crossing)."""
+    async with pool.acquire() as conn:
+        gap = target - await balance_of(conn, user_id)
+    if gap > 0:
+        await grant(pool, user_id, gap)
+    elif gap < 0:
+        await debit(pool, user_id, -gap)

@@ -105,21 +105,31 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> lis
     return [msgspec.convert(dict(r), Charge) for r in rows]
 
 
-async def finish_charge(
-    conn: asyncpg.Connection,
-    crossing: str,
-    status: str,
-    payment_intent: str | None,
-    error: str | None,
-) -> None:
-    await conn.execute(
-        """UPDATE auto_topup_charges SET status = $2, payment_intent = $3, error = $4
-            WHERE crossing = $1""",
+async def charge_sent(conn: asyncpg.Connection, crossing: str, payment_intent: str | None) -> bool:
+    """The charger's PaymentIntent went through; False if a decline was recorded first."""
+    done = await conn.execute(
+        """UPDATE auto_topup_charges SET status = 'sent', payment_intent = $2, error = NULL
+            WHERE crossing = $1 AND status IN ('due', 'sending')""",
         crossing,
-        status,
         payment_intent,
-        error,
     )
+    return bool(done.endswith(" 1"))
+
+
+async def charge_declined(
+    conn: asyncpg.Connection, crossing: str, payment_intent: str | None, reason: str
+) -> bool:
+    """Mark the crossing's charge declined; False when it was already (or is unknown), so
+    each PaymentIntent's decline is counted once."""
+    done = await conn.execute(
+        """UPDATE auto_topup_charges
+              SET status = 'declined', payment_intent = coalesce($2, payment_intent), error = $3
+            WHERE crossing = $1 AND status <> 'declined'""",
+        crossing,
+        payment_intent,
+        reason,
+    )
+    return bool(done.endswith(" 1"))
 
 
 async def declines_in_a_row(conn: asyncpg.Connection, user_id: str) -> int:

@@ -779,6 +779,7 @@ class AutoTopupDeclined(Event, frozen=True, kw_only=True, tag="auto_topup_declin
     reason: str
     in_a_row: int
     disabled: bool = False  # the third decline in a row turns auto top-up off
+    payment_intent: str = ""  # h14: the declined PaymentIntent (counted once each)
 
 
 # --- organisations (h5): `org-<id>` streams; the org's wallet is `wallet-<org id>` ---------
