@@ -23,6 +23,7 @@ from projections import (  # h4
     users,
 )
 from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
+from projections.org_billing import PROJECTION as ORG_BILLING  # orgs' Stripe customers (h14)
 from rcc.projector.model import Projection
 
 ALL: tuple[Projection[Any], ...] = (
@@ -39,6 +40,7 @@ ALL: tuple[Projection[Any], ...] = (
     orgs.PROJECTION,  # organisations (h5)
     templates.PROJECTION,  # h4
     uploads.PROJECTION,  # h4
+    ORG_BILLING,  # orgs' Stripe customers (h14)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

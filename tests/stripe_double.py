@@ -6,12 +6,15 @@ GET /v1/events (newest first, `created[gte]`, `starting_after`, `has_more` pagin
 POST /v1/payment_intents (confirmed off-session: `succeeded`, or Stripe's 402
 `card_error` for a payment method in `declined_methods`, `processing` for one in
 `processing_methods` until `fail_later` turns it into what Stripe's
-payment_intent.payment_failed carries; a repeated key replays) and
-POST /v1/billing_portal/sessions.
+payment_intent.payment_failed carries; a repeated key replays),
+POST /v1/billing_portal/sessions and POST /v1/customers (a repeated key replays; one
+arriving while the first of its key is still in progress gets Stripe's 409
+`idempotency_error`, which the SDK retries).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,9 @@ class StripeDouble:
     declined_methods: set[str] = field(default_factory=set)  # their payments are declined
     intents: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # by key
     processing_methods: set[str] = field(default_factory=set)  # their payments settle later
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by idempotency key
+    customer_latency_s: float = 0.0  # how long creating a customer is in progress
+    _creating: set[str] = field(default_factory=set)  # customer keys in progress
     _runner: web.AppRunner | None = None
     url: str = ""
 
@@ -45,6 +51,7 @@ class StripeDouble:
         app.router.add_get("/v1/events", self._list_events)
         app.router.add_post("/v1/payment_intents", self._create_payment_intent)
         app.router.add_post("/v1/billing_portal/sessions", self._create_portal_session)
+        app.router.add_post("/v1/customers", self._create_customer)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -166,6 +173,42 @@ class StripeDouble:
                 "livemode": False,
             }
         )
+
+    async def _create_customer(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        self._record(request, params)
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self.customers:  # Stripe replays the first answer to a repeated key
+            return web.json_response(self.customers[key])
+        if key in self._creating:
+            message = (
+                "There is currently another in-progress request using this Idempotent Key "
+                "(that probably means you submitted twice, and the other request is still "
+                "going through). Please try again later."
+            )
+            body = {"error": {"type": "idempotency_error", "message": message}}
+            return web.json_response(body, status=409)
+        self._creating.add(key)
+        await asyncio.sleep(self.customer_latency_s)
+        customer = {
+            "id": f"cus_test_{len(self.customers) + 1:04d}",
+            "object": "customer",
+            "name": params.get("name"),
+            "email": params.get("email"),
+            "metadata": {
+                k[len("metadata[") : -1]: v for k, v in params.items() if k.startswith("metadata[")
+            },
+            "invoice_settings": {"default_payment_method": None},
+            "livemode": False,
+        }
+        self.customers[key] = customer
+        self._creating.discard(key)
+        return web.json_response(customer)
+
+    def customer_creations(self) -> list[Call]:
+        """The customer creations received (repeats of a key included)."""
+        return [c for c in self.calls if c.path == "/v1/customers"]
 
     def fail_later(self, key: str, code: str = "authentication_required") -> dict[str, Any]:
         """The PaymentIntent of `key` failing after it was created (a bank asking for the

@@ -39,6 +39,7 @@ from portal.routes import (
     health,
     jobs,
     operations,
+    org_billing,  # h14
     orgs,
     payments,
     templates,  # h4
@@ -96,6 +97,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             auto_topup.router,  # auto top-up, customer portal (h7)
             orgs.router,  # organisations (h5)
             admin_orgs.router,  # organisations (h5)
+            org_billing.router,  # an org's Stripe customer and auto top-up (h14)
             templates.router,  # h4
             templates.admin_router,  # h4
             uploads.router,  # h4

@@ -952,6 +952,17 @@ class JobPromptLost(Event, frozen=True, kw_only=True, tag="job_prompt_lost"):
     reason: str
 
 
+# --- organisations' Stripe customers (h14): on the `org-<id>` stream
+
+
+class OrgStripeCustomerSet(Event, frozen=True, kw_only=True, tag="org_stripe_customer_set"):
+    """The Stripe Customer the organisation pays as, created on its first purchase."""
+
+    org_id: str
+    customer_id: str
+    actor: str = ""  # the buyer whose purchase created it
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -1045,6 +1056,8 @@ AnyEvent = (
     | UploadStored
     # --- GPU pool (h3)
     | JobPromptLost
+    # --- organisations' Stripe customers (h14)
+    | OrgStripeCustomerSet
 )
 
 _encoder = msgspec.json.Encoder()
