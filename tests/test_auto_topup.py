@@ -26,8 +26,9 @@ from rcc.webhooks.commands import RegisterWebhook
 from rcc.webhooks.service import NotifyWorker
 from tests.conftest import portal_client
 from tests.helpers import balance_of
-from tests.payment_helpers import delivered, with_stripe
-from tests.portal_helpers import Member, grant, sign_up
+from tests.org_helpers import join, new_org
+from tests.payment_helpers import balance, caught_up, delivered, payment_row, with_stripe
+from tests.portal_helpers import IMAGE_JOB, Member, grant, sign_up
 from tests.stripe_double import StripeDouble
 from tests.stripe_payloads import event
 from tests.webhook_receiver import eventually
@@ -303,3 +304,71 @@ async def to_balance(pool: asyncpg.Pool, user_id: str, target: int) -> None:
         await grant(pool, user_id, gap)
     elif gap < 0:
         await debit(pool, user_id, -gap)
+
+
+async def test_an_orgs_auto_top_up_charges_its_customer_once_per_crossing_credited_once(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
+    owner: asyncpg.Connection,
+) -> None:  # fmt: skip
+    org = await new_org(http, pool, credits=60)
+    boss = org.people["owner"]
+    admin = await join(http, pool, org, "admin")
+    members = [await join(http, pool, org, "member") for _ in range(5)]
+    path = f"/orgs/{org.id}/auto-topup"
+    body = {"enabled": True, "threshold_rcc": 50, "pack": "S"}
+    assert (await http.put(path, json=body, headers=members[0].headers)).status_code == 403
+    opted = await http.put(path, json=body, headers=admin.headers)
+    assert opted.status_code == 200 and opted.json()["card_saved"] is False
+
+    # The org's first top-up saves its card, on the org's own Stripe customer.
+    pack = {"pack": "M", "wallet": org.wallet}
+    assert (await http.post("/checkout/topup", json=pack, headers=boss.headers)).is_success
+    checkout = double.calls[-1].params
+    (customer,) = [c["id"] for c in double.customers.values()]
+    assert checkout["customer"] == customer and "customer_creation" not in checkout
+    assert checkout["payment_intent_data[setup_future_usage]"] == "off_session"
+    assert checkout["payment_intent_data[metadata][rcc_org_id]"] == org.id
+    saved = {
+        "id": "pi_org_checkout", "object": "payment_intent", "amount": 2500,
+        "amount_received": 2500, "currency": "eur", "customer": customer,
+        "payment_method": "pm_card_visa", "setup_future_usage": "off_session",
+        "status": "succeeded", "metadata": {"rcc_user_id": boss.user_id, "rcc_org_id": org.id},
+    }  # fmt: skip
+    assert (await delivered(http, event("payment_intent.succeeded", saved)))[
+        "outcome"
+    ] == "card_saved"
+    assert (await http.get(path, headers=boss.headers)).json()["card_saved"] is True
+
+    # 5 members x 6 jobs at once take the org from 60 to 30: one crossing of 50.
+    job = {**IMAGE_JOB, "wallet": org.wallet}
+    made = await asyncio.gather(
+        *(http.post("/jobs", json=job, headers=m.headers) for m in members for _ in range(6))
+    )
+    assert [a.status_code for a in made] == [201] * 30, [a.text for a in made if a.is_error]
+    await eventually(lambda: _sent(pool, org.id))
+    await asyncio.sleep(1.0)  # the follower and the charger have had time to do more
+    (charge,) = await charges(pool, org.id)
+    (call,) = double.payment_intents()
+    assert (call.params["customer"], call.params["payment_method"]) == (customer, "pm_card_visa")
+    assert call.params["off_session"] == "true" and call.params["amount"] == "500"
+    assert call.params["metadata[rcc_org_id]"] == org.id
+    assert call.params["metadata[rcc_user_id]"] == admin.user_id  # the buyer: who opted in
+    assert call.params["metadata[rcc_auto_topup]"] == charge["crossing"]
+
+    # Stripe confirms by webhook (redelivered, and as another event): credited once.
+    intent = double.intents[call.headers["idempotency-key"]][1]
+    confirmation = event("payment_intent.succeeded", intent)
+    outcomes = [
+        (await delivered(http, e))["outcome"]
+        for e in (confirmation, confirmation, event("payment_intent.succeeded", intent))
+    ]
+    assert outcomes[0] == "granted"
+    assert await balance(pool, org.id) == 30 + 100
+    assert all([await balance(pool, m.user_id) == 0 for m in (boss, admin, *members)])
+    await caught_up(pool)
+    row = await payment_row(pool, intent["id"])
+    assert (row["user_id"], row["wallet_id"], row["status"]) == (admin.user_id, org.id, "paid")
+
+    off = await http.delete(path, headers=boss.headers)
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    assert (await verify(owner)).ok

@@ -16,7 +16,7 @@ from portal.errors import ApiError
 from portal.idempotency import IdempotencyKey
 from portal.identity import signed_in_user
 from portal.responses import SIGNED_IN, errors
-from portal.routes.auto_topup import PortalSession
+from portal.routes.auto_topup import PortalSession, with_card_saving
 from portal.routes.jobs import me
 from portal.routes.orgs import managed_org
 from rcc.adapters.stripe_api import stripe_client
@@ -48,7 +48,11 @@ async def paying_as_org(
         raise ApiError(502, "payment_provider_error", str(error.user_message or error)) from None
     if isinstance(customer, DomainError):
         raise ApiError(404, "not_found", customer.detail)
-    return {**params, "customer": customer}
+    named = {**params, "customer": customer}
+    if params.get("mode") != "payment":
+        return named
+    # The org's first top-up after its admins opted in to auto top-up saves its card.
+    return await with_card_saving(state.pool, named, buyer, org_id)
 
 
 @post(

@@ -21,10 +21,12 @@ from rcc.store.unit_of_work import UnitOfWork
 
 
 class ConfigureAutoTopup(Command, frozen=True, kw_only=True):
-    user_id: str
+    user_id: str  # the wallet's owner: a user, or an org (owner_kind "org")
     enabled: bool
     threshold_rcc: int
     pack: str
+    owner_kind: str = "user"
+    actor: str = ""  # an org's: the owner or admin, recorded as the buyer of its charges
 
 
 class SaveCard(StripeCommand, frozen=True, kw_only=True):
@@ -59,10 +61,18 @@ async def configure_auto_topup(
     stream = autotopup_stream(cmd.user_id)
     head = (await uow.lock(stream))[stream]
     event = AutoTopupConfigured(
-        user_id=cmd.user_id, enabled=cmd.enabled, threshold_rcc=cmd.threshold_rcc, pack=cmd.pack
+        user_id=cmd.user_id,
+        enabled=cmd.enabled,
+        threshold_rcc=cmd.threshold_rcc,
+        pack=cmd.pack,
+        owner_kind=cmd.owner_kind,
+        actor=cmd.actor,
     )
     uow.stage(stream, head.version, [event])
-    await store.configure(uow.conn, cmd.user_id, cmd.enabled, cmd.threshold_rcc, cmd.pack)
+    buyer = cmd.actor if cmd.owner_kind == "org" else None
+    await store.configure(
+        uow.conn, cmd.user_id, cmd.enabled, cmd.threshold_rcc, cmd.pack, cmd.owner_kind, buyer
+    )
     return {"enabled": cmd.enabled, "threshold_rcc": cmd.threshold_rcc, "pack": cmd.pack}
 
 

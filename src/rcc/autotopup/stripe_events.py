@@ -44,11 +44,13 @@ def payment_intent_command(intent: Obj, catalog: Catalog, base: dict[str, Any]) 
             amount=amount,
             currency=str(intent.get("currency") or ""),
             user_id=user_id,
+            org_id=meta.get(ORG_METADATA),  # h14: an org's auto top-up credits its wallet
         )
         return pc.RecordPayment(status="paid", facts=facts, **base)
     customer, method = _id(intent.get("customer")), _id(intent.get("payment_method"))
-    if user_id and customer and method and intent.get("setup_future_usage") == "off_session":
-        return SaveCard(user_id=user_id, customer_id=customer, payment_method=method, **base)
+    owner = meta.get(ORG_METADATA) or user_id  # an org's Checkout saves the org's card
+    if owner and customer and method and intent.get("setup_future_usage") == "off_session":
+        return SaveCard(user_id=owner, customer_id=customer, payment_method=method, **base)
     return pc.NoteStripeEvent(detail="a payment intent RCC does not act on", **base)
 
 

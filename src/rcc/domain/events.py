@@ -745,6 +745,8 @@ class AutoTopupConfigured(Event, frozen=True, kw_only=True, tag="auto_topup_conf
     enabled: bool
     threshold_rcc: int
     pack: str
+    owner_kind: str = "user"  # h14: "org": `user_id` is the org's id, `actor` its admin
+    actor: str = ""
 
 
 class AutoTopupCardSaved(Event, frozen=True, kw_only=True, tag="auto_topup_card_saved"):
