@@ -26,7 +26,7 @@ from rcc.webhooks.commands import RegisterWebhook
 from rcc.webhooks.service import NotifyWorker
 from tests.conftest import portal_client
 from tests.helpers import balance_of
-from tests.org_helpers import join, new_org
+from tests.org_helpers import grant_org, join, new_org
 from tests.payment_helpers import balance, caught_up, delivered, payment_row, with_stripe
 from tests.portal_helpers import IMAGE_JOB, Member, grant, sign_up
 from tests.stripe_double import StripeDouble
@@ -368,6 +368,15 @@ async def test_an_orgs_auto_top_up_charges_its_customer_once_per_crossing_credit
     await caught_up(pool)
     row = await payment_row(pool, intent["id"])
     assert (row["user_id"], row["wallet_id"], row["status"]) == (admin.user_id, org.id, "paid")
+
+    # The next crossing's PaymentIntent fails later, by webhook: counted for the org.
+    double.processing_methods.add("pm_card_visa")
+    await grant_org(http, pool, org.id, -90)  # 130 -> 40: a platform admin's adjustment
+    await eventually(lambda: _answered(pool, org.id, 2))
+    key = f"rcc-autotopup:{(await charges(pool, org.id))[-1]['crossing']}"
+    failed = event("payment_intent.payment_failed", double.fail_later(key))
+    assert (await delivered(http, failed))["outcome"] == "declined"
+    assert (await http.get(path, headers=admin.headers)).json()["declines_in_a_row"] == 1
 
     off = await http.delete(path, headers=boss.headers)
     assert off.status_code == 200 and off.json()["enabled"] is False
