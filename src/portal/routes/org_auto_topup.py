@@ -68,7 +68,7 @@ async def put_org_auto_topup(
     return await configure(state, command, _key(org_id, user_id, idempotency_key))
 
 
-@delete(PATH, status_code=200, responses=errors(*SIGNED_IN, 404))
+@delete(PATH, status_code=200, responses=errors(400, *SIGNED_IN, 404))
 async def delete_org_auto_topup(
     org_id: FromPath[str],
     state: State,

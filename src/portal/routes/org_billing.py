@@ -58,7 +58,7 @@ async def paying_as_org(
 @post(
     "/orgs/{org_id:str}/billing/portal",
     status_code=200,
-    responses=errors(*SIGNED_IN, 404, 409, 502, 503),
+    responses=errors(400, *SIGNED_IN, 404, 409, 502, 503),
 )
 async def org_billing_portal(
     org_id: FromPath[str],

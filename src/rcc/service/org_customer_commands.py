@@ -6,7 +6,7 @@ from typing import Any
 
 from rcc.domain import org as orgs
 from rcc.domain.errors import DomainError, NotFound
-from rcc.domain.events import OrgStripeCustomerSet, org_stream
+from rcc.domain.events import Event, OrgStripeCustomerSet, org_stream
 from rcc.service.commands import Command
 from rcc.store.unit_of_work import UnitOfWork
 
@@ -28,8 +28,10 @@ async def set_org_customer(
         return NotFound(detail="no such organisation")
     if org.stripe_customer:
         return {"customer_id": org.stripe_customer, "created": False}
-    events = [OrgStripeCustomerSet(org_id=cmd.org_id, customer_id=cmd.customer_id, actor=cmd.actor)]
-    uow.stage(stream, head.version, list(events), orgs.fold(list(events), org))
+    events: list[Event] = [
+        OrgStripeCustomerSet(org_id=cmd.org_id, customer_id=cmd.customer_id, actor=cmd.actor)
+    ]
+    uow.stage(stream, head.version, events, orgs.fold(events, org))
     return {"customer_id": cmd.customer_id, "created": True}
 
 
