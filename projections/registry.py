@@ -23,6 +23,7 @@ from projections import (  # h4
     users,
 )
 from projections.backends import PROJECTION as BACKENDS  # the GPU pool (h8)
+from projections.org_billing import PROJECTION as ORG_BILLING  # orgs' Stripe customers (h14)
 from projections.policy_values import PROJECTION as POLICY_VALUES  # policies in SQL (h13)
 from rcc.projector.model import Projection
 
@@ -41,6 +42,7 @@ ALL: tuple[Projection[Any], ...] = (
     templates.PROJECTION,  # h4
     uploads.PROJECTION,  # h4
     POLICY_VALUES,  # policies in SQL, for the adapters' claim (h13)
+    ORG_BILLING,  # orgs' Stripe customers (h14)
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in ALL)
 

@@ -4,12 +4,17 @@ It implements what RCC calls: POST /v1/checkout/sessions (form-encoded, like Str
 records every parameter and the Idempotency-Key header, replays a repeated key),
 GET /v1/events (newest first, `created[gte]`, `starting_after`, `has_more` paging),
 POST /v1/payment_intents (confirmed off-session: `succeeded`, or Stripe's 402
-`card_error` for a payment method in `declined_methods`; a repeated key replays) and
-POST /v1/billing_portal/sessions.
+`card_error` for a payment method in `declined_methods`, `processing` for one in
+`processing_methods` until `fail_later` turns it into what Stripe's
+payment_intent.payment_failed carries; a repeated key replays),
+POST /v1/billing_portal/sessions and POST /v1/customers (a repeated key replays; one
+arriving while the first of its key is still in progress gets Stripe's 409
+`idempotency_error`, which the SDK retries).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +38,10 @@ class StripeDouble:
     _sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     declined_methods: set[str] = field(default_factory=set)  # their payments are declined
     intents: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # by key
+    processing_methods: set[str] = field(default_factory=set)  # their payments settle later
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by idempotency key
+    customer_latency_s: float = 0.0  # how long creating a customer is in progress
+    _creating: set[str] = field(default_factory=set)  # customer keys in progress
     _runner: web.AppRunner | None = None
     url: str = ""
 
@@ -42,6 +51,7 @@ class StripeDouble:
         app.router.add_get("/v1/events", self._list_events)
         app.router.add_post("/v1/payment_intents", self._create_payment_intent)
         app.router.add_post("/v1/billing_portal/sessions", self._create_portal_session)
+        app.router.add_post("/v1/customers", self._create_customer)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -116,16 +126,19 @@ class StripeDouble:
             return web.json_response(body, status=status)
         method = params.get("payment_method", "")
         declined = method in self.declined_methods
+        processing = method in self.processing_methods and not declined
         intent = {
             "id": f"pi_test_{len(self.intents) + 1:04d}",
             "object": "payment_intent",
             "amount": int(params["amount"]),
-            "amount_received": 0 if declined else int(params["amount"]),
+            "amount_received": 0 if declined or processing else int(params["amount"]),
             "currency": params["currency"],
             "customer": params.get("customer"),
             "payment_method": method,
             "confirmation_method": "automatic",
-            "status": "requires_payment_method" if declined else "succeeded",
+            "status": "requires_payment_method"
+            if declined
+            else ("processing" if processing else "succeeded"),
             "metadata": {
                 k[len("metadata[") : -1]: v for k, v in params.items() if k.startswith("metadata[")
             },
@@ -160,6 +173,63 @@ class StripeDouble:
                 "livemode": False,
             }
         )
+
+    async def _create_customer(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        self._record(request, params)
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self.customers:  # Stripe replays the first answer to a repeated key
+            return web.json_response(self.customers[key])
+        if key in self._creating:
+            message = (
+                "There is currently another in-progress request using this Idempotent Key "
+                "(that probably means you submitted twice, and the other request is still "
+                "going through). Please try again later."
+            )
+            body = {"error": {"type": "idempotency_error", "message": message}}
+            return web.json_response(body, status=409)
+        self._creating.add(key)
+        await asyncio.sleep(self.customer_latency_s)
+        customer = {
+            "id": f"cus_test_{len(self.customers) + 1:04d}",
+            "object": "customer",
+            "name": params.get("name"),
+            "email": params.get("email"),
+            "metadata": {
+                k[len("metadata[") : -1]: v for k, v in params.items() if k.startswith("metadata[")
+            },
+            "invoice_settings": {"default_payment_method": None},
+            "livemode": False,
+        }
+        self.customers[key] = customer
+        self._creating.discard(key)
+        return web.json_response(customer)
+
+    def customer_creations(self) -> list[Call]:
+        """The customer creations received (repeats of a key included)."""
+        return [c for c in self.calls if c.path == "/v1/customers"]
+
+    def fail_later(self, key: str, code: str = "authentication_required") -> dict[str, Any]:
+        """The PaymentIntent of `key` failing after it was created (a bank asking for the
+        customer, a debit bounced): the object payment_intent.payment_failed carries."""
+        status, body = self.intents[key]
+        intent = body["error"]["payment_intent"] if status == 402 else body
+        error = {
+            "type": "card_error",
+            "code": code,
+            "decline_code": code,
+            "message": "The payment could not be completed.",
+            "payment_method": {"id": intent["payment_method"], "object": "payment_method"},
+        }
+        failed = {
+            **intent,
+            "status": "requires_payment_method",
+            "amount_received": 0,
+            "last_payment_error": error,
+        }
+        self.intents[key] = (status, failed)
+        return failed
 
     def payment_intents(self) -> list[Call]:
         """The PaymentIntent creations received (repeats of a key included)."""

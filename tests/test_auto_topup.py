@@ -26,8 +26,9 @@ from rcc.webhooks.commands import RegisterWebhook
 from rcc.webhooks.service import NotifyWorker
 from tests.conftest import portal_client
 from tests.helpers import balance_of
-from tests.payment_helpers import delivered, with_stripe
-from tests.portal_helpers import Member, grant, sign_up
+from tests.org_helpers import grant_org, join, new_org
+from tests.payment_helpers import balance, caught_up, delivered, payment_row, with_stripe
+from tests.portal_helpers import IMAGE_JOB, Member, grant, sign_up
 from tests.stripe_double import StripeDouble
 from tests.stripe_payloads import event
 from tests.webhook_receiver import eventually
@@ -212,3 +213,171 @@ async def test_three_declines_in_a_row_switch_auto_top_up_off(
 async def _declined(pool: asyncpg.Pool, user_id: str, count: int) -> bool:
     found = await charges(pool, user_id)
     return len(found) == count and found[-1]["status"] == "declined"
+
+
+async def test_a_later_decline_by_webhook_counts_once_per_payment_intent_and_a_success_resets(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
+    owner: asyncpg.Connection,
+) -> None:  # fmt: skip
+    member = await sign_up(http)
+    uid = member.user_id
+    await opt_in(http, member)
+    await delivered(http, saved_card_intent(uid, "pm_debit_later"))
+    double.processing_methods.add("pm_debit_later")  # Stripe answers `processing`
+
+    async def cross() -> str:
+        """Balance to 100, then a debit to 40 (below 50): the new charge's Stripe key."""
+        await to_balance(pool, uid, 100)
+        count = len(await charges(pool, uid))
+        await debit(pool, uid, 60)
+        await eventually(lambda: _answered(pool, uid, count + 1))
+        return f"rcc-autotopup:{(await charges(pool, uid))[-1]['crossing']}"
+
+    async def fails_later(key: str) -> list[str]:
+        """Stripe's payment_intent.payment_failed, retried, and sent again as a new event."""
+        failed = event("payment_intent.payment_failed", double.fail_later(key))
+        again = event("payment_intent.payment_failed", failed["data"]["object"])
+        return [(await delivered(http, e))["outcome"] for e in (failed, failed, again)]
+
+    async def in_a_row() -> int:
+        mine = (await http.get("/me/auto-topup", headers=member.headers)).json()
+        return int(mine["declines_in_a_row"])
+
+    first = await cross()  # processing: sent, not yet a decline
+    assert await in_a_row() == 0
+    assert await fails_later(first) == ["declined", "declined", "declined_already"]
+    assert await in_a_row() == 1
+
+    settled = await cross()  # this one succeeds later: credited, and the count starts over
+    intent = {**double.intents[settled][1], "status": "succeeded", "amount_received": 500}
+    assert (await delivered(http, event("payment_intent.succeeded", intent)))[
+        "outcome"
+    ] == "granted"
+    async with pool.acquire() as conn:
+        assert await balance_of(conn, uid) == 40 + 100
+    assert await in_a_row() == 0
+
+    double.declined_methods.add("pm_debit_later")  # declined at once by the charger...
+    at_once = await cross()
+    assert await in_a_row() == 1
+    assert await fails_later(at_once) == ["declined_already"] * 3  # ...and then by webhook
+    assert await in_a_row() == 1
+    double.declined_methods.clear()
+
+    for expected in (2, 3):
+        assert (await fails_later(await cross()))[0] == "declined"
+        assert await in_a_row() == expected
+    mine = (await http.get("/me/auto-topup", headers=member.headers)).json()
+    assert mine["enabled"] is False  # the third in a row switched it off
+    await cross_without_charge(pool, uid)
+    rows = await owner.fetch(
+        "SELECT data FROM events WHERE stream_id = $1 AND type = 'auto_topup_declined'"
+        " ORDER BY version",
+        f"autotopup-{uid}",
+    )
+    declined = [(r["data"]["in_a_row"], r["data"]["disabled"]) for r in rows]
+    assert declined == [(1, False), (1, False), (2, False), (3, True)]
+    intents = [r["data"]["payment_intent"] for r in rows]
+    assert len(set(intents)) == 4 and all(i.startswith("pi_test_") for i in intents)
+    assert (await verify(owner)).ok
+
+
+async def cross_without_charge(pool: asyncpg.Pool, user_id: str) -> None:
+    """With auto top-up off, a crossing makes no charge."""
+    count = len(await charges(pool, user_id))
+    await to_balance(pool, user_id, 100)
+    await debit(pool, user_id, 60)
+    await asyncio.sleep(1.0)  # the follower and the charger have had time to act
+    assert len(await charges(pool, user_id)) == count
+
+
+async def _answered(pool: asyncpg.Pool, user_id: str, count: int) -> bool:
+    found = await charges(pool, user_id)
+    return len(found) == count and found[-1]["status"] in {"sent", "declined"}
+
+
+async def to_balance(pool: asyncpg.Pool, user_id: str, target: int) -> None:
+    """Grant or debit the wallet to `target` (from above 50 or to 100: no crossing)."""
+    async with pool.acquire() as conn:
+        gap = target - await balance_of(conn, user_id)
+    if gap > 0:
+        await grant(pool, user_id, gap)
+    elif gap < 0:
+        await debit(pool, user_id, -gap)
+
+
+async def test_an_orgs_auto_top_up_charges_its_customer_once_per_crossing_credited_once(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
+    owner: asyncpg.Connection,
+) -> None:  # fmt: skip
+    org = await new_org(http, pool, credits=60)
+    boss = org.people["owner"]
+    admin = await join(http, pool, org, "admin")
+    members = [await join(http, pool, org, "member") for _ in range(5)]
+    path = f"/orgs/{org.id}/auto-topup"
+    body = {"enabled": True, "threshold_rcc": 50, "pack": "S"}
+    assert (await http.put(path, json=body, headers=members[0].headers)).status_code == 403
+    opted = await http.put(path, json=body, headers=admin.headers)
+    assert opted.status_code == 200 and opted.json()["card_saved"] is False
+
+    # The org's first top-up saves its card, on the org's own Stripe customer.
+    pack = {"pack": "M", "wallet": org.wallet}
+    assert (await http.post("/checkout/topup", json=pack, headers=boss.headers)).is_success
+    checkout = double.calls[-1].params
+    (customer,) = [c["id"] for c in double.customers.values()]
+    assert checkout["customer"] == customer and "customer_creation" not in checkout
+    assert checkout["payment_intent_data[setup_future_usage]"] == "off_session"
+    assert checkout["payment_intent_data[metadata][rcc_org_id]"] == org.id
+    saved = {
+        "id": "pi_org_checkout", "object": "payment_intent", "amount": 2500,
+        "amount_received": 2500, "currency": "eur", "customer": customer,
+        "payment_method": "pm_card_visa", "setup_future_usage": "off_session",
+        "status": "succeeded", "metadata": {"rcc_user_id": boss.user_id, "rcc_org_id": org.id},
+    }  # fmt: skip
+    assert (await delivered(http, event("payment_intent.succeeded", saved)))[
+        "outcome"
+    ] == "card_saved"
+    assert (await http.get(path, headers=boss.headers)).json()["card_saved"] is True
+
+    # 5 members x 6 jobs at once take the org from 60 to 30: one crossing of 50.
+    job = {**IMAGE_JOB, "wallet": org.wallet}
+    made = await asyncio.gather(
+        *(http.post("/jobs", json=job, headers=m.headers) for m in members for _ in range(6))
+    )
+    assert [a.status_code for a in made] == [201] * 30, [a.text for a in made if a.is_error]
+    await eventually(lambda: _sent(pool, org.id))
+    await asyncio.sleep(1.0)  # the follower and the charger have had time to do more
+    (charge,) = await charges(pool, org.id)
+    (call,) = double.payment_intents()
+    assert (call.params["customer"], call.params["payment_method"]) == (customer, "pm_card_visa")
+    assert call.params["off_session"] == "true" and call.params["amount"] == "500"
+    assert call.params["metadata[rcc_org_id]"] == org.id
+    assert call.params["metadata[rcc_user_id]"] == admin.user_id  # the buyer: who opted in
+    assert call.params["metadata[rcc_auto_topup]"] == charge["crossing"]
+
+    # Stripe confirms by webhook (redelivered, and as another event): credited once.
+    intent = double.intents[call.headers["idempotency-key"]][1]
+    confirmation = event("payment_intent.succeeded", intent)
+    outcomes = [
+        (await delivered(http, e))["outcome"]
+        for e in (confirmation, confirmation, event("payment_intent.succeeded", intent))
+    ]
+    assert outcomes[0] == "granted"
+    assert await balance(pool, org.id) == 30 + 100
+    assert all([await balance(pool, m.user_id) == 0 for m in (boss, admin, *members)])
+    await caught_up(pool)
+    row = await payment_row(pool, intent["id"])
+    assert (row["user_id"], row["wallet_id"], row["status"]) == (admin.user_id, org.id, "paid")
+
+    # The next crossing's PaymentIntent fails later, by webhook: counted for the org.
+    double.processing_methods.add("pm_card_visa")
+    await grant_org(http, pool, org.id, -90)  # 130 -> 40: a platform admin's adjustment
+    await eventually(lambda: _answered(pool, org.id, 2))
+    key = f"rcc-autotopup:{(await charges(pool, org.id))[-1]['crossing']}"
+    failed = event("payment_intent.payment_failed", double.fail_later(key))
+    assert (await delivered(http, failed))["outcome"] == "declined"
+    assert (await http.get(path, headers=admin.headers)).json()["declines_in_a_row"] == 1
+
+    off = await http.delete(path, headers=boss.headers)
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    assert (await verify(owner)).ok

@@ -104,3 +104,49 @@ async def test_an_org_from_creation_to_a_member_spending_within_a_budget(site: S
     await shoot(boss, "orgs-buy")
     await boss_context.close()
     await member_context.close()
+
+
+async def test_an_orgs_auto_top_up_page_and_its_customer_portal(site: Site) -> None:
+    context = await site.context()
+    portal_page = "<title>Stripe customer portal (stand-in)</title>"  # nothing leaves
+    await context.route(
+        "https://billing.stripe.com/**",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=portal_page),
+    )
+    page = await context.new_page()
+    await sign_up(page, "cfo@billing.example")
+    await page.goto("/app/orgs")
+    await page.get_by_label("Name").fill("Billing Studio")
+    await page.get_by_role("button", name="Create").click()
+    await page.wait_for_url(re.compile(r"/app/orgs/[0-9a-f-]+$"))
+    org_id = page.url.rsplit("/", 1)[-1]
+
+    await page.goto(f"/app/orgs/{org_id}/credits")
+    await page.get_by_role("link", name="Auto top-up").click()
+    await page.wait_for_url(f"**/app/orgs/{org_id}/auto-topup")
+    await expect(page.locator("[data-billing-portal]")).to_be_disabled()  # no customer yet
+    await page.get_by_label("Top up automatically").check()
+    await page.get_by_label("When the organisation's balance drops below (RCC)").fill("15")
+    await page.get_by_label("Buy").select_option("S")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("[data-saved]")).to_be_visible()
+    chosen = await (await page.request.get(f"/orgs/{org_id}/auto-topup")).json()
+    assert (chosen["enabled"], chosen["threshold_rcc"], chosen["pack"]) == (True, 15, "S")
+
+    # The org's first purchase makes its Stripe customer and saves the card for it.
+    await page.goto(f"/app/orgs/{org_id}/buy")
+    await page.get_by_role("button", name="Buy Small").click()
+    await page.wait_for_url("https://checkout.stripe.com/**")
+    checkout = site.stripe.calls[-1].params
+    made = site.stripe.customers.values()
+    (customer,) = [c["id"] for c in made if c["metadata"] == {"rcc_org_id": org_id}]
+    assert checkout["customer"] == customer
+    assert checkout["payment_intent_data[setup_future_usage]"] == "off_session"
+
+    await page.goto(f"/app/orgs/{org_id}/auto-topup")
+    await expect(page.locator("[data-no-card]")).to_be_visible()  # until Stripe confirms
+    await shoot(page, "orgs-auto-topup")
+    await page.get_by_role("button", name="Open the customer portal").click()
+    await page.wait_for_url("https://billing.stripe.com/**")
+    assert site.stripe.calls[-1].params["customer"] == customer
+    await context.close()

@@ -5,6 +5,7 @@ once, and a refund clawed back from it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,8 +15,10 @@ import httpx
 import pytest
 
 from portal.app import create_app
+from projections.registry import select
 from rcc.audit import verify
 from rcc.config import Settings
+from rcc.projector.replay import replay
 from rcc.projector.runtime import ProjectorWorker
 from tests import stripe_payloads as sp
 from tests.conftest import portal_client
@@ -30,6 +33,7 @@ from tests.payment_helpers import (
     payment_row,
     with_stripe,
 )
+from tests.projection_helpers import dump
 from tests.stripe_double import StripeDouble
 
 
@@ -139,3 +143,68 @@ async def test_a_pack_and_a_plan_are_granted_to_the_org_once_and_a_refund_claws_
         ("TOPUP_GRANT", 550),
     ]
     assert (await verify(owner)).ok
+
+
+async def test_the_org_is_its_own_stripe_customer_made_once_by_racing_first_purchases(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, owner: asyncpg.Connection
+) -> None:
+    double.customer_latency_s = 0.3  # the second first purchase arrives while it is made
+    org = await new_org(http, pool)
+    boss = org.people["owner"]
+    admin = await join(http, pool, org, "admin")
+    member = await join(http, pool, org, "member")
+    portal = f"/orgs/{org.id}/billing/portal"
+    early = await http.post(portal, headers=boss.headers)
+    assert early.status_code == 409 and early.json()["error"] == "no_stripe_customer"
+
+    pack = {"pack": "M", "wallet": org.wallet}
+    plan = {"plan": "starter", "interval": "month", "wallet": org.wallet}
+    bought, subscribed = await asyncio.gather(
+        http.post("/checkout/topup", json=pack, headers=boss.headers),
+        http.post("/checkout/subscription", json=plan, headers=admin.headers),
+    )
+    assert bought.status_code == subscribed.status_code == 200, (bought.text, subscribed.text)
+    (customer,) = [c["id"] for c in double.customers.values()]  # one customer at Stripe
+    creations = double.customer_creations()
+    assert len(creations) >= 2  # both purchases asked; Stripe's key made them one
+    assert {c.headers["idempotency-key"] for c in creations} == {f"rcc-org-customer:{org.id}"}
+    assert creations[0].params == {"name": "Studio", "metadata[rcc_org_id]": org.id}
+    sessions = [c.params for c in double.calls if c.path == "/v1/checkout/sessions"]
+    assert [s["customer"] for s in sessions] == [customer, customer]
+    assert sorted(s["metadata[rcc_user_id]"] for s in sessions) == sorted(
+        [boss.user_id, admin.user_id]
+    )  # the buyer is still recorded, next to the org
+    assert all(s["metadata[rcc_org_id]"] == org.id for s in sessions)
+    assert "customer_creation" not in sessions[0]  # Stripe refuses it next to `customer`
+    recorded = await owner.fetch(
+        "SELECT data FROM events WHERE stream_id = $1 AND type = 'org_stripe_customer_set'",
+        f"org-{org.id}",
+    )
+    assert [r["data"]["customer_id"] for r in recorded] == [customer]
+
+    # Later purchases reuse it; a personal purchase names no org customer.
+    made = len(creations)
+    again = await http.post("/checkout/topup", json=pack, headers=admin.headers)
+    assert again.status_code == 200 and double.calls[-1].params["customer"] == customer
+    assert len(double.customer_creations()) == made
+    mine = await http.post("/checkout/topup", json={"pack": "S"}, headers=boss.headers)
+    assert mine.status_code == 200 and "customer" not in double.calls[-1].params
+
+    # The customer portal for the org: its owner and admins; 403 a member, 404 others.
+    for who in (boss, admin):
+        opened = await http.post(portal, headers=who.headers)
+        assert opened.status_code == 200, opened.text
+        assert opened.json()["url"].startswith("https://billing.stripe.com/")
+        assert double.calls[-1].params["customer"] == customer
+    calls = len(double.calls)
+    assert (await http.post(portal, headers=member.headers)).status_code == 403
+    stranger = await person(pool)
+    assert (await http.post(portal, headers=stranger.headers)).status_code == 404
+    assert len(double.calls) == calls  # nothing reached Stripe for them
+
+    await caught_up(pool)
+    rows = await owner.fetch("SELECT org_id, customer_id, set_by FROM org_stripe_customers")
+    assert (org.id, customer) in [(r["org_id"], r["customer_id"]) for r in rows]
+    live = (await dump(owner))["org_stripe_customers"]
+    await replay(owner, select(["org_billing"]))
+    assert (await dump(owner))["org_stripe_customers"] == live  # rebuilt by replay

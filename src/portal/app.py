@@ -39,6 +39,8 @@ from portal.routes import (
     health,
     jobs,
     operations,
+    org_auto_topup,  # h14
+    org_billing,  # h14
     orgs,
     payments,
     templates,  # h4
@@ -96,6 +98,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool | None = None) -> Litestar
             auto_topup.router,  # auto top-up, customer portal (h7)
             orgs.router,  # organisations (h5)
             admin_orgs.router,  # organisations (h5)
+            org_billing.router,  # an org's Stripe customer and portal (h14)
+            org_auto_topup.router,  # an org's auto top-up (h14)
             templates.router,  # h4
             templates.admin_router,  # h4
             uploads.router,  # h4

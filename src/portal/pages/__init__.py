@@ -22,6 +22,7 @@ from portal.pages import (
 )
 from portal.pages import templates as template_pages  # h4
 from portal.pages.admin_backends import handlers as backend_pages  # the GPU pool (h8)
+from portal.pages.org_auto_topup import handlers as org_auto_topup_pages  # h14
 from portal.pages.site import page_router, static_files, template_config
 
 
@@ -41,6 +42,7 @@ def router() -> Router:
             *backend_pages,  # the GPU pool (h8)
             *billing_pages.handlers,  # webhooks and auto top-up (h7)
             *orgs.handlers,  # organisations (h5)
+            *org_auto_topup_pages,  # an organisation's auto top-up (h14)
         ]
     )
 

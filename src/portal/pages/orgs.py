@@ -47,6 +47,12 @@ async def _org(
     return org, wallet, role
 
 
+async def managed_org_page(state: State, viewer: Viewer, org_id: str) -> orgs.OrgState:
+    """The org, for its owner and admins (h14: its auto top-up page)."""
+    org, _, _ = await _org(state, viewer, org_id, managers_only=True)
+    return org
+
+
 @get("/app/orgs")
 async def org_list(request: Request[Any, Any, Any]) -> Template:
     viewer = await member(request)

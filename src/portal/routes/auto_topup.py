@@ -51,21 +51,23 @@ class PortalSession(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def with_card_saving(
-    pool: asyncpg.Pool, params: dict[str, Any], user_id: str
+    pool: asyncpg.Pool, params: dict[str, Any], user_id: str, org_id: str | None = None
 ) -> dict[str, Any]:
-    """Top-up Checkout parameters, saving the card when the user opted in to auto
-    top-up and has none saved yet (the first Checkout after opting in)."""
+    """Top-up Checkout parameters, saving the card when the wallet's owner (the user, or
+    the org `org_id` the user buys for) opted in to auto top-up and has none saved yet
+    (the first Checkout after opting in)."""
     async with pool.acquire() as conn:
-        chosen = await store.setting(conn, user_id)
+        chosen = await store.setting(conn, org_id or user_id)
     if chosen is None or not chosen.enabled or chosen.payment_method:
         return params
-    return saving_the_card(params, user_id)
+    return saving_the_card(params, user_id, org_id)
 
 
-async def _view(pool: asyncpg.Pool, user_id: str) -> AutoTopupView:
+async def auto_topup_view(pool: asyncpg.Pool, owner_id: str) -> AutoTopupView:
+    """The auto top-up of a wallet's owner (a user's or an org's id)."""
     async with pool.acquire() as conn:
-        chosen = await store.setting(conn, user_id)
-        declines = await store.declines_in_a_row(conn, user_id)
+        chosen = await store.setting(conn, owner_id)
+        declines = await store.declines_in_a_row(conn, owner_id)
     if chosen is None:
         return AutoTopupView(
             enabled=False, threshold_rcc=0, pack="", card_saved=False, declines_in_a_row=0
@@ -79,12 +81,32 @@ async def _view(pool: asyncpg.Pool, user_id: str) -> AutoTopupView:
     )
 
 
+async def configure(
+    state: State, command: ConfigureAutoTopup, key: str | None
+) -> Response[AutoTopupView]:
+    """Run a ConfigureAutoTopup (the pack checked first: known, and within the
+    `topup.*` policies when switched on) and answer the new view."""
+    settings: Settings = state.settings
+    pack = settings.catalog.pack(command.pack)
+    if pack is None:
+        known = [p.id for p in settings.catalog.packs]
+        raise ApiError(422, "unknown_pack", f"pack must be one of {known}")
+    if command.enabled:
+        org = command.user_id if command.owner_kind == "org" else None
+        buyer = command.actor if org else command.user_id
+        await within_topup_bounds(state.pool, pack, buyer, org)
+    done = await execute(state.pool, command, idempotency_key=key)
+    if isinstance(done, DomainError):
+        return domain_response(done)  # type: ignore[return-value]
+    return Response(await auto_topup_view(state.pool, command.user_id), status_code=200)
+
+
 @get("/me/auto-topup", responses=errors(*SIGNED_IN))
 async def get_auto_topup(state: State, request: Request[Any, Any, Any]) -> AutoTopupView:
     """Your auto top-up: on or off, threshold, pack, whether a card is saved."""
     who = await me(request)
     assert who.user_id is not None
-    return await _view(state.pool, who.user_id)
+    return await auto_topup_view(state.pool, who.user_id)
 
 
 @put("/me/auto-topup", responses=errors(*BODY, *SIGNED_IN, 422))
@@ -98,13 +120,6 @@ async def put_auto_topup(
     bought with the card your next Checkout saves, once per crossing."""
     who = await me(request)
     assert who.user_id is not None
-    settings: Settings = state.settings
-    pack = settings.catalog.pack(data.pack)
-    if pack is None:
-        known = [p.id for p in settings.catalog.packs]
-        raise ApiError(422, "unknown_pack", f"pack must be one of {known}")
-    if data.enabled:  # h13: the topup.* policies bound the pack it will buy
-        await within_topup_bounds(state.pool, pack, who.user_id)
     command = ConfigureAutoTopup(
         user_id=who.user_id,
         enabled=data.enabled,
@@ -112,14 +127,7 @@ async def put_auto_topup(
         pack=data.pack,
     )
     key = f"auto-topup:{who.user_id}:{idempotency_key}" if idempotency_key else None
-    done = await execute(state.pool, command, idempotency_key=key)
-    if isinstance(done, DomainError):
-        return domain_response(done)  # type: ignore[return-value]
-    return Response(await _view(state.pool, who.user_id), status_code=200)
-
-
-# Hook for organisations (h5): PUT /orgs/{id}/auto-topup takes the same body for the
-# org's wallet once org wallets exist; the trigger and the charger key by wallet.
+    return await configure(state, command, key)
 
 
 @post("/billing/portal", status_code=200, responses=errors(400, *SIGNED_IN, 409, 502, 503))

@@ -118,6 +118,12 @@ async def buying_org(state: State, wallet: str | None, user_id: str) -> str | No
     return org_id
 
 
+async def managed_org(state: State, org_id: str, user_id: str) -> orgs.OrgState:
+    """The org, for its owner and admins only (404 for non-members, 403 for members)."""
+    org, _, _ = await _org_for(state, org_id, user_id, managers_only=True)
+    return org
+
+
 def _view(org: orgs.OrgState, wallet: wallets.WalletState, user_id: str) -> OrgView:
     now = datetime.now(UTC)
     role = orgs.role_of(org, user_id) or ""

@@ -20,6 +20,7 @@ from portal.responses import BODY, SIGNED_IN, errors
 from portal.routes.auth import _limit
 from portal.routes.auto_topup import with_card_saving
 from portal.routes.jobs import me
+from portal.routes.org_billing import paying_as_org
 from portal.routes.orgs import buying_org
 from portal.schemas import Strict
 from portal.topup_bounds import within_topup_bounds
@@ -155,6 +156,7 @@ async def checkout_topup(
     org_id = await buying_org(state, data.wallet, who.user_id)
     await within_topup_bounds(state.pool, pack, who.user_id, org_id)  # h13: topup.* policies
     params = for_org(topup_params(settings.public_url, who.user_id, pack), org_id)
+    params = await paying_as_org(state, params, org_id, who.user_id)  # h14: the org's customer
     if org_id is None:  # auto top-up saves the buyer's own card, not for an org
         params = await with_card_saving(state.pool, params, who.user_id)  # h7
     return await _checkout(settings, params, _request_key(who.user_id, "topup", idempotency_key))
@@ -183,6 +185,7 @@ async def checkout_subscription(
     org_id = await buying_org(state, data.wallet, who.user_id)
     plain = subscription_params(settings.public_url, who.user_id, plan, data.interval)
     params = for_org(plain, org_id)
+    params = await paying_as_org(state, params, org_id, who.user_id)  # h14: the org's customer
     key = _request_key(who.user_id, "subscription", idempotency_key)
     return await _checkout(settings, params, key)
 

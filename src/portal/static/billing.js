@@ -57,7 +57,8 @@
   if (topup) {
     topup.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const answer = await call("PUT", "/me/auto-topup", {
+      const api = $("[data-auto-topup]").dataset.api;  // the user's, or an org's (h14)
+      const answer = await call("PUT", api, {
         enabled: topup.elements.enabled.checked,
         threshold_rcc: Number(topup.elements.threshold_rcc.value),
         pack: topup.elements.pack.value,
@@ -70,7 +71,8 @@
   const portal = $("[data-billing-portal]");
   if (portal) {
     portal.addEventListener("click", async () => {
-      const answer = await call("POST", "/billing/portal");
+      const section = $("[data-auto-topup]");
+      const answer = await call("POST", section ? section.dataset.portalApi : "/billing/portal");
       if (answer.ok) window.location.assign(answer.body.url); else fail(answer);
     });
   }

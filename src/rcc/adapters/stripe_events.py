@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import stripe
 
-from rcc.autotopup.stripe_events import payment_intent_command
+from rcc.autotopup.stripe_events import payment_failed_command, payment_intent_command
 from rcc.domain.catalog import MONTHS, Catalog
 from rcc.domain.org import ORG_METADATA
 from rcc.domain.payment import Offer, PaymentFacts
@@ -149,6 +149,8 @@ def command_for(event: StripeEvent, catalog: Catalog) -> pc.StripeCommand:
             )
         case "payment_intent.succeeded":  # auto top-up (h7)
             return payment_intent_command(obj, catalog, base)
+        case "payment_intent.payment_failed":  # a later auto top-up decline (h14)
+            return payment_failed_command(obj, base)
         case "customer.subscription.deleted":
             ended = obj.get("ended_at") or obj.get("canceled_at") or event.created
             return pc.EndSubscription(

@@ -21,6 +21,7 @@ from rcc.autotopup import store
 from rcc.autotopup.commands import RecordChargeOutcome
 from rcc.autotopup.stripe_events import AUTO_TOPUP_KEY
 from rcc.config import Settings
+from rcc.domain.org import ORG_METADATA
 from rcc.service.stripe_inbox import execute_retrying
 from rcc.service.ticking import TickingWorker
 
@@ -31,6 +32,14 @@ LEASE_S = 60.0
 def charge_key(crossing: str) -> str:
     """The Stripe idempotency key of a crossing's PaymentIntent."""
     return f"rcc-autotopup:{crossing}"
+
+
+def owner_metadata(charge: store.Charge) -> dict[str, str]:
+    """Whose wallet the PaymentIntent credits: the user's, or the org's with the admin
+    who turned auto top-up on recorded as the buyer (as an org's Checkout does)."""
+    if charge.owner_kind == "org":
+        return {"rcc_user_id": charge.buyer_id or "", ORG_METADATA: charge.user_id}
+    return {"rcc_user_id": charge.user_id}
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,7 +87,7 @@ class AutoTopupCharger(TickingWorker):
             "off_session": True,
             "confirm": True,
             "metadata": {
-                "rcc_user_id": charge.user_id,
+                **owner_metadata(charge),
                 "rcc_pack": pack.id,
                 AUTO_TOPUP_KEY: charge.crossing,
             },

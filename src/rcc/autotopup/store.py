@@ -11,26 +11,34 @@ MAX_IN_A_ROW = 3  # declines in a row that turn auto top-up off
 
 
 class Setting(msgspec.Struct, frozen=True, kw_only=True):
-    user_id: str
+    user_id: str  # the wallet's owner: a user's id, or an org's (owner_kind says which)
     enabled: bool
     threshold_rcc: int
     pack: str
     customer_id: str | None = None
     payment_method: str | None = None
+    owner_kind: str = "user"
+    buyer_id: str | None = None  # an org's: the owner or admin who turned it on
 
 
 class Charge(msgspec.Struct, frozen=True, kw_only=True):
     crossing: str
-    user_id: str
+    user_id: str  # the wallet's owner, as in Setting
     pack: str
     customer_id: str | None
     payment_method: str | None
+    owner_kind: str = "user"
+    buyer_id: str | None = None
+
+
+_COLUMNS = (
+    "user_id, enabled, threshold_rcc, pack, customer_id, payment_method, owner_kind, buyer_id"
+)
 
 
 async def setting(conn: asyncpg.Connection, user_id: str) -> Setting | None:
     row = await conn.fetchrow(
-        """SELECT user_id, enabled, threshold_rcc, pack, customer_id, payment_method
-             FROM auto_topups WHERE user_id = $1""",
+        f"SELECT {_COLUMNS} FROM auto_topups WHERE user_id = $1",
         user_id,
     )
     return None if row is None else msgspec.convert(dict(row), Setting)
@@ -38,25 +46,34 @@ async def setting(conn: asyncpg.Connection, user_id: str) -> Setting | None:
 
 async def enabled_for(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[str, Setting]:
     rows = await conn.fetch(
-        """SELECT user_id, enabled, threshold_rcc, pack, customer_id, payment_method
-             FROM auto_topups WHERE enabled AND user_id = ANY($1::text[])""",
+        f"SELECT {_COLUMNS} FROM auto_topups WHERE enabled AND user_id = ANY($1::text[])",
         list(user_ids),
     )
     return {r["user_id"]: msgspec.convert(dict(r), Setting) for r in rows}
 
 
 async def configure(
-    conn: asyncpg.Connection, user_id: str, enabled: bool, threshold_rcc: int, pack: str
+    conn: asyncpg.Connection,
+    user_id: str,
+    enabled: bool,
+    threshold_rcc: int,
+    pack: str,
+    owner_kind: str = "user",
+    buyer_id: str | None = None,
 ) -> None:
+    """The owner's choice (`user_id` is an org's id when `owner_kind` is "org")."""
     await conn.execute(
-        """INSERT INTO auto_topups (user_id, enabled, threshold_rcc, pack)
-           VALUES ($1, $2, $3, $4)
+        """INSERT INTO auto_topups (user_id, enabled, threshold_rcc, pack, owner_kind, buyer_id)
+           VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (user_id) DO UPDATE SET enabled = $2, threshold_rcc = $3, pack = $4,
+                                               owner_kind = $5, buyer_id = $6,
                                                updated_at = now()""",
         user_id,
         enabled,
         threshold_rcc,
         pack,
+        owner_kind,
+        buyer_id,
     )
 
 
@@ -98,28 +115,40 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> lis
              FROM due WHERE c.crossing = due.crossing
         RETURNING c.crossing, c.user_id, c.pack,
                   (SELECT customer_id FROM auto_topups a WHERE a.user_id = c.user_id),
-                  (SELECT payment_method FROM auto_topups a WHERE a.user_id = c.user_id)""",
+                  (SELECT payment_method FROM auto_topups a WHERE a.user_id = c.user_id),
+                  (SELECT owner_kind FROM auto_topups a WHERE a.user_id = c.user_id),
+                  (SELECT buyer_id FROM auto_topups a WHERE a.user_id = c.user_id)""",
         limit,
         lease_s,
     )
     return [msgspec.convert(dict(r), Charge) for r in rows]
 
 
-async def finish_charge(
-    conn: asyncpg.Connection,
-    crossing: str,
-    status: str,
-    payment_intent: str | None,
-    error: str | None,
-) -> None:
-    await conn.execute(
-        """UPDATE auto_topup_charges SET status = $2, payment_intent = $3, error = $4
-            WHERE crossing = $1""",
+async def charge_sent(conn: asyncpg.Connection, crossing: str, payment_intent: str | None) -> bool:
+    """The charger's PaymentIntent went through; False if a decline was recorded first."""
+    done = await conn.execute(
+        """UPDATE auto_topup_charges SET status = 'sent', payment_intent = $2, error = NULL
+            WHERE crossing = $1 AND status IN ('due', 'sending')""",
         crossing,
-        status,
         payment_intent,
-        error,
     )
+    return bool(done.endswith(" 1"))
+
+
+async def charge_declined(
+    conn: asyncpg.Connection, crossing: str, payment_intent: str | None, reason: str
+) -> bool:
+    """Mark the crossing's charge declined; False when it was already (or is unknown), so
+    each PaymentIntent's decline is counted once."""
+    done = await conn.execute(
+        """UPDATE auto_topup_charges
+              SET status = 'declined', payment_intent = coalesce($2, payment_intent), error = $3
+            WHERE crossing = $1 AND status <> 'declined'""",
+        crossing,
+        payment_intent,
+        reason,
+    )
+    return bool(done.endswith(" 1"))
 
 
 async def declines_in_a_row(conn: asyncpg.Connection, user_id: str) -> int:

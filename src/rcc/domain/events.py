@@ -746,6 +746,8 @@ class AutoTopupConfigured(Event, frozen=True, kw_only=True, tag="auto_topup_conf
     enabled: bool
     threshold_rcc: int
     pack: str
+    owner_kind: str = "user"  # h14: "org": `user_id` is the org's id, `actor` its admin
+    actor: str = ""
 
 
 class AutoTopupCardSaved(Event, frozen=True, kw_only=True, tag="auto_topup_card_saved"):
@@ -780,6 +782,7 @@ class AutoTopupDeclined(Event, frozen=True, kw_only=True, tag="auto_topup_declin
     reason: str
     in_a_row: int
     disabled: bool = False  # the third decline in a row turns auto top-up off
+    payment_intent: str = ""  # h14: the declined PaymentIntent (counted once each)
 
 
 # --- organisations (h5): `org-<id>` streams; the org's wallet is `wallet-<org id>` ---------
@@ -952,6 +955,17 @@ class JobPromptLost(Event, frozen=True, kw_only=True, tag="job_prompt_lost"):
     reason: str
 
 
+# --- organisations' Stripe customers (h14): on the `org-<id>` stream
+
+
+class OrgStripeCustomerSet(Event, frozen=True, kw_only=True, tag="org_stripe_customer_set"):
+    """The Stripe Customer the organisation pays as, created on its first purchase."""
+
+    org_id: str
+    customer_id: str
+    actor: str = ""  # the buyer whose purchase created it
+
+
 AnyEvent = (
     WalletOpened
     | CreditsReserved
@@ -1045,6 +1059,8 @@ AnyEvent = (
     | UploadStored
     # --- GPU pool (h3)
     | JobPromptLost
+    # --- organisations' Stripe customers (h14)
+    | OrgStripeCustomerSet
 )
 
 _encoder = msgspec.json.Encoder()

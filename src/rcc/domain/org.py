@@ -32,6 +32,7 @@ from rcc.domain.events import (
     OrgRoleChanged,
     OrgSpendCharged,
     OrgSpendReturned,
+    OrgStripeCustomerSet,
 )
 
 ROLES = ("owner", "admin", "member")
@@ -71,6 +72,7 @@ class OrgState(msgspec.Struct, frozen=True, kw_only=True):
     used_total: int = 0
     blocked: bool = False  # a platform admin blocked it: nobody charges its wallet
     blocked_reason: str = ""
+    stripe_customer: str = ""  # h14: the Stripe Customer it pays as ("" before a purchase)
 
 
 def token_hash(token: str) -> str:
@@ -137,6 +139,8 @@ def evolve(state: OrgState, event: Event) -> OrgState:
             return _counted(state, event.month, event.user_id, -event.amount)
         case AccountBlockChanged(account_kind="org"):
             return replace(state, blocked=event.blocked, blocked_reason=event.reason)
+        case OrgStripeCustomerSet():
+            return replace(state, stripe_customer=event.customer_id)
     return state
 
 

@@ -53,6 +53,7 @@ from rcc.service.admin_handlers import patch_user
 from rcc.service.backend_handlers import BACKEND_HANDLERS
 from rcc.service.holds import HOLD_HANDLERS
 from rcc.service.ops_handlers import OPS_HANDLERS
+from rcc.service.org_customer_commands import ORG_CUSTOMER_HANDLERS
 from rcc.service.org_handlers import ORG_HANDLERS
 from rcc.service.payment_handlers import PAYMENT_HANDLERS
 from rcc.service.policy_handlers import POLICY_HANDLERS
@@ -497,6 +498,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     **WEBHOOK_HANDLERS,  # rcc/webhooks/commands.py: outbound webhook endpoints (h7)
     **AUTOTOPUP_HANDLERS,  # rcc/autotopup/commands.py: auto top-up (h7)
     **ORG_HANDLERS,  # org_handlers.py: organisations, members, budgets, their wallets
+    **ORG_CUSTOMER_HANDLERS,  # org_customer_commands.py: an org's own Stripe Customer (h14)
     **TEMPLATE_HANDLERS,  # template_handlers.py: publish, new version, unpublish (h4)
     **POOL_HANDLERS,  # pool_handlers.py: the GPU pool (h3): lost prompts, next attempts
     c.RegisterUser: register_user,
