@@ -9,6 +9,7 @@ import msgspec
 from rcc.domain import org as orgs
 from rcc.domain import wallet as wallets
 from rcc.domain.events import org_stream, wallet_stream
+from rcc.store.wallet_lots import STATE_WITH_LOTS
 
 
 async def org_now(
@@ -16,7 +17,8 @@ async def org_now(
 ) -> tuple[orgs.OrgState, wallets.WalletState]:
     """The org's state and its wallet's (empty states when there is no such org)."""
     rows = await conn.fetch(
-        "SELECT stream_id, state FROM streams WHERE stream_id = ANY($1::text[])",
+        f"SELECT stream_id, {STATE_WITH_LOTS} AS state FROM streams"
+        " WHERE stream_id = ANY($1::text[])",
         [org_stream(org_id), wallet_stream(org_id)],
     )
     found = {r["stream_id"]: r["state"] for r in rows}
