@@ -26,6 +26,7 @@ from rcc.domain.subscription_months import month_grant
 from rcc.projector.replay import replay
 from rcc.service import commands as c
 from rcc.store.time_travel import wallet_as_of
+from rcc.store.wallet_lots import STATE_WITH_LOTS
 from tests.helpers import balance_of, funded_user
 from tests.projection_helpers import done, drain, dump
 
@@ -123,7 +124,9 @@ async def test_months_on_the_store_replay_and_audit_exactly(
     assert cost > 0
     folded = await wallet_as_of(owner, user)
     assert folded.balance == 10 + 50 == await balance_of(owner, user)
-    head = await owner.fetchval("SELECT state FROM streams WHERE stream_id = $1", f"wallet-{user}")
+    head = await owner.fetchval(
+        f"SELECT {STATE_WITH_LOTS} FROM streams WHERE stream_id = $1", f"wallet-{user}"
+    )
     assert msgspec.convert(head, wallets.WalletState) == folded
     report = await verify(owner)
     assert report.ok, report.problems

@@ -22,6 +22,7 @@ from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
 from rcc.domain.billing import state_for
 from rcc.policy.terms import daily_standing
+from rcc.store.wallet_lots import STATE_WITH_LOTS
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -33,7 +34,8 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
         heads = await conn.fetch(
-            "SELECT stream_id, state FROM streams WHERE stream_id = ANY($1::text[])",
+            f"SELECT stream_id, {STATE_WITH_LOTS} AS state FROM streams"
+            " WHERE stream_id = ANY($1::text[])",
             [f"user-{who.user_id}", f"wallet-{who.user_id}"],
         )
         plan = await conn.fetchval(

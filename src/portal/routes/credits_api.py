@@ -29,6 +29,7 @@ from rcc.service.bus import execute
 from rcc.service.hold_commands import AuthorizeHold, CaptureHold, RecordUsage, VoidHold
 from rcc.service.holds import HoldView, UsageRecorded, hold_view
 from rcc.service.wallet_refs import kind_of, resolve
+from rcc.store.wallet_lots import STATE_WITH_LOTS
 
 Amount = Annotated[int, msgspec.Meta(ge=1, le=holds.MAX_HOLD_RCC)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=holds.MAX_REASON_CHARS)]
@@ -118,7 +119,8 @@ async def get_wallet(wallet: FromPath[str], state: State) -> CreditsWallet:
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
         head = await conn.fetchval(
-            "SELECT state FROM streams WHERE stream_id = $1", wallet_stream(wallet_id)
+            f"SELECT {STATE_WITH_LOTS} FROM streams WHERE stream_id = $1",
+            wallet_stream(wallet_id),
         )
     found, now = wallet_state(head), datetime.now(UTC)
     if not found.opened or (found.owner_kind or "user") != kind_of(wallet):
