@@ -58,8 +58,8 @@ from rcc.service.expiry_scheduler import ExpiryScheduler
 from rcc.service.handlers import Done
 from rcc.service.hold_commands import AuthorizeHold, CaptureHold, VoidHold
 from rcc.service.hold_timeout_scheduler import HoldTimeoutScheduler
+from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
-from rcc.store.wallet_lots import STATE_WITH_LOTS
 
 T = TypeVar("T")
 GUARD = timedelta(seconds=1)  # the product's rule: a lot is not drawn in its last second
@@ -258,10 +258,7 @@ class LotMachine(RuleBasedStateMachine):
                         ORDER BY version""",
                     f"wallet-{self.user}",
                 )
-                head = await conn.fetchval(
-                    f"SELECT {STATE_WITH_LOTS} FROM streams WHERE stream_id = $1",
-                    f"wallet-{self.user}",
-                )
+                head = (await read_head(conn, f"wallet-{self.user}")).state
                 now = datetime.now(UTC)
                 spendable = wallets.spendable(wallets.fold([], _state(head)), now)
                 past = []

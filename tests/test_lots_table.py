@@ -16,15 +16,21 @@ import msgspec
 from rcc.audit import verify
 from rcc.bench.ledger import fund_in_lots
 from rcc.domain import wallet as wallets
-from rcc.domain.events import CreditsReserved, decode_event
-from rcc.domain.lots import LotPolicy, drawable, plan_draws, to_us
+from rcc.domain.events import (
+    CreditsReleased,
+    CreditsReserved,
+    SubscriptionLotSuperseded,
+    decode_event,
+)
+from rcc.domain.lots import RELEASE_GRACE, LotPolicy, drawable, plan_draws, to_us
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
+from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
-from rcc.store.wallet_lots import FRONT_LOTS, STATE_WITH_LOTS
+from rcc.store.wallet_lots import FRONT_LOTS
 
-MIGRATION = Path(__file__).resolve().parents[1] / "schema" / "0022_wallet_lots.sql"
+MIGRATION = Path(__file__).resolve().parents[1] / "schema" / "0026_wallet_lots.sql"
 
 
 async def _done(pool: asyncpg.Pool, cmd: c.Command) -> Done:
@@ -41,7 +47,7 @@ async def _user(pool: asyncpg.Pool) -> str:
 async def _rows(owner: asyncpg.Connection, user: str) -> dict[str, tuple[list[Any], int]]:
     """The wallet's rows as lot arrays, with the transaction that last wrote each."""
     stream = f"wallet-{user}"
-    lots = await owner.fetchval("SELECT rcc_wallet_lots($1, NULL)", stream)
+    lots = (await read_head(owner, stream)).state["lots"]
     rows = await owner.fetch(
         "SELECT lot_id, xmin::text::bigint AS xmin FROM wallet_lots WHERE stream_id = $1", stream
     )
@@ -52,10 +58,8 @@ async def _rows(owner: asyncpg.Connection, user: str) -> dict[str, tuple[list[An
 async def _rows_equal_the_fold(owner: asyncpg.Connection, user: str) -> wallets.WalletState:
     """The table and the head together equal the wallet folded from its events alone."""
     folded = await wallet_as_of(owner, user)
-    head = await owner.fetchval(
-        f"SELECT {STATE_WITH_LOTS} FROM streams WHERE stream_id = $1", f"wallet-{user}"
-    )
-    assert msgspec.convert(head, wallets.WalletState) == folded
+    head = await read_head(owner, f"wallet-{user}")
+    assert head.as_state(wallets.WalletState) == folded
     small = await owner.fetchval("SELECT state FROM streams WHERE stream_id = $1", f"wallet-{user}")
     assert small.get("lots", []) == []  # the head keeps only the sums
     return folded
@@ -110,6 +114,45 @@ async def test_a_reserve_on_300_lots_rewrites_only_the_row_it_draws(
     assert report.ok, report.problems
 
 
+async def test_a_job_ending_after_its_month_was_superseded_sees_the_lot_ended(
+    pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    """A job's end loads only the rows it drew from: a month's lot the next month ended
+    early must say so in its row (kept while the job pins it), or the release would go
+    back into the ended lot (the audit's 'returned to after it expired')."""
+    user = await _user(pool)
+    month = c.GrantCredits(user_id=user, kind="subscription", amount=50, ref="m1", lots=LotPolicy())
+    await _done(pool, month)
+    job = await _done(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"))
+    await _done(pool, msgspec.structs.replace(month, ref="m2"))  # L1 ends now, L2 begins
+    *_, ended, granted = await _events(owner, user)
+    assert isinstance(ended, SubscriptionLotSuperseded) and ended.lot == "L1"
+    assert ended.expires_at is not None and granted.lot == "L2"
+    rows = await _rows(owner, user)
+    l1 = rows["L1"][0]  # exhausted, pinned by the job, ended at the supersession
+    assert (l1[3], l1[6]) == (0, to_us(ended.expires_at))
+    await _rows_equal_the_fold(owner, user)
+    await _done(pool, c.MarkJob(job_id=str(job.result["job_id"]), status="failed"))
+    released = (await _events(owner, user))[-1]
+    assert isinstance(released, CreditsReleased)
+    assert released.draws == () and released.relot == "L3"  # a new lot, not into L1
+    assert released.at is not None and released.relot_expires_at == released.at + RELEASE_GRACE
+    rows = await _rows(owner, user)
+    assert set(rows) == {"L2", "L3"}  # L1, no longer pinned, has left the table
+    assert rows["L3"][0][3] == 5
+    await _rows_equal_the_fold(owner, user)
+    report = await verify(owner)
+    assert report.ok, report.problems
+
+
+async def _events(owner: asyncpg.Connection, user: str) -> list[Any]:
+    """The wallet's events, decoded, oldest first."""
+    rows = await owner.fetch(
+        "SELECT type, data FROM events WHERE stream_id = $1 ORDER BY version", f"wallet-{user}"
+    )
+    return [decode_event(row["type"], row["data"]) for row in rows]
+
+
 async def test_when_the_front_lots_have_expired_the_reserve_reads_them_all(
     pool: asyncpg.Pool, owner: asyncpg.Connection
 ) -> None:
@@ -162,9 +205,10 @@ async def test_the_migration_moves_lots_out_of_existing_heads(
     await fund_in_lots(pool, user, 5)
     await _done(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"))
     moved = await _rows(owner, user)
-    # The wallet as it was before 0022: its lots inside the head, no rows.
+    # The wallet as it was before 0026: its lots inside the head, no rows.
+    whole = (await read_head(owner, f"wallet-{user}")).state
     await owner.execute(
-        f"UPDATE streams SET state = {STATE_WITH_LOTS} WHERE stream_id = $1", f"wallet-{user}"
+        "UPDATE streams SET state = $2 WHERE stream_id = $1", f"wallet-{user}", whole
     )
     await owner.execute("DELETE FROM wallet_lots WHERE stream_id = $1", f"wallet-{user}")
     move = MIGRATION.read_text().split("-- Existing wallets")[1].split("\n", 1)[1]

@@ -21,7 +21,8 @@ from rcc.domain.wallet import WalletState, fold
 from rcc.domain.wallet import reserve as reserve_credits
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 from rcc.outputs import with_attempt_prefix
-from rcc.store.wallet_lots import STATE_WITH_LOTS, LotChanges, lot_rows, write_lots
+from rcc.store.heads import read_head
+from rcc.store.wallet_lots import LotChanges, lot_rows, write_lots
 from tests.adapter_helpers import (
     SUCCESS,
     assert_ledger,
@@ -130,11 +131,8 @@ async def _old_shape_job(pool: asyncpg.Pool, user_id: str, workflow: dict[str, A
     job_created data embeds the workflow and has no workflow_digest field at all."""
     job_id = "01d54a9e-0000-4000-8000-000000000001"
     async with pool.acquire() as conn:
-        version, state = await conn.fetchrow(
-            f"SELECT version, {STATE_WITH_LOTS} FROM streams WHERE stream_id = $1",
-            wallet_stream(user_id),
-        )
-        wallet = msgspec.convert(state, WalletState)
+        head = await read_head(conn, wallet_stream(user_id))
+        version, wallet = head.version, head.as_state(WalletState)
         # The reserve as the wallet decides it today (drawn from its lot): only the job's
         # event is in the old shape here.
         [reserve] = reserve_credits(wallet, job_id, 1, datetime.now(UTC))

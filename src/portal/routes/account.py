@@ -22,7 +22,7 @@ from projections.views import LedgerEntry, Page
 from rcc.domain import wallet as wallets
 from rcc.domain.billing import state_for
 from rcc.policy.terms import daily_standing
-from rcc.store.wallet_lots import STATE_WITH_LOTS
+from rcc.store.heads import read_heads
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -33,15 +33,11 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
     assert who.user_id is not None
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        heads = await conn.fetch(
-            f"SELECT stream_id, {STATE_WITH_LOTS} AS state FROM streams"
-            " WHERE stream_id = ANY($1::text[])",
-            [f"user-{who.user_id}", f"wallet-{who.user_id}"],
-        )
+        heads = await read_heads(conn, [f"user-{who.user_id}", f"wallet-{who.user_id}"])
         plan = await conn.fetchval(
             "SELECT plan FROM users WHERE id = $1 AND plan_active_until > now()", who.user_id
         )
-        wallet = wallet_state(next((r["state"] for r in heads if r["stream_id"][0] == "w"), None))
+        wallet = wallet_state(heads[f"wallet-{who.user_id}"].state)
         daily = await daily_standing(conn, who.user_id, wallet, who.is_admin)  # h6
         # A job is a hold too: what open jobs set aside, as rcc_read.balances counts it.
         job_holds = await conn.fetchval(
@@ -50,8 +46,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
                 WHERE o.wallet_id = $1 AND NOT j.bypass""",
             who.user_id,
         )
-    found = {row["stream_id"].split("-", 1)[0]: row["state"] for row in heads}
-    user, wallet = found.get("user", {}), wallet_state(found.get("wallet"))
+    user = heads[f"user-{who.user_id}"].state
     now = datetime.now(UTC)
     # Lots past their expiry are not spendable even before the scheduler's event.
     spendable = wallets.spendable(wallet, now)

@@ -10,7 +10,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -20,6 +20,8 @@ from rcc.domain.lots import Lot
 from rcc.domain.wallet import WalletState
 from rcc.domain.workflow import WorkflowBlob
 from rcc.store.event_store import Appended, StreamWrite, append
+from rcc.store.heads import Head as Head  # re-exported: the unit of work hands out heads
+from rcc.store.heads import read_head
 from rcc.store.notify import events_committed
 from rcc.store.outcome import committed, new_command_id, record_and_commit
 from rcc.store.wallet_lots import (
@@ -38,18 +40,6 @@ log = logging.getLogger(__name__)
 # The first int4 of the two-int4 advisory lock form: a key space of its own, apart
 # from the bigint locks of the projector, the adapter and the migrator.
 KEY_LOCK_SPACE = 0x52434331  # "RCC1"
-
-S = TypeVar("S", bound=msgspec.Struct)
-
-
-class Head(msgspec.Struct, frozen=True):
-    """A stream's current version and cached folded state (version 0: no such stream)."""
-
-    version: int
-    state: dict[str, Any]
-
-    def as_state(self, state_type: type[S]) -> S:
-        return msgspec.convert(self.state, state_type)
 
 
 class Remembered(msgspec.Struct, frozen=True):
@@ -267,11 +257,9 @@ class UnitOfWork:
         return Head(row["user_version"], row["user_state"]), wallet, heads[wallet]
 
     async def peek(self, stream_id: str) -> Head:
-        """A head without locking it, for streams this command only reads."""
-        row = await self._conn.fetchrow(
-            "SELECT version, state FROM streams WHERE stream_id = $1", stream_id
-        )
-        return Head(row["version"], row["state"]) if row else Head(0, {})
+        """A head without locking it, for streams this command only reads (a wallet
+        with all its lots: nothing is staged from a peek, so they are not remembered)."""
+        return await read_head(self._conn, stream_id)
 
     def stage(
         self,

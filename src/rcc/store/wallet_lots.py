@@ -9,12 +9,20 @@ from), and writes back only the rows that changed. The domain is untouched: it s
 WalletState whose `lots` hold the loaded lots.
 
 A partial load is exact for a draw whenever the loaded lots cover it: they are a
-prefix of the spending order (rcc_wallet_lots orders by rcc.domain.lots.spending_key),
+prefix of the spending order (read_lots orders by rcc.domain.lots.spending_key),
 and the lots a debit may draw now are that prefix less the ones expiring within the
 draw guard. When they do not cover it the caller loads every lot and decides again
-(`complete`). Lots that were not loaded are never deleted or changed.
+(rcc.service.lot_window). Lots that were not loaded are never deleted or changed.
 
-Like the head, the table is derived from the events: migration 0099 fills it from the
+A row carries everything the domain reads of its lot, its expiry too: a lot ended by
+CREDITS_EXPIRED (or a month's lot superseded before its date) ends at that instant
+(rcc.domain.wallet.evolve), and its row, kept while a job still pins it, says so. A
+job's end loads only the lots it drew; its release must see them ended and come back
+as a new lot, not into them.
+
+Outside a unit of work, heads are read with their lots by rcc.store.heads.
+
+Like the head, the table is derived from the events: migration 0026 fills it from the
 heads, and tests check it against the lots folded from the log (tests/test_lots_table.py).
 """
 
@@ -36,12 +44,11 @@ FRONT_LOTS = 16
 Row = list[Any]  # a lot as its JSON array: [id, source, amount, remaining, priority, ...]
 
 
-# `streams.state` as a select expression with a wallet's lots put back in (for reads of
-# a head outside the write path, such as GET /me; one statement, one snapshot).
-STATE_WITH_LOTS = (
-    "CASE WHEN stream_id LIKE 'wallet-%' THEN"
-    " state || jsonb_build_object('lots', rcc_wallet_lots(stream_id, NULL)) ELSE state END"
-)
+def remaining_sql(wallet_id: str, lot_id: str) -> str:
+    """SQL for what is left of one lot (NULL once it is gone), given SQL expressions for
+    its wallet id and lot id: for a statement that needs a few lots, not a whole wallet."""
+    return f"""(SELECT l.remaining FROM wallet_lots l
+                 WHERE l.stream_id = 'wallet-' || {wallet_id} AND l.lot_id = {lot_id})"""
 
 
 def is_wallet(stream_id: str) -> bool:
@@ -54,6 +61,13 @@ def is_wallet(stream_id: str) -> bool:
 _LOT = """l.lot_id, l.source, l.amount, l.remaining, l.priority, l.effective_us,
           CASE WHEN l.no_expiry THEN NULL ELSE l.expires_us END AS expires_us, l.ref"""
 _SPENDING = "l.priority, l.no_expiry, l.expires_us, l.effective_us, l.lot_no"
+
+# Every lot of the wallet whose stream id is `s.stream_id`, as an array of rows in the
+# order they were made (a subquery for rcc.store.heads: one statement, one snapshot).
+LOTS_OF_STREAM = """ARRAY(SELECT ROW(l.lot_id, l.source, l.amount, l.remaining, l.priority,
+                      l.effective_us, CASE WHEN l.no_expiry THEN NULL ELSE l.expires_us END,
+                      l.ref)
+                 FROM wallet_lots l WHERE l.stream_id = s.stream_id ORDER BY l.lot_no)"""
 
 
 async def read_lots(
@@ -146,7 +160,9 @@ def lots_cte(changes: LotChanges, first: int) -> tuple[str, list[Any]] | None:
                                     {n[5]}::bigint[], {n[6]}::bigint[], {n[7]}::int[],
                                     {n[8]}::bigint[], {n[9]}::bool[], {n[10]}::bigint[],
                                     {n[11]}::bigint[], {n[12]}::text[])
-               ON CONFLICT (stream_id, lot_id) DO UPDATE SET remaining = EXCLUDED.remaining)
+               ON CONFLICT (stream_id, lot_id) DO UPDATE
+                  SET remaining = EXCLUDED.remaining, no_expiry = EXCLUDED.no_expiry,
+                      expires_us = EXCLUDED.expires_us)
            """
     lots = [lot for _, lot in changes.upserts]
     args: list[Any] = [

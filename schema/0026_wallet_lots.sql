@@ -1,4 +1,4 @@
--- One row per lot a wallet can still spend or return to (h9, issue 12): derived
+-- One row per lot a wallet can still spend or return to (h9, h17; issue 12): derived
 -- write-side state, like the cached head, kept in the transaction of the events that
 -- move the lots (rcc.store.wallet_lots). The head keeps the sums (balance, held,
 -- open_jobs, lot_seq, pinned, the daily counters); a reserve reads only the first
@@ -22,24 +22,6 @@ CREATE TABLE wallet_lots (
 CREATE INDEX wallet_lots_spending
     ON wallet_lots (stream_id, priority, no_expiry, expires_us, effective_us, lot_no);
 GRANT SELECT, INSERT, UPDATE, DELETE ON wallet_lots TO rcc_app;
-
--- A wallet's lots as the JSON array the head used to hold (rcc.domain.lots.Lot, in the
--- order they were made, as the head held them): all of them (p_front NULL), or only
--- the first p_front in spending order that still have credits, which is all a reserve
--- needs when they cover its cost.
-CREATE FUNCTION rcc_wallet_lots(p_stream text, p_front integer) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT COALESCE(jsonb_agg(jsonb_build_array(
-               l.lot_id, l.source, l.amount, l.remaining, l.priority, l.effective_us,
-               CASE WHEN l.no_expiry THEN NULL ELSE l.expires_us END, l.ref)
-             ORDER BY l.lot_no),
-           '[]'::jsonb)
-      FROM (SELECT * FROM wallet_lots
-             WHERE stream_id = p_stream AND (p_front IS NULL OR remaining > 0)
-             ORDER BY priority, no_expiry, expires_us, effective_us, lot_no
-             LIMIT p_front) l
-$$;
-GRANT EXECUTE ON FUNCTION rcc_wallet_lots(text, integer) TO rcc_app;
 
 -- Existing wallets: their heads' lots move into the table.
 INSERT INTO wallet_lots (stream_id, lot_id, source, amount, remaining, priority,
