@@ -58,6 +58,7 @@ from rcc.service.expiry_scheduler import ExpiryScheduler
 from rcc.service.handlers import Done
 from rcc.service.hold_commands import AuthorizeHold, CaptureHold, VoidHold
 from rcc.service.hold_timeout_scheduler import HoldTimeoutScheduler
+from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
 
 T = TypeVar("T")
@@ -257,9 +258,7 @@ class LotMachine(RuleBasedStateMachine):
                         ORDER BY version""",
                     f"wallet-{self.user}",
                 )
-                head = await conn.fetchval(
-                    "SELECT state FROM streams WHERE stream_id = $1", f"wallet-{self.user}"
-                )
+                head = (await read_head(conn, f"wallet-{self.user}")).state
                 now = datetime.now(UTC)
                 spendable = wallets.spendable(wallets.fold([], _state(head)), now)
                 past = []

@@ -34,6 +34,7 @@ from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.expiry_scheduler import ExpiryScheduler
 from rcc.service.handlers import Done
+from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
 from tests.helpers import balance_of
 from tests.projection_helpers import drain, dump
@@ -184,9 +185,9 @@ async def test_wallets_from_before_lots_migrate_replay_and_audit_exactly(
     reserved = [e for e in events if isinstance(e, CreditsReserved)][-1]
     assert reserved.draws == (("L2", 5),)  # the top-up (dated) before the undated lots
     # Replay of the wallet equals its cached head; the audit agrees to the unit.
-    head = await owner.fetchval("SELECT state FROM streams WHERE stream_id = $1", f"wallet-{user}")
+    head = await read_head(owner, f"wallet-{user}")
     folded = await wallet_as_of(owner, user)
-    assert msgspec.convert(head, wallets.WalletState) == folded
+    assert head.as_state(wallets.WalletState) == folded
     assert folded.balance == 27 + 5 + 3 - 5 == await balance_of(owner, user)
     report = await verify(owner)
     assert report.ok, report.problems

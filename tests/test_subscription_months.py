@@ -25,6 +25,7 @@ from rcc.domain.lots import LotPolicy
 from rcc.domain.subscription_months import month_grant
 from rcc.projector.replay import replay
 from rcc.service import commands as c
+from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
 from tests.helpers import balance_of, funded_user
 from tests.projection_helpers import done, drain, dump
@@ -123,8 +124,8 @@ async def test_months_on_the_store_replay_and_audit_exactly(
     assert cost > 0
     folded = await wallet_as_of(owner, user)
     assert folded.balance == 10 + 50 == await balance_of(owner, user)
-    head = await owner.fetchval("SELECT state FROM streams WHERE stream_id = $1", f"wallet-{user}")
-    assert msgspec.convert(head, wallets.WalletState) == folded
+    head = await read_head(owner, f"wallet-{user}")
+    assert head.as_state(wallets.WalletState) == folded
     report = await verify(owner)
     assert report.ok, report.problems
     # The read models: the ledger says what happened; a replay rebuilds them equal.

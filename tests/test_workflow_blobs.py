@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from msgspec.structs import replace
 
 from comfy_adapter.run import prompt_id_for
 from rcc.domain.events import CreditsReserved, JobCreated, encode_data, job_stream, wallet_stream
@@ -20,6 +21,8 @@ from rcc.domain.wallet import WalletState, fold
 from rcc.domain.wallet import reserve as reserve_credits
 from rcc.domain.workflow import DEFAULT_MAX_WORKFLOW_BYTES
 from rcc.outputs import with_attempt_prefix
+from rcc.store.heads import read_head
+from rcc.store.wallet_lots import LotChanges, lot_rows, write_lots
 from tests.adapter_helpers import (
     SUCCESS,
     assert_ledger,
@@ -128,10 +131,8 @@ async def _old_shape_job(pool: asyncpg.Pool, user_id: str, workflow: dict[str, A
     job_created data embeds the workflow and has no workflow_digest field at all."""
     job_id = "01d54a9e-0000-4000-8000-000000000001"
     async with pool.acquire() as conn:
-        version, state = await conn.fetchrow(
-            "SELECT version, state FROM streams WHERE stream_id = $1", wallet_stream(user_id)
-        )
-        wallet = msgspec.convert(state, WalletState)
+        head = await read_head(conn, wallet_stream(user_id))
+        version, wallet = head.version, head.as_state(WalletState)
         # The reserve as the wallet decides it today (drawn from its lot): only the job's
         # event is in the old shape here.
         [reserve] = reserve_credits(wallet, job_id, 1, datetime.now(UTC))
@@ -147,7 +148,11 @@ async def _old_shape_job(pool: asyncpg.Pool, user_id: str, workflow: dict[str, A
         )
         old_data = msgspec.to_builtins(created)
         del old_data["type"], old_data["workflow_digest"]
-        states = [fold([reserve], wallet), evolve_job(JobState(), created)]
+        after = fold([reserve], wallet)
+        drawn = LotChanges()  # the lots' rows move with the head, as the unit of work does
+        drawn.add(wallet_stream(user_id), lot_rows(wallet), after)
+        await write_lots(conn, drawn)
+        states = [replace(after, lots=()), evolve_job(JobState(), created)]
         await conn.fetch(
             "SELECT * FROM rcc_append_v1($1, $2, $3, $4, $5, $6, $7)",
             [wallet_stream(user_id), job_stream(job_id)],

@@ -53,6 +53,7 @@ from rcc.service.ops_commands import (
     RequestModelInstall,
 )
 from rcc.store.event_store import Checkpoint
+from rcc.store.heads import read_head
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +185,8 @@ class ModelInstaller:
 
     async def _state(self, name: str) -> models.ModelState:
         async with self.pool.acquire() as conn:
-            raw = await conn.fetchval(
-                "SELECT state FROM streams WHERE stream_id = $1", model_stream(name)
-            )
-        return msgspec.convert(raw or {}, models.ModelState)
+            head = await read_head(conn, model_stream(name))
+        return head.as_state(models.ModelState)
 
     async def _run(self, install: Install, url: str, metadata: dict[str, Any]) -> None:
         final = self.path(install.kind, install.name)

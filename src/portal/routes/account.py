@@ -23,6 +23,7 @@ from rcc.domain import wallet as wallets
 from rcc.domain.billing import state_for
 from rcc.policy.terms import daily_standing
 from rcc.policy.wallets import low_balance_rcc
+from rcc.store.heads import read_heads
 
 
 @get("/me", responses=errors(*SIGNED_IN))
@@ -33,14 +34,11 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
     assert who.user_id is not None
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        heads = await conn.fetch(
-            "SELECT stream_id, state FROM streams WHERE stream_id = ANY($1::text[])",
-            [f"user-{who.user_id}", f"wallet-{who.user_id}"],
-        )
+        heads = await read_heads(conn, [f"user-{who.user_id}", f"wallet-{who.user_id}"])
         plan = await conn.fetchval(
             "SELECT plan FROM users WHERE id = $1 AND plan_active_until > now()", who.user_id
         )
-        wallet = wallet_state(next((r["state"] for r in heads if r["stream_id"][0] == "w"), None))
+        wallet = wallet_state(heads[f"wallet-{who.user_id}"].state)
         daily = await daily_standing(conn, who.user_id, wallet, who.is_admin)  # h6
         threshold = await low_balance_rcc(  # h13: the policy for this wallet
             conn, who.user_id, state.settings.low_balance_rcc, datetime.now(UTC)
@@ -52,8 +50,7 @@ async def get_me(state: State, request: Request[Any, Any, Any]) -> Me:
                 WHERE o.wallet_id = $1 AND NOT j.bypass""",
             who.user_id,
         )
-    found = {row["stream_id"].split("-", 1)[0]: row["state"] for row in heads}
-    user, wallet = found.get("user", {}), wallet_state(found.get("wallet"))
+    user = heads[f"user-{who.user_id}"].state
     now = datetime.now(UTC)
     # Lots past their expiry are not spendable even before the scheduler's event.
     spendable = wallets.spendable(wallet, now)

@@ -29,6 +29,7 @@ from rcc.service.bus import execute
 from rcc.service.hold_commands import AuthorizeHold, CaptureHold, RecordUsage, VoidHold
 from rcc.service.holds import HoldView, UsageRecorded, hold_view
 from rcc.service.wallet_refs import kind_of, resolve
+from rcc.store.heads import read_head
 
 Amount = Annotated[int, msgspec.Meta(ge=1, le=holds.MAX_HOLD_RCC)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=holds.MAX_REASON_CHARS)]
@@ -117,10 +118,8 @@ async def get_wallet(wallet: FromPath[str], state: State) -> CreditsWallet:
     wallet_id = _wallet_id(wallet)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        head = await conn.fetchval(
-            "SELECT state FROM streams WHERE stream_id = $1", wallet_stream(wallet_id)
-        )
-    found, now = wallet_state(head), datetime.now(UTC)
+        head = await read_head(conn, wallet_stream(wallet_id))
+    found, now = wallet_state(head.state), datetime.now(UTC)
     if not found.opened or (found.owner_kind or "user") != kind_of(wallet):
         raise ApiError(404, "not_found", "no such wallet")
     return CreditsWallet(
@@ -197,10 +196,8 @@ async def get_hold(
     who = await _service(request)
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        head = await conn.fetchval(
-            "SELECT state FROM streams WHERE stream_id = $1", hold_stream(hold_id)
-        )
-    found = msgspec.convert(head or {}, holds.HoldState)
+        head = await read_head(conn, hold_stream(hold_id))
+    found = head.as_state(holds.HoldState)
     if not found.status or found.service != who.service:
         raise ApiError(404, "not_found", "no such hold")
     return hold_view(found)

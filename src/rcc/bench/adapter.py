@@ -57,6 +57,7 @@ from rcc.service.bus import execute
 from rcc.service.commands import Command, CreateJob, GrantCredits, RegisterUser
 from rcc.service.handlers import Done
 from rcc.store.database import connect_owner, create_pool
+from rcc.store.heads import read_head
 
 # Slots per backend in the dispatch phase: enough that a job finds a free one, so the
 # latency measured is the adapters' own (log fold, claim, record), not the wait for a GPU.
@@ -103,10 +104,8 @@ async def _create(pool: asyncpg.Pool, user_id: str) -> str:
 
 async def _status(pool: asyncpg.Pool, job_id: str) -> str:
     async with pool.acquire() as conn:
-        state = await conn.fetchval(
-            "SELECT state FROM streams WHERE stream_id = $1", f"job-{job_id}"
-        )
-    return str(state["status"])
+        head = await read_head(conn, f"job-{job_id}")
+    return str(head.state["status"])
 
 
 async def _until(check: Callable[[], Awaitable[bool]], interval: float) -> None:

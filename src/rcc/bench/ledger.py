@@ -292,9 +292,12 @@ async def register_funded(pool: asyncpg.Pool, count: int, prefix: str, lots: int
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def fund_in_lots(pool: asyncpg.Pool, user_id: str, lots: int) -> None:
-    """Fund a wallet with `lots` top-up lots in one transaction (setup only), each
-    expiring a day after the one before, so every reserve ranks all of them."""
+async def fund_in_lots(
+    pool: asyncpg.Pool, user_id: str, lots: int, each: int | None = None
+) -> None:
+    """Fund a wallet with `lots` top-up lots of `each` RCC (default: FUNDING_RCC in all)
+    in one transaction (setup only), each expiring a day after the one before, so every
+    reserve ranks all of them."""
     now = datetime.now(UTC)
     async with UnitOfWork(pool) as uow:
         found = await uow.lock_wallet_of(user_stream(user_id))
@@ -304,7 +307,11 @@ async def fund_in_lots(pool: asyncpg.Pool, user_id: str, lots: int) -> None:
         events: list[Event] = []
         for n in range(lots):
             granted = wallets_domain.grant(
-                state, TopupGranted, FUNDING_RCC // lots, now, lifetime=timedelta(days=365 + n)
+                state,
+                TopupGranted,
+                each or FUNDING_RCC // lots,
+                now,
+                lifetime=timedelta(days=365 + n),
             )
             state = wallets_domain.fold(granted, state)
             events += granted

@@ -5,10 +5,10 @@ projection lag), so an admin's drain or removal reaches the next dispatch decisi
 from __future__ import annotations
 
 import asyncpg
-import msgspec
 
 from rcc.domain.backends import BackendState, PoolState
 from rcc.domain.events import BACKEND_POOL_STREAM
+from rcc.store.heads import read_head
 
 
 async def usable_backends(conn: asyncpg.Connection) -> list[BackendState]:
@@ -16,10 +16,8 @@ async def usable_backends(conn: asyncpg.Connection) -> list[BackendState]:
 
     Draining ones are included: they still finish what they hold (`draining` says to
     send them nothing new). Removed ones are gone."""
-    state = await conn.fetchval(
-        "SELECT state FROM streams WHERE stream_id = $1", BACKEND_POOL_STREAM
-    )
-    if not state:
+    head = await read_head(conn, BACKEND_POOL_STREAM)
+    if not head.version:
         return []
-    pool = msgspec.convert(state, PoolState)
+    pool = head.as_state(PoolState)
     return sorted(pool.backends.values(), key=lambda b: b.url)

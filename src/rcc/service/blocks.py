@@ -12,15 +12,14 @@ from rcc.domain import wallet as wallets
 from rcc.domain.blocking import account_block
 from rcc.domain.errors import AccountBlocked
 from rcc.domain.events import org_stream, user_stream
+from rcc.store.heads import read_head
 from rcc.store.unit_of_work import UnitOfWork
 
 
 async def user_block(pool: asyncpg.Pool, user_id: str) -> AccountBlocked | None:
     """The refusal for a blocked user (None: not blocked, or no such user)."""
     async with pool.acquire() as conn:
-        state = await conn.fetchval(
-            "SELECT state FROM streams WHERE stream_id = $1", user_stream(user_id)
-        )
+        state = (await read_head(conn, user_stream(user_id))).state
     if not state:
         return None
     return account_block(users.UserState(**{k: v for k, v in state.items() if k in _FIELDS}))

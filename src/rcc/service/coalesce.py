@@ -28,6 +28,8 @@ outcome_unknown): running the commands again could charge twice.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,14 +38,17 @@ import msgspec
 
 from rcc.domain import user as users
 from rcc.domain import wallet as wallets
+from rcc.domain.admission import Admitted
 from rcc.domain.errors import DomainError, IdempotencyKeyReused, NotFound
 from rcc.domain.events import user_stream
-from rcc.policy.terms import job_terms
+from rcc.policy.terms import JobTerms, job_terms
 from rcc.service.commands import CreateJob
 from rcc.service.handlers import Done, accepted, admit, fingerprint, stage_admission
+from rcc.service.lot_window import decide_on_enough_lots
 from rcc.store.event_store import Appended
 from rcc.store.outcome import OutcomeUnknown
-from rcc.store.unit_of_work import Remember, UnitOfWork
+from rcc.store.unit_of_work import Head, Remember, UnitOfWork
+from rcc.store.wallet_lots import FRONT_LOTS
 
 MAX_GROUP = 128
 RUNNERS = 2  # transactions in flight per process; more only queue on the same locks
@@ -164,7 +169,7 @@ class Coalescer:
         async with UnitOfWork(self.pool) as uow:
             asked = [a.key for a in group if a.key]
             remembered = await uow.serialise(*asked) if asked else {}
-            people = await _lock_wallets(uow, sorted({a.cmd.user_id for a in group}))
+            people = await _lock_wallets(uow, Counter(a.cmd.user_id for a in group))
             terms = await job_terms(uow.conn, list(people))  # policy prices, limits (h6)
             decided: list[Any] = []
             first_by_key: dict[str, int] = {}
@@ -178,7 +183,9 @@ class Coalescer:
                     decided.append(NotFound(detail="user not found"))
                 else:
                     user, wallet = people[ask.cmd.user_id]
-                    admitted = admit(ask.cmd, user, wallet.state, terms[ask.cmd.user_id])
+                    admitted = await decide_on_enough_lots(  # front lots, or all (h9)
+                        uow, wallet.state, _admission(ask, user, terms[ask.cmd.user_id])
+                    )
                     if isinstance(admitted, DomainError):
                         decided.append(admitted)
                         continue
@@ -218,10 +225,18 @@ class _Twin:
         )
 
 
+def _admission(
+    ask: _Ask, user: users.UserState, terms: JobTerms | None
+) -> Callable[[wallets.WalletState], Admitted | DomainError]:
+    return lambda wallet: admit(ask.cmd, user, wallet, terms)
+
+
 async def _lock_wallets(
-    uow: UnitOfWork, user_ids: list[str]
+    uow: UnitOfWork, asks: Counter[str]
 ) -> dict[str, tuple[users.UserState, _Wallet]]:
-    """Each user with its wallet, every wallet locked in stream-id order: one round trip."""
+    """Each user with its wallet, every wallet locked in stream-id order, then the
+    front lots of each wallet: one more per command (a lot usually covers a job; when
+    they fall short, every lot is read: see rcc.service.lot_window)."""
     rows = await uow.conn.fetch(
         """SELECT u.stream_id AS user_stream, u.state AS user_state,
                   w.stream_id AS wallet_stream, w.version AS wallet_version,
@@ -231,12 +246,16 @@ async def _lock_wallets(
             WHERE u.stream_id = ANY($1::text[])
             ORDER BY w.stream_id
               FOR UPDATE OF w""",
-        [user_stream(u) for u in user_ids],
+        [user_stream(u) for u in sorted(asks)],
+    )
+    heads = await uow.with_lots(
+        {r["wallet_stream"]: Head(r["wallet_version"], r["wallet_state"]) for r in rows},
+        {r["wallet_stream"]: FRONT_LOTS + asks[r["user_state"].get("user_id", "")] for r in rows},
     )
     found: dict[str, tuple[users.UserState, _Wallet]] = {}
     for row in rows:
         user = msgspec.convert(row["user_state"], users.UserState)
-        wallet = msgspec.convert(row["wallet_state"], wallets.WalletState)
+        wallet = heads[row["wallet_stream"]].as_state(wallets.WalletState)
         if user.registered and wallet.opened:
             found[user.user_id] = (
                 user,

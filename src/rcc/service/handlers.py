@@ -52,6 +52,7 @@ from rcc.service import org_spending
 from rcc.service.admin_handlers import patch_user
 from rcc.service.backend_handlers import BACKEND_HANDLERS
 from rcc.service.holds import HOLD_HANDLERS
+from rcc.service.lot_window import decide_on_enough_lots
 from rcc.service.ops_handlers import OPS_HANDLERS
 from rcc.service.org_customer_commands import ORG_CUSTOMER_HANDLERS
 from rcc.service.org_handlers import ORG_HANDLERS
@@ -62,6 +63,7 @@ from rcc.service.template_handlers import TEMPLATE_HANDLERS
 from rcc.store.event_store import Checkpoint
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import UnitOfWork
+from rcc.store.wallet_lots import FRONT_LOTS
 from rcc.webhooks.commands import WEBHOOK_HANDLERS
 
 
@@ -161,10 +163,11 @@ async def set_admin(cmd: c.SetAdmin, uow: UnitOfWork) -> UserCreated | DomainErr
 
 
 async def _lock_user_wallet(
-    uow: UnitOfWork, user_id: str
+    uow: UnitOfWork, user_id: str, front: int | None = None
 ) -> tuple[users.UserState, wallets.WalletState, int] | NotFound:
-    """The user and its wallet, the wallet's head locked for this transaction."""
-    found = await uow.lock_wallet_of(user_stream(user_id))
+    """The user and its wallet, the wallet's head locked for this transaction (with
+    all its lots, or the `front` ones: see rcc.store.wallet_lots)."""
+    found = await uow.lock_wallet_of(user_stream(user_id), front=front)
     if found is None:
         return NotFound(detail="user not found")
     user_head, _, wallet_head = found
@@ -258,12 +261,14 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
     """Reserve the job's cost (or record ADMIN_BYPASS for an admin) and create the job."""
     if cmd.org_id is not None:
         return await _create_org_job(cmd, uow, cmd.org_id)
-    loaded = await _lock_user_wallet(uow, cmd.user_id)
+    loaded = await _lock_user_wallet(uow, cmd.user_id, FRONT_LOTS)
     if isinstance(loaded, DomainError):
         return loaded
     user, wallet, version = loaded
     terms = await job_terms(uow.conn, [cmd.user_id])  # prices and limits by policy (h6)
-    admitted = admit(cmd, user, wallet, terms[cmd.user_id])
+    admitted = await decide_on_enough_lots(  # the front lots, or all if short (h9)
+        uow, wallet, lambda w: admit(cmd, user, w, terms[cmd.user_id])
+    )
     if isinstance(admitted, DomainError):
         return admitted
     stage_admission(uow, admitted, version)
@@ -382,7 +387,9 @@ async def mark_job(cmd: c.MarkJob, uow: UnitOfWork) -> JobMoved | DomainError:
         return NotFound(detail="job not found")
     wallet_id = wallet_stream(job.wallet_id)
     org_id = org_spending.org_stream_of(job)  # h5: an org job's budget comes back with it
-    heads = await uow.lock(stream, wallet_id, org_id)
+    # Only the lots the job drew from: its end returns to them or unpins them (h9).
+    drew = {wallet_id: [lot for lot, _ in job.draws]}
+    heads = await uow.lock(stream, wallet_id, org_id, lots_of=drew)
     job = heads[stream].as_state(jobs.JobState)  # re-read under the lock
     if refused := jobs.check_transition(job, cmd.status):
         return refused

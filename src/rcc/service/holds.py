@@ -25,10 +25,12 @@ from rcc.domain.events import (
 from rcc.service import hold_commands as h
 from rcc.service.blocks import owner_block
 from rcc.service.commands import Command
+from rcc.service.lot_window import decide_on_enough_lots
 from rcc.service.wallet_refs import ref_of
 from rcc.store.hold_timeouts import close_timeout, schedule_timeout
 from rcc.store.lot_expiries import schedule_expiries
 from rcc.store.unit_of_work import Head, UnitOfWork
+from rcc.store.wallet_lots import FRONT_LOTS
 
 
 class HoldView(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,7 +105,7 @@ async def authorize_hold(cmd: h.AuthorizeHold, uow: UnitOfWork) -> HoldView | Do
         return refused
     hold_id = cmd.hold_id or str(uuid.uuid4())
     stream, wallet_id = hold_stream(hold_id), wallet_stream(cmd.wallet_id)
-    heads = await uow.lock(stream, wallet_id)
+    heads = await uow.lock(stream, wallet_id, front=FRONT_LOTS)  # the front lots (h9)
     wallet = _open_wallet(heads[wallet_id], cmd.wallet_kind)
     if isinstance(wallet, DomainError):
         return wallet
@@ -112,7 +114,9 @@ async def authorize_hold(cmd: h.AuthorizeHold, uow: UnitOfWork) -> HoldView | Do
     if heads[stream].version:
         return Conflict(detail="this hold id is taken")
     now = _now()
-    charged = wallets.hold(wallet, hold_id, cmd.amount, now, cmd.service, cmd.reason)
+    charged = await decide_on_enough_lots(
+        uow, wallet, lambda w: wallets.hold(w, hold_id, cmd.amount, now, cmd.service, cmd.reason)
+    )
     if isinstance(charged, DomainError):
         return charged
     await _stage_wallet(uow, wallet, heads[wallet_id], charged)
@@ -142,7 +146,9 @@ async def _end_hold(
     if refused := holds.settleable(peeked, service):
         return refused
     wallet_id = wallet_stream(peeked.wallet_id)
-    heads = await uow.lock(stream, wallet_id)
+    # Only the lots the hold drew from: its end returns to them or unpins them (h9).
+    drew = {wallet_id: [lot for lot, _ in peeked.draws]}
+    heads = await uow.lock(stream, wallet_id, lots_of=drew)
     state = heads[stream].as_state(holds.HoldState)  # re-read under the lock
     if refused := holds.settleable(state, service):
         return refused
@@ -185,13 +191,16 @@ async def record_usage(cmd: h.RecordUsage, uow: UnitOfWork) -> UsageRecorded | D
     if refused := holds.amount_error(cmd.amount) or holds.reason_error(cmd.reason):
         return refused
     stream = wallet_stream(cmd.wallet_id)
-    head = (await uow.lock(stream))[stream]
+    head = (await uow.lock(stream, front=FRONT_LOTS))[stream]  # the front lots (h9)
     wallet = _open_wallet(head, cmd.wallet_kind)
     if isinstance(wallet, DomainError):
         return wallet
     if blocked := await owner_block(uow, wallet):
         return blocked
-    used = wallets.use(wallet, cmd.amount, _now(), cmd.service, cmd.reason)
+    now = _now()
+    used = await decide_on_enough_lots(
+        uow, wallet, lambda w: wallets.use(w, cmd.amount, now, cmd.service, cmd.reason)
+    )
     if isinstance(used, DomainError):
         return used
     after = await _stage_wallet(uow, wallet, head, used)

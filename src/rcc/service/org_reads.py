@@ -4,24 +4,20 @@ what the portal checks access against and shows as balance and usage."""
 from __future__ import annotations
 
 import asyncpg
-import msgspec
 
 from rcc.domain import org as orgs
 from rcc.domain import wallet as wallets
 from rcc.domain.events import org_stream, wallet_stream
+from rcc.store.heads import read_heads
 
 
 async def org_now(
     conn: asyncpg.Connection, org_id: str
 ) -> tuple[orgs.OrgState, wallets.WalletState]:
     """The org's state and its wallet's (empty states when there is no such org)."""
-    rows = await conn.fetch(
-        "SELECT stream_id, state FROM streams WHERE stream_id = ANY($1::text[])",
-        [org_stream(org_id), wallet_stream(org_id)],
-    )
-    found = {r["stream_id"]: r["state"] for r in rows}
-    org = msgspec.convert(found.get(org_stream(org_id)) or {}, orgs.OrgState)
-    wallet = msgspec.convert(found.get(wallet_stream(org_id)) or {}, wallets.WalletState)
+    heads = await read_heads(conn, [org_stream(org_id), wallet_stream(org_id)])
+    org = heads[org_stream(org_id)].as_state(orgs.OrgState)
+    wallet = heads[wallet_stream(org_id)].as_state(wallets.WalletState)
     return org, wallet
 
 

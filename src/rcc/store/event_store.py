@@ -81,9 +81,15 @@ def _recorded(row: asyncpg.Record) -> RecordedEvent:
 
 
 async def append(
-    conn: asyncpg.Connection, writes: list[StreamWrite], metadata: dict[str, Any] | None = None
+    conn: asyncpg.Connection,
+    writes: list[StreamWrite],
+    metadata: dict[str, Any] | None = None,
+    *,
+    with_: tuple[str, list[Any]] | None = None,
 ) -> list[Appended]:
-    """Append to several streams atomically, in the caller's transaction.
+    """Append to several streams atomically, in the caller's transaction. `with_`: a
+    WITH clause (its parameters numbered from $8) sent in the same statement, such as
+    the wallet_lots rows the events move (rcc.store.wallet_lots.lots_cte).
 
     Raises StreamVersionConflict when an expected version is stale, or when two
     writers create the same new stream at once.
@@ -104,7 +110,7 @@ async def append(
             metas.append(shared if own is None else msgspec.json.encode(own).decode())
     try:
         rows = await conn.fetch(
-            "SELECT * FROM rcc_append_v2($1, $2, $3, $4, $5, $6, $7)",
+            (with_[0] if with_ else "") + "SELECT * FROM rcc_append_v2($1, $2, $3, $4, $5, $6, $7)",
             streams,
             expected,
             states,
@@ -112,6 +118,7 @@ async def append(
             types,
             datas,
             metas,
+            *(with_[1] if with_ else []),
         )
     except asyncpg.UniqueViolationError as error:
         raise StreamVersionConflict(f"stream created concurrently: {error}") from None

@@ -8,17 +8,31 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from rcc.domain.events import Event
+from rcc.domain.lots import Lot
+from rcc.domain.wallet import WalletState
 from rcc.domain.workflow import WorkflowBlob
 from rcc.store.event_store import Appended, StreamWrite, append
+from rcc.store.heads import Head as Head  # re-exported: the unit of work hands out heads
+from rcc.store.heads import read_head
 from rcc.store.notify import events_committed
 from rcc.store.outcome import committed, new_command_id, record_and_commit
+from rcc.store.wallet_lots import (
+    LotChanges,
+    Row,
+    is_wallet,
+    lot_number,
+    lots_cte,
+    read_lots,
+    read_named_lots,
+)
 from rcc.store.workflows import store_workflows
 
 log = logging.getLogger(__name__)
@@ -26,18 +40,6 @@ log = logging.getLogger(__name__)
 # The first int4 of the two-int4 advisory lock form: a key space of its own, apart
 # from the bigint locks of the projector, the adapter and the migrator.
 KEY_LOCK_SPACE = 0x52434331  # "RCC1"
-
-S = TypeVar("S", bound=msgspec.Struct)
-
-
-class Head(msgspec.Struct, frozen=True):
-    """A stream's current version and cached folded state (version 0: no such stream)."""
-
-    version: int
-    state: dict[str, Any]
-
-    def as_state(self, state_type: type[S]) -> S:
-        return msgspec.convert(self.state, state_type)
 
 
 class Remembered(msgspec.Struct, frozen=True):
@@ -85,6 +87,10 @@ class UnitOfWork:
         self.command_id = new_command_id()
         self._writes: dict[str, StreamWrite] = {}
         self._workflows: list[WorkflowBlob] = []
+        # The lots loaded per wallet stream (what commit diffs against), and the wallets
+        # of which only the front was loaded (see rcc.store.wallet_lots).
+        self._lots_seen: dict[str, dict[str, Row]] = {}
+        self._lots_partial: set[str] = set()
         self._conn: Any = None
         self._open = False
 
@@ -152,8 +158,15 @@ class UnitOfWork:
         # A statement of its own: its snapshot is taken after the waits above.
         return await self.recall(*keys)
 
-    async def lock(self, *stream_ids: str) -> dict[str, Head]:
-        """Lock the heads of existing streams (in id order) and return them.
+    async def lock(
+        self,
+        *stream_ids: str,
+        lots_of: Mapping[str, Sequence[str]] | None = None,
+        front: int | None = None,
+    ) -> dict[str, Head]:
+        """Lock the heads of existing streams (in id order) and return them, wallets with
+        all their lots (or the `front` ones) or, for those in `lots_of`, only the lots
+        named there (see rcc.store.wallet_lots).
 
         Streams that do not exist yet come back as version 0 with an empty state.
         """
@@ -163,10 +176,66 @@ class UnitOfWork:
             list(stream_ids),
         )
         found = {r["stream_id"]: Head(r["version"], r["state"]) for r in rows}
+        named = {sid: head for sid, head in found.items() if lots_of and sid in lots_of}
+        found |= await self.with_named_lots(named, lots_of or {})
+        found |= await self.with_lots({s: h for s, h in found.items() if s not in named}, front)
         return {sid: found.get(sid, Head(0, {})) for sid in stream_ids}
 
-    async def lock_wallet_of(self, user_stream: str) -> tuple[Head, str, Head] | None:
-        """A user's head and its wallet's head, the wallet locked: one round trip.
+    async def with_lots(
+        self, heads: dict[str, Head], front: int | Mapping[str, int] | None = None
+    ) -> dict[str, Head]:
+        """The heads with their wallets' lots read from `wallet_lots` (all of them, or
+        the first `front` with credits left, per wallet if a mapping) and remembered for
+        the commit's diff. Call only once the heads are locked."""
+        wallets = [sid for sid, head in heads.items() if is_wallet(sid) and head.version]
+        if not wallets:
+            return heads
+        fronts = [front.get(sid) if isinstance(front, Mapping) else front for sid in wallets]
+        lots = await read_lots(self._conn, wallets, fronts)
+        out = dict(heads)
+        for sid, first in zip(wallets, fronts, strict=True):
+            self._lots_seen[sid] = {row[0]: row for row in lots[sid]}
+            if first is None:
+                self._lots_partial.discard(sid)
+            else:
+                self._lots_partial.add(sid)
+            out[sid] = Head(heads[sid].version, {**heads[sid].state, "lots": lots[sid]})
+        return out
+
+    async def with_named_lots(
+        self, heads: dict[str, Head], lots_of: Mapping[str, Sequence[str]]
+    ) -> dict[str, Head]:
+        """The heads with only the named lots of their wallets (those a job or hold drew
+        from, all that its end can touch), remembered like `with_lots`."""
+        wallets = [sid for sid, head in heads.items() if is_wallet(sid) and head.version]
+        out = dict(heads)
+        for sid in wallets:
+            lots = await read_named_lots(self._conn, sid, lots_of[sid])
+            self._lots_seen[sid] = {row[0]: row for row in lots}
+            self._lots_partial.add(sid)
+            out[sid] = Head(heads[sid].version, {**heads[sid].state, "lots": lots})
+        return out
+
+    async def all_lots(self, stream_id: str, state: WalletState) -> WalletState | None:
+        """`state` with every lot of its wallet, when only the front was loaded; None
+        when all were loaded already (deciding again would change nothing). Lots this
+        transaction changed keep their changed values."""
+        if stream_id not in self._lots_partial:
+            return None
+        rows = (await read_lots(self._conn, [stream_id], [None]))[stream_id]
+        seen = self._lots_seen[stream_id]
+        fresh = [row for row in rows if row[0] not in seen]
+        seen.update({row[0]: row for row in fresh})
+        self._lots_partial.discard(stream_id)
+        more = (msgspec.convert(row, Lot) for row in fresh)
+        lots = tuple(sorted((*state.lots, *more), key=lot_number))  # as made, as folded
+        return msgspec.structs.replace(state, lots=lots)
+
+    async def lock_wallet_of(
+        self, user_stream: str, *, front: int | None = None
+    ) -> tuple[Head, str, Head] | None:
+        """A user's head and its wallet's head, the wallet locked, with all its lots or
+        (`front`) the first lots in spending order.
 
         None when the user or its wallet does not exist."""
         row = await self._conn.fetchrow(
@@ -181,18 +250,16 @@ class UnitOfWork:
         )
         if row is None:
             return None
-        return (
-            Head(row["user_version"], row["user_state"]),
-            row["wallet_stream"],
-            Head(row["wallet_version"], row["wallet_state"]),
+        wallet = row["wallet_stream"]
+        heads = await self.with_lots(
+            {wallet: Head(row["wallet_version"], row["wallet_state"])}, front
         )
+        return Head(row["user_version"], row["user_state"]), wallet, heads[wallet]
 
     async def peek(self, stream_id: str) -> Head:
-        """A head without locking it, for streams this command only reads."""
-        row = await self._conn.fetchrow(
-            "SELECT version, state FROM streams WHERE stream_id = $1", stream_id
-        )
-        return Head(row["version"], row["state"]) if row else Head(0, {})
+        """A head without locking it, for streams this command only reads (a wallet
+        with all its lots: nothing is staged from a peek, so they are not remembered)."""
+        return await read_head(self._conn, stream_id)
 
     def stage(
         self,
@@ -242,17 +309,33 @@ class UnitOfWork:
         is then rolled back on exit and nothing of this one remains. A lost COMMIT reply
         is resolved before returning: see `_commit`.
         """
-        writes = [w for w in self._writes.values() if w.events]
+        writes, lots = self._lots_out([w for w in self._writes.values() if w.events])
         if self._workflows:
             await store_workflows(self._conn, self._workflows)
-        # A command that changes nothing (say, making an admin an admin) appends nothing.
-        appended = await append(self._conn, writes) if writes else []
+        # A command that changes nothing (say, making an admin an admin) appends nothing
+        # (and, having no events, moves no lots). The lots' rows go in the append's
+        # round trip.
+        appended = await append(self._conn, writes, with_=lots_cte(lots, 8)) if writes else []
         if remember:
             await self._store_keys(remember, appended[-1] if appended else None)
         await self._commit()
         if appended:
             events_committed(self._pool)
         return appended
+
+    def _lots_out(self, writes: list[StreamWrite]) -> tuple[list[StreamWrite], LotChanges]:
+        """The writes with the lots kept out of the cached wallet heads, and what changed
+        in `wallet_lots` since the lots were loaded (see rcc.store.wallet_lots)."""
+        changes = LotChanges()
+        out: list[StreamWrite] = []
+        for write in writes:
+            if isinstance(write.state, WalletState):
+                changes.add(write.stream_id, self._lots_seen.get(write.stream_id, {}), write.state)
+                write = msgspec.structs.replace(
+                    write, state=msgspec.structs.replace(write.state, lots=())
+                )
+            out.append(write)
+        return out, changes
 
     async def _commit(self) -> None:
         """COMMIT with the command ids. If its reply is lost, find out whether it took

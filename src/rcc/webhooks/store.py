@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
+from rcc.store.wallet_lots import remaining_sql
 from rcc.webhooks.messages import EXPIRING_AHEAD_DAYS, Notice
 
 
@@ -201,12 +202,10 @@ async def expiring_lots(
     conn: asyncpg.Connection, now: datetime, limit: int
 ) -> list[tuple[str, str, datetime, int | None]]:
     """Lots expiring within EXPIRING_AHEAD_DAYS that were not announced yet, with what
-    is left of them (from the wallet's head; None if the lot is gone)."""
+    is left of them (from the wallet's lot rows, rcc.store.wallet_lots; None if gone)."""
     rows = await conn.fetch(
-        """SELECT x.wallet_id, x.lot, x.expires_at,
-                  (SELECT (l->>3)::bigint FROM streams s,
-                          jsonb_array_elements(s.state->'lots') AS l
-                    WHERE s.stream_id = 'wallet-' || x.wallet_id AND l->>0 = x.lot) AS remaining
+        f"""SELECT x.wallet_id, x.lot, x.expires_at,
+                   {remaining_sql("x.wallet_id", "x.lot")} AS remaining
              FROM lot_expiries x
             WHERE x.done_at IS NULL AND x.expires_at <= $1 AND x.expires_at > now()
               AND NOT EXISTS (SELECT 1 FROM webhook_expiring_notices n

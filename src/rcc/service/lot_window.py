@@ -1,0 +1,31 @@
+"""Deciding a debit on a wallet's front lots, and on all of them only when it must (h9).
+
+A reserve loads only the first lots in spending order (rcc.store.wallet_lots); the
+draws it plans from them are the draws it would plan from every lot whenever they
+cover the cost. When they do not, the refusal might be wrong: the rest are read and
+the pure decision is taken again, so the answer is always the one all lots give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from rcc.domain.errors import DomainError, InsufficientCredits
+from rcc.domain.events import wallet_stream
+from rcc.domain.wallet import WalletState
+from rcc.store.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+
+
+async def decide_on_enough_lots(
+    uow: UnitOfWork, wallet: WalletState, decide: Callable[[WalletState], T | DomainError]
+) -> T | DomainError:
+    """`decide(wallet)`, taken again on every lot if the loaded ones fell short."""
+    outcome = decide(wallet)
+    if isinstance(outcome, InsufficientCredits):
+        whole = await uow.all_lots(wallet_stream(wallet.wallet_id), wallet)
+        if whole is not None:
+            return decide(whole)
+    return outcome
