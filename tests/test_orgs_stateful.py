@@ -292,16 +292,20 @@ async def test_organisations_hold_their_rules_in_any_order(
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
-    await asyncio.to_thread(run_state_machine_as_test, OrgMachine, settings=bounded)
+    wanted = ("org_spend_charged", "org_spend_returned", "org_invitation_accepted")
+    # Eight random runs usually reach every kind of event, but not always: run again
+    # (at most twice) until they have, so the rules are known to have been exercised.
+    for _ in range(3):
+        await asyncio.to_thread(run_state_machine_as_test, OrgMachine, settings=bounded)
+        counts = dict(
+            await owner.fetch(
+                "SELECT type, count(*) FROM events WHERE type LIKE 'org%' GROUP BY type"
+            )
+        )
+        left = counts.get("org_member_removed", 0) + counts.get("org_member_left", 0)
+        if left and all(counts.get(kind, 0) > 0 for kind in wanted):
+            break
     report = await verify(owner)
     assert report.ok, report.problems[:5]
-    counts = dict(
-        await owner.fetch("SELECT type, count(*) FROM events WHERE type LIKE 'org%' GROUP BY type")
-    )
-    wanted = (
-        "org_spend_charged",
-        "org_spend_returned",
-        "org_invitation_accepted",
-    )
     assert all(counts.get(kind, 0) > 0 for kind in wanted), counts
-    assert counts.get("org_member_removed", 0) + counts.get("org_member_left", 0) > 0, counts
+    assert left > 0, counts
