@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,41 @@ async def adapter_process(
 
 
 async def create_job(
-    pool: asyncpg.Pool, user_id: str, workflow: dict[str, Any], job_type: str = "IMAGE_TASK"
+    pool: asyncpg.Pool,
+    user_id: str,
+    workflow: dict[str, Any],
+    job_type: str = "IMAGE_TASK",
+    org_id: str | None = None,
 ) -> str:
-    done = await execute(pool, c.CreateJob(user_id=user_id, job_type=job_type, workflow=workflow))
+    """A job of `user_id` (on the organisation's wallet when `org_id` is given)."""
+    command = c.CreateJob(user_id=user_id, job_type=job_type, workflow=workflow, org_id=org_id)
+    done = await execute(pool, command)
     assert isinstance(done, Done), done
     return str(done.result["job_id"])
+
+
+def jain(shares: list[float]) -> float:
+    """Jain's fairness index: 1 when every user has the same share, 1/n at worst."""
+    total, squares = sum(shares), sum(s * s for s in shares)
+    return total * total / (len(shares) * squares) if squares else 1.0
+
+
+async def sample_slots(
+    pool: asyncpg.Pool, samples: list[Counter[str]], stop: asyncio.Event, by: str = "user_id"
+) -> None:
+    """Every 10 ms: the GPU slots each user (or payer: `by="payer"`) holds (jobs claimed
+    or on ComfyUI, not ended)."""
+    assert by in ("user_id", "payer")
+    while not stop.is_set():
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {by} AS who, count(*) AS n FROM adapter_jobs
+                     WHERE status IN ('created', 'queued', 'running')
+                       AND (prompt_id IS NOT NULL OR lease_expires_at > now())
+                     GROUP BY {by}"""
+            )
+        samples.append(Counter({r["who"]: int(r["n"]) for r in rows}))
+        await asyncio.sleep(0.01)
 
 
 async def job_events(pool: asyncpg.Pool, job_id: str) -> list[Any]:

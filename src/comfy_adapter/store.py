@@ -60,6 +60,8 @@ class JobRow:
     user_id: str = ""
     attempt: int = 1  # the submission attempt (a prompt lost by ComfyUI starts the next)
     started_at: datetime | None = None  # ComfyUI's execution_start
+    payer: str = ""  # the wallet charged: the fair order's turns are per payer
+    priority: int = 0  # the plan priority recorded at creation (rcc/queue_order.py)
 
 
 @dataclass
@@ -116,6 +118,8 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             status="created",
             workflow_digest=event.workflow_digest,
             user_id=event.user_id,
+            payer=event.wallet_id,
+            priority=event.queue_priority,
         )
     if isinstance(event, JobPromptLost):
         change.backend = change.prompt_id = change.client_id = change.submitted_at = None
@@ -163,11 +167,11 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
         await conn.execute(
             """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,
                                          prompt_id, client_id, submitted_at, user_id,
-                                         attempt, started_at)
+                                         attempt, started_at, payer, priority)
                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],
                                     $5::text[], $6::text[], $7::text[], $8::text[],
                                     $9::timestamptz[], $10::text[], $11::int[],
-                                    $12::timestamptz[])
+                                    $12::timestamptz[], $13::text[], $14::int[])
                ON CONFLICT (job_id) DO NOTHING""",
             [r.job_id for r in new],
             [r.position for r in new],
@@ -181,6 +185,8 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
             [r.user_id for r in new],
             [r.attempt for r in new],
             [r.started_at for r in new],
+            [r.payer for r in new],
+            [r.priority for r in new],
         )
     patches = [c for c in changes if c.row is None]
     if patches:
