@@ -193,6 +193,7 @@ async def test_three_adapters_four_backends_killed_at_random_run_every_job_once(
         for task in starting:
             task.cancel()
     print(f"\n{JOBS} jobs, 3 adapters, 4 backends, {kills} kill -9s: all ended in {took:.1f} s")
+    assert kills >= 4, "the adapters were killed while the jobs ran"
     for job in jobs:
         prompts = {prompt_id_for(job, n) for n in range(1, MAX_ATTEMPTS + 1)}
         posted = sum(s.posts[p] for s in servers for p in prompts)
