@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Page, expect
 
+from rcc.policy.keys import KEYS
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
@@ -47,7 +48,7 @@ async def test_policy_and_plan_pages_the_plan_comparison_and_the_blocked_banner(
     assert isinstance(promoted, Done), promoted
 
     await admin.goto("/app/admin/policies")
-    await expect(admin.locator("tr[data-policy]")).to_have_count(14)
+    await expect(admin.locator("tr[data-policy]")).to_have_count(len(KEYS))  # one row a key
     await _set(admin, "price.VIDEO_TASK", "global", "", "-1", "typo")
     await expect(admin.locator("[data-form-error]")).to_contain_text("between 1 and 100000")
     await _set(admin, "price.VIDEO_TASK", "global", "", "4", "video is cheaper to run now")
