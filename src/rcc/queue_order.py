@@ -5,20 +5,22 @@ wallet for its members' org jobs, the user's own otherwise. So an organisation's
 members share one turn in each round, and a lone user is not starved by them.
 
 Each waiting job gets a round: `payer_held + payer_rank` (the jobs its payer already
-has on GPU slots, plus its place among its payer's waiting jobs), divided among
-`1 + priority` jobs per round (rounded up). Within a payer the members take turns too
-(the place is by each member's own rank, then age), so one member's backlog does not
-hold up the other members' first jobs. Dispatch takes the lowest round first; among
-equal rounds the payer served longest ago (last claim; never served first), then the
-higher plan priority, then creation order.
+has on GPU slots, plus its place among its payer's waiting jobs), shared out
+`1 + priority` jobs per round: `(payer_held + payer_rank - 1) / (1 + priority)`.
+Within a payer the members take turns too (the place is by each member's own rank,
+then age), so one member's backlog does not hold up the other members' first jobs.
+Dispatch takes the lowest round first; among equal rounds the payer served longest
+ago (last claim; never served first), then the higher plan priority, then creation
+order.
 
-Plan priority (`queue.priority`, 0-4, recorded on the job at creation from the payer's
-plan policy) weights the share, it does not jump the line: a payer of priority p has
-up to 1 + p jobs in each round, so when slots are contended it holds up to 1 + p times
-the slots of a priority-0 payer, and among payers never served (or served equally long
-ago) it goes first. It cannot starve anyone: every payer with work has a job in round
-1, so a payer with one job waits behind at most 1 + p jobs of each other payer (one job
-when nobody has a priority), whatever the plans.
+Plan priority (`queue.priority`, 0-4, usually set per plan; resolved from the creating
+user's terms and recorded on the job at creation, so a replay keeps it) weights the
+share, it does not jump the line: a payer of priority p has up to 1 + p jobs in each
+round, so when slots are contended it holds up to 1 + p times the slots of a
+priority-0 payer, and among payers never served (or served equally long ago) it goes
+first. It cannot starve anyone: every payer with work has a job in the first round, so
+a payer with one job waits behind at most 1 + p jobs of each other payer (one job when
+nobody has a priority), whatever the plans.
 
 A job is only eligible while its *user's* `held + rank` is within the per-user running
 limit (`RCC_MAX_RUNNING_JOBS_PER_USER`): the limit is per person, the turn per payer.
