@@ -36,8 +36,8 @@ async def test_a_job_whose_tagged_backends_are_down_or_draining_says_so(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
     """The only `video` backend is down: the queued video job names it as unreachable
-    (while image jobs run elsewhere); up but draining: it says it is draining; undrained:
-    the job runs there."""
+    (while image jobs run elsewhere), then as unreachable and draining; back up but
+    draining: it says it is draining; undrained: the job runs there."""
     user = await funded_user(pool, 20)
     headers = await bearer(pool, "user", user)
     video_gpu = ComfyServer()
@@ -70,6 +70,8 @@ async def test_a_job_whose_tagged_backends_are_down_or_draining_says_so(
             await pool_command(
                 pool, bc.ChangeBackend(backend_id=video_id, draining=True, actor=ADMIN)
             )
+            # The adapter has taken the drain in before the backend comes back.
+            await wait_until(says("unreachable and draining", video_gpu.url), what="the drain")
             await video_gpu.start()
             await wait_until(says("is draining", video_gpu.url), what="the draining reason")
             assert "unreachable" not in shown["waiting_reason"], shown

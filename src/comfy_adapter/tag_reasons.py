@@ -42,5 +42,6 @@ def tag_wait_reason(required: frozenset[str], backends: Iterable[Backend]) -> st
 
 def _state(backend: Backend) -> str:
     if not backend.healthy:
-        return f"{backend.url} is unreachable: {backend.last_error or 'no answer'}"
+        also = " and draining" if backend.draining else ""  # it gets nothing when back
+        return f"{backend.url} is unreachable{also}: {backend.last_error or 'no answer'}"
     return f"{backend.url} is draining"
