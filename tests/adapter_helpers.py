@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import signal
 import sys
 import time
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ from comfy_adapter.run import prompt_id_for
 from comfy_adapter.worker import AdapterWorker
 from rcc.audit import verify
 from rcc.domain.events import decode_event
+from rcc.service import backend_commands as bc
 from rcc.service import commands as c
+from rcc.service.backend_pool import usable_backends
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from tests.comfy_server import captures
@@ -98,11 +103,92 @@ async def adapter_process(
 
 
 async def create_job(
-    pool: asyncpg.Pool, user_id: str, workflow: dict[str, Any], job_type: str = "IMAGE_TASK"
+    pool: asyncpg.Pool,
+    user_id: str,
+    workflow: dict[str, Any],
+    job_type: str = "IMAGE_TASK",
+    org_id: str | None = None,
 ) -> str:
-    done = await execute(pool, c.CreateJob(user_id=user_id, job_type=job_type, workflow=workflow))
+    """A job of `user_id` (on the organisation's wallet when `org_id` is given)."""
+    command = c.CreateJob(user_id=user_id, job_type=job_type, workflow=workflow, org_id=org_id)
+    done = await execute(pool, command)
     assert isinstance(done, Done), done
     return str(done.result["job_id"])
+
+
+ADMIN = "ops@example.com"  # the actor of the tests' GPU pool commands
+FAST_POOL = {"pool_refresh_s": 0.1, "health_s": 0.2}  # pool changes and health seen at once
+
+
+async def pool_command(pool: asyncpg.Pool, command: Any) -> None:
+    """Run a GPU pool command as the tests' admin."""
+    done = await execute(pool, command, metadata={"actor": ADMIN})
+    assert isinstance(done, Done), done
+
+
+async def backend_id(pool: asyncpg.Pool, url: str) -> str:
+    """The pool's id of the backend at `url`."""
+    async with pool.acquire() as conn:
+        return next(b.id for b in await usable_backends(conn) if b.url == url)
+
+
+async def add_backend(pool: asyncpg.Pool, url: str, tags: tuple[str, ...] = ()) -> None:
+    """An admin adds a backend with two slots and `tags`."""
+    command = bc.AddBackend(backend_id=str(uuid.uuid4()), url=url, slots=2, tags=tags, actor=ADMIN)
+    await pool_command(pool, command)
+
+
+async def heartbeats(pool: asyncpg.Pool, count: int = 2) -> None:
+    """Wait until the adapter has written `count` more heartbeats (every `heartbeat_s`,
+    0.3 s in these tests; several dispatch rounds of `claim_poll_s` pass in between):
+    time for it to act on what the test just did, observed rather than slept."""
+    async with pool.acquire() as conn:
+        seen = await conn.fetchval("SELECT max(heartbeat_at) FROM adapter_status")
+    for _ in range(count):
+
+        async def moved() -> bool:
+            nonlocal seen
+            async with pool.acquire() as conn:
+                now = await conn.fetchval("SELECT max(heartbeat_at) FROM adapter_status")
+            if seen is not None and now is not None and now <= seen:
+                return False
+            seen = now
+            return now is not None
+
+        await wait_until(moved, what="the adapter's next heartbeat")
+
+
+async def stays_queued(pool: asyncpg.Pool, job_id: str, *servers: Any) -> None:
+    """The job is queued, and after two more adapter heartbeats it still is and none of
+    `servers` received it."""
+    await wait_status(pool, job_id, "queued")
+    await heartbeats(pool, 2)
+    assert await status_of(pool, job_id) == "queued"
+    assert sum(posts_for(server, job_id) for server in servers) == 0
+
+
+def jain(shares: list[float]) -> float:
+    """Jain's fairness index: 1 when every user has the same share, 1/n at worst."""
+    total, squares = sum(shares), sum(s * s for s in shares)
+    return total * total / (len(shares) * squares) if squares else 1.0
+
+
+async def sample_slots(
+    pool: asyncpg.Pool, samples: list[Counter[str]], stop: asyncio.Event, by: str = "user_id"
+) -> None:
+    """Every 10 ms: the GPU slots each user (or payer: `by="payer"`) holds (jobs claimed
+    or on ComfyUI, not ended)."""
+    assert by in ("user_id", "payer")
+    while not stop.is_set():
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {by} AS who, count(*) AS n FROM adapter_jobs
+                     WHERE status IN ('created', 'queued', 'running')
+                       AND (prompt_id IS NOT NULL OR lease_expires_at > now())
+                     GROUP BY {by}"""
+            )
+        samples.append(Counter({r["who"]: int(r["n"]) for r in rows}))
+        await asyncio.sleep(0.01)
 
 
 async def job_events(pool: asyncpg.Pool, job_id: str) -> list[Any]:
@@ -133,10 +219,16 @@ async def wait_status(pool: asyncpg.Pool, job_id: str, *statuses: str, within: f
 
 
 async def wait_until(predicate: Any, within: float = 15.0, what: str = "condition") -> None:
+    """Wait until `predicate()` is true; it may be a coroutine function (a query). The
+    adapter tests' one way to wait for something they can observe."""
     deadline = time.monotonic() + within
-    while not predicate():
+    while not await _truth(predicate()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+async def _truth(answer: Any) -> bool:
+    return bool(await answer) if inspect.isawaitable(answer) else bool(answer)
 
 
 async def assert_ledger(

@@ -15,8 +15,10 @@ from tests.adapter_helpers import (
     SLOW,
     assert_ledger,
     create_job,
+    jain,
     job_events,
     running,
+    sample_slots,
     settings_for,
     status_of,
     wait_status,
@@ -24,28 +26,6 @@ from tests.adapter_helpers import (
 )
 from tests.comfy_server import ComfyServer
 from tests.helpers import funded_user
-
-
-def jain(shares: list[float]) -> float:
-    """Jain's fairness index: 1 when every user has the same share, 1/n at worst."""
-    total, squares = sum(shares), sum(s * s for s in shares)
-    return total * total / (len(shares) * squares) if squares else 1.0
-
-
-async def sample_slots(
-    pool: asyncpg.Pool, samples: list[Counter[str]], stop: asyncio.Event
-) -> None:
-    """Every 10 ms: the GPU slots each user holds (jobs claimed or on ComfyUI, not ended)."""
-    while not stop.is_set():
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                """SELECT user_id, count(*) AS n FROM adapter_jobs
-                    WHERE status IN ('created', 'queued', 'running')
-                      AND (prompt_id IS NOT NULL OR lease_expires_at > now())
-                    GROUP BY user_id"""
-            )
-        samples.append(Counter({r["user_id"]: int(r["n"]) for r in rows}))
-        await asyncio.sleep(0.01)
 
 
 async def test_a_user_with_one_job_waits_behind_at_most_one_job_of_each_other_user(

@@ -2,7 +2,9 @@
 `/system_stats` (GPU memory, ComfyUI's version) and `/queue` (ComfyUI's own line) of
 every backend in the pool and writes one `backend_health` row per URL, with the slots
 it holds. It also writes why jobs of a type wait when their tags match no live backend
-(`adapter_status.type_reasons`), which the portal adds to those jobs' `waiting_reason`.
+(`adapter_status.type_reasons`; the carriers that are unreachable or draining are
+named, comfy_adapter/tag_reasons.py), which the portal adds to those jobs'
+`waiting_reason`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import msgspec
 
 from comfy_adapter.backends import Backend, BackendPool
 from comfy_adapter.client import BackendError
-from rcc.domain.backend_tags import unmet_reason
+from comfy_adapter.tag_reasons import tag_wait_reason
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,12 @@ async def read_backend(backend: Backend) -> Reading:
 
 
 def type_reasons(pool: BackendPool, by_type: Mapping[str, frozenset[str]]) -> dict[str, str]:
-    """For each job type with tags no live backend (healthy, not draining) carries: why."""
-    live = [b for b in pool.backends if b.healthy and not b.draining and not b.removed]
+    """For each job type with tags no live backend (healthy, not draining) carries: why
+    (the carriers that are unreachable or draining, named; or that none carries them)."""
     return {
-        job_type: unmet_reason(required)
+        job_type: reason
         for job_type, required in by_type.items()
-        if required and not any(required <= b.tags for b in live)
+        if required and (reason := tag_wait_reason(required, pool.backends)) is not None
     }
 
 

@@ -61,6 +61,8 @@ class JobRow:
     attempt: int = 1  # the submission attempt (a prompt lost by ComfyUI starts the next)
     started_at: datetime | None = None  # ComfyUI's execution_start
     required_tags: list[str] = field(default_factory=list)  # its template's (h15)
+    payer: str = ""  # the wallet charged: the fair order's turns are per payer
+    priority: int = 0  # the plan priority recorded at creation (rcc/queue_order.py)
 
 
 @dataclass
@@ -118,6 +120,8 @@ def _fold(change: Change, event: Any, position: int, at: datetime) -> None:
             workflow_digest=event.workflow_digest,
             user_id=event.user_id,
             required_tags=list(event.required_tags),
+            payer=event.wallet_id,
+            priority=event.queue_priority,
         )
     if isinstance(event, JobPromptLost):
         change.backend = change.prompt_id = change.client_id = change.submitted_at = None
@@ -165,17 +169,18 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
         await conn.execute(
             """INSERT INTO adapter_jobs (job_id, position, job_type, workflow, status, backend,
                                          prompt_id, client_id, submitted_at, user_id,
-                                         attempt, started_at, required_tags)
+                                         attempt, started_at, required_tags, payer, priority)
                SELECT job_id, position, job_type, workflow, status, backend, prompt_id,
                       client_id, submitted_at, user_id, attempt, started_at,
                       -- a job's tags travel as one JSON array each (unnest flattens arrays)
-                      ARRAY(SELECT jsonb_array_elements_text(tags))
+                      ARRAY(SELECT jsonb_array_elements_text(tags)), payer, priority
                  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],
                              $5::text[], $6::text[], $7::text[], $8::text[],
                              $9::timestamptz[], $10::text[], $11::int[],
-                             $12::timestamptz[], $13::jsonb[])
+                             $12::timestamptz[], $13::jsonb[], $14::text[], $15::int[])
                    AS n(job_id, position, job_type, workflow, status, backend, prompt_id,
-                        client_id, submitted_at, user_id, attempt, started_at, tags)
+                        client_id, submitted_at, user_id, attempt, started_at, tags, payer,
+                        priority)
                ON CONFLICT (job_id) DO NOTHING""",
             [r.job_id for r in new],
             [r.position for r in new],
@@ -190,6 +195,8 @@ async def _write(conn: asyncpg.Connection, changes: list[Change]) -> None:
             [r.attempt for r in new],
             [r.started_at for r in new],
             [msgspec.json.encode(r.required_tags).decode() for r in new],
+            [r.payer for r in new],
+            [r.priority for r in new],
         )
     patches = [c for c in changes if c.row is None]
     if patches:

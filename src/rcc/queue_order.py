@@ -1,23 +1,38 @@
-"""The fair order of waiting jobs: round-robin across users, highest plan priority first.
+"""The fair order of waiting jobs: round-robin across payers, plan priority among equals.
 
-Each waiting job gets `held + rank`: the jobs its user already has on a GPU slot, plus
-its place among that user's waiting jobs. Dispatch takes the lowest first; among equals
-the user served longest ago (last claim) goes first, then creation order. So every
-user's next job comes before anyone's job after it, and a user with one job waits
-behind at most one job of each other user. A job is only eligible
-while `held + rank` is within the user's running limit (`running_limit`: the
-`jobs.max_running` policy, else the adapter's setting). The same order gives each
-job its `queue_position` (queue_view.py).
+A *payer* is the wallet a job is charged to (`JobCreated.wallet_id`): an organisation's
+wallet for its members' org jobs, the user's own otherwise. So an organisation's fifty
+members share one turn in each round, and a lone user is not starved by them.
+
+Each waiting job gets a round: `payer_held + payer_rank` (the jobs its payer already
+has on GPU slots, plus its place among its payer's waiting jobs), shared out
+`1 + priority` jobs per round: `(payer_held + payer_rank - 1) / (1 + priority)`.
+Within a payer the members take turns too (the place is by each member's own rank,
+then age), so one member's backlog does not hold up the other members' first jobs.
+Dispatch takes the lowest round first; among equal rounds the payer served longest
+ago (last claim; never served first), then the higher plan priority, then creation
+order.
+
+Plan priority (`queue.priority`, 0-4, usually set per plan; resolved from the creating
+user's terms and recorded on the job at creation, so a replay keeps it) weights the
+share, it does not jump the line: a payer of priority p has up to 1 + p jobs in each
+round, so when slots are contended it holds up to 1 + p times the slots of a
+priority-0 payer, and among payers never served (or served equally long ago) it goes
+first. It cannot starve anyone: every payer with work has a job in the first round, so
+a payer with one job waits behind at most 1 + p jobs of each other payer (one job when
+nobody has a priority), whatever the plans.
+
+A job is only eligible while its *user's* `held + rank` is within the per-user running
+limit (`running_limit`: the `jobs.max_running` policy, else the adapter's
+setting): the limit is per person, the turn per payer.
+The same order gives each job its `queue_position` (projections/queue_view.py).
 """
 
 from __future__ import annotations
 
-
-def priority_sql() -> str:
-    """The hook for plan priority: an SQL expression over `w.user_id`, higher first.
-    Every user is equal until plans carry a priority."""
-    return "0"
-
+# The slots a job holds: a recorded prompt, or a live claim.
+_HOLDS = """status IN ('created', 'queued', 'running')
+           AND (prompt_id IS NOT NULL OR lease_expires_at > now())"""
 
 # Each waiting user's `jobs.max_running` policy (user > plan > global, h13), resolved in
 # one set-based call over the policy_values read model (schema 0022); NULL where no
@@ -36,33 +51,39 @@ RUNNING_LIMITS = """
           FROM waiting_users wu,
                rcc_policy_values_v1('jobs.max_running', now(), wu.ids, NULL, wu.plans) r)"""
 
-# Waiting = not yet submitted and not held under a live lease. `held` counts the jobs
-# of the same user that hold a slot (a recorded prompt, or a live claim).
+# Waiting = not yet submitted and not held under a live lease. `held`/`rank` are the
+# user's (for the running limit), `payer_held`/`payer_rank` the payer's (for the turn).
 WAITING_ORDER = f"""
     WITH served AS (
-        SELECT user_id, max(claimed_at) AS last_served FROM adapter_jobs
+        SELECT payer, max(claimed_at) AS last_served FROM adapter_jobs
          WHERE claimed_at > now() - interval '1 hour'
-         GROUP BY user_id),
-    holding AS (
-        SELECT user_id, count(*) AS n FROM adapter_jobs
-         WHERE status IN ('created', 'queued', 'running')
-           AND (prompt_id IS NOT NULL OR lease_expires_at > now())
-         GROUP BY user_id),
+         GROUP BY payer),
+    user_holding AS (
+        SELECT user_id, count(*) AS n FROM adapter_jobs WHERE {_HOLDS} GROUP BY user_id),
+    payer_holding AS (
+        SELECT payer, count(*) AS n FROM adapter_jobs WHERE {_HOLDS} GROUP BY payer),
     waiting AS (
-        SELECT w.job_id, w.user_id, w.position, w.job_type, w.required_tags,
-               row_number() OVER (PARTITION BY w.user_id ORDER BY w.position) AS rank,
-               {priority_sql()} AS priority
+        SELECT w.job_id, w.user_id, w.payer, w.position, w.job_type, w.priority,
+               w.required_tags,
+               row_number() OVER (PARTITION BY w.user_id ORDER BY w.position) AS rank
           FROM adapter_jobs w
          WHERE w.status IN ('created', 'queued') AND w.prompt_id IS NULL
            AND (w.lease_owner IS NULL OR w.lease_expires_at <= now())),
+    ranked AS (
+        SELECT waiting.*,
+               row_number() OVER (PARTITION BY payer ORDER BY rank, position) AS payer_rank
+          FROM waiting),
     {RUNNING_LIMITS}
     SELECT * FROM (
-        SELECT waiting.*, COALESCE(holding.n, 0) AS held, served.last_served,
+        SELECT ranked.*, COALESCE(user_holding.n, 0) AS held,
+               COALESCE(payer_holding.n, 0) AS payer_held, served.last_served,
                -- a whole number (the key's bounds; it has no "no limit"), or NULL
-               (limits.by_user ->> waiting.user_id)::bigint AS running_limit
-          FROM waiting LEFT JOIN holding USING (user_id)
-                       LEFT JOIN served USING (user_id)
-                       CROSS JOIN limits) ordered"""
+               (limits.by_user ->> ranked.user_id)::bigint AS running_limit
+          FROM ranked LEFT JOIN user_holding USING (user_id)
+                      LEFT JOIN payer_holding USING (payer)
+                      LEFT JOIN served USING (payer)
+                      CROSS JOIN limits) ordered"""
 
 # The dispatch order over WAITING_ORDER's columns.
-FAIR_ORDER = "priority DESC, held + rank, last_served NULLS FIRST, position"
+FAIR_ORDER = """(payer_held + payer_rank - 1) / (1 + GREATEST(priority, 0)),
+               last_served NULLS FIRST, priority DESC, position"""

@@ -42,6 +42,7 @@ def admit_job(
     price_rcc: int | None = None,  # a raw job's price by policy (h6); None: the built-in table
     daily_limit_rcc: int | None = None,  # the plan's or a policy's limit (h6); None: none
     template: TemplateRun | None = None,
+    queue_priority: int = 0,  # h16: the plan's dispatch priority (rcc/queue_order.py)
 ) -> Admitted | DomainError:
     """Reserve the job's cost, or record ADMIN_BYPASS for an admin; refuse when the
     account is blocked, the workflow is too large, the type is unknown, too many jobs
@@ -86,6 +87,7 @@ def admit_job(
         template_inputs=template.values if template else {},
         price_rule=template.price_rule if template else {},
         required_tags=template.required_tags if template else (),
+        queue_priority=queue_priority,
     )
     return Admitted(
         charge=charge, created=created, wallet_after=wallets.fold(charge, wallet), workflow=blob

@@ -242,6 +242,7 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job_created"):
     template_inputs: dict[str, object] = {}  # h4: the values bound (a capture reprices them)
     price_rule: dict[str, object] = {}  # the template's rule: success captures what it gives
     required_tags: tuple[str, ...] = ()  # h15: backend tags its template requires
+    queue_priority: int = 0  # h16: its plan's `queue.priority` (rcc/queue_order.py)
 
 
 class JobQueued(Event, frozen=True, kw_only=True, tag="job_queued"):

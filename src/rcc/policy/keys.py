@@ -49,6 +49,10 @@ KEYS: dict[str, PolicyKey] = {
         _int("price.VIDEO_TASK", 1, 100_000, 5, "RCC", "what a video job costs"),
         _int("jobs.max_running", 1, 1_000, 2, "jobs", "jobs on GPU slots at once per account"),
         _int("jobs.max_queued", 1, 10_000, 20, "jobs", "unfinished (queued) jobs per account"),
+        _int(
+            "queue.priority", 0, 4, 0, "",
+            "dispatch weight: up to 1 + value jobs per round-robin round (never starves)",
+        ),  # h16: rcc/queue_order.py
         _int("limits.daily_rcc", 1, MAX_RCC, None, "RCC/day", "spending per UTC day", True),
         _int("billing.low_balance_rcc", 0, MAX_RCC, 5, "RCC", "low-balance threshold"),
         _int("grants.signup_rcc", 0, 100_000, 0, "RCC", "credits granted at sign-up"),

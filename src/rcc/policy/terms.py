@@ -25,6 +25,7 @@ class JobTerms(msgspec.Struct, frozen=True, kw_only=True):
     # Unfinished jobs at creation (None: RCC_MAX_QUEUED_JOBS_PER_USER). The running
     # limit applies at dispatch (rcc.queue_limits), not here.
     max_queued: int | None = None
+    queue_priority: int = 0  # h16: dispatch priority among equally served payers
 
 
 def terms_for(
@@ -46,6 +47,7 @@ def terms_for(
         daily_limit_rcc=value("limits.daily_rcc"),
         max_running=value("jobs.max_running", default=None),
         max_queued=value("jobs.max_queued", default=None),
+        queue_priority=value("queue.priority") or 0,
     )
 
 

@@ -321,6 +321,7 @@ def admit(
         price_rcc=terms.prices.get(cmd.job_type) if terms else None,
         daily_limit_rcc=terms.daily_limit_rcc if terms else None,
         template=cmd.template,
+        queue_priority=terms.queue_priority if terms else 0,
     )
 
 
