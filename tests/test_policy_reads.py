@@ -31,6 +31,7 @@ from tests.adapter_helpers import SLOW, create_job, running, settings_for, wait_
 from tests.comfy_server import ComfyServer
 from tests.conftest import portal_client
 from tests.helpers import funded_user
+from tests.org_helpers import join, new_org
 from tests.portal_helpers import PASSWORD, grant, sign_up
 from tests.projection_helpers import drain
 from tests.test_webhooks import notifying, register, webhook_settings
@@ -139,6 +140,36 @@ async def test_a_users_max_running_by_policy_holds_at_dispatch_and_others_keep_t
         await sampler
     assert max(s[x] for s in samples) == 1, "X had two prompts on the backend at once"
     assert max(s[y] for s in samples) == 2, "Y never used its two slots"
+
+
+async def test_an_orgs_max_running_holds_for_its_members_org_jobs_only(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """An org-scoped `jobs.max_running` of 1: a member's jobs charged to the org never
+    have two prompts on the backend at once; a user outside it keeps the default 2."""
+    org = await new_org(client, pool, credits=50)
+    member = await join(client, pool, org, "member")
+    y = await funded_user(pool, 20)
+    await set_policy(pool, "jobs.max_running", 1, "org", org.id)
+    await drain(pool, [POLICY_VALUES])
+    async with (
+        ComfyServer(silent_seconds={"ImageBlur": 0.6}) as comfy,
+        running(pool, settings_for(tmp_path, [comfy.url], slots=4, max_running_per_user=2)),
+    ):
+        jobs = {await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id}
+        jobs |= {await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id}
+        jobs |= {await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id}
+        jobs |= {await create_job(pool, y, SLOW): y for _ in range(3)}
+        samples: list[Counter[str]] = []
+        stop = asyncio.Event()
+        owners = {prompt_id_for(job): user for job, user in jobs.items()}
+        sampler = asyncio.create_task(on_backend(comfy, owners, samples, stop))
+        for job in jobs:
+            assert await wait_status(pool, job, "succeeded", within=30) == "succeeded"
+        stop.set()
+        await sampler
+    assert max(s[member.user_id] for s in samples) == 1, "two org jobs on the backend at once"
+    assert max(s[y] for s in samples) == 2, "the user outside the org never used two slots"
 
 
 async def test_a_replay_of_policy_values_resolves_every_value_as_the_log_does(

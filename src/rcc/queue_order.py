@@ -34,22 +34,26 @@ from __future__ import annotations
 _HOLDS = """status IN ('created', 'queued', 'running')
            AND (prompt_id IS NOT NULL OR lease_expires_at > now())"""
 
-# Each waiting user's `jobs.max_running` policy (user > plan > global, h13), resolved in
+# Each waiting user's `jobs.max_running` policy (user > org > plan > global), resolved in
 # one set-based call over the policy_values read model (schema 0022); NULL where no
-# scope sets it, and the claim falls back to RCC_MAX_RUNNING_JOBS_PER_USER. The plan is
-# the one rcc.policy.store.plans_of gives: the active subscription's, else free.
+# scope sets it, and the claim falls back to RCC_MAX_RUNNING_JOBS_PER_USER. A job charged
+# to an organisation (its payer is the org's id, not the user's) is judged with that
+# org's scope, a personal job without one. The plan is the one
+# rcc.policy.store.plans_of gives: the active subscription's, else free.
 RUNNING_LIMITS = """
     waiting_users AS (
-        SELECT array_agg(u.user_id) AS ids, array_agg(COALESCE(p.plan, 'free')) AS plans
-          FROM (SELECT DISTINCT user_id FROM waiting) u
+        SELECT array_agg(u.user_id || ' ' || u.payer) AS keys, array_agg(u.user_id) AS ids,
+               array_agg(NULLIF(u.payer, u.user_id)) AS orgs,
+               array_agg(COALESCE(p.plan, 'free')) AS plans
+          FROM (SELECT DISTINCT user_id, payer FROM waiting) u
           LEFT JOIN users p ON p.id = u.user_id AND p.plan IS NOT NULL
                            AND p.plan_active_until > now()),
-    -- One row, {user id: value}: joined to every waiting job as a lookup, not a join the
-    -- planner would run as a nested loop over its misestimated row count.
+    -- One row, {"user payer": value}: joined to every waiting job as a lookup, not a
+    -- join the planner would run as a nested loop over its misestimated row count.
     limits AS MATERIALIZED (
-        SELECT jsonb_object_agg(wu.ids[r.n], r.value) AS by_user
+        SELECT jsonb_object_agg(wu.keys[r.n], r.value) AS by_user
           FROM waiting_users wu,
-               rcc_policy_values_v1('jobs.max_running', now(), wu.ids, NULL, wu.plans) r)"""
+               rcc_policy_values_v1('jobs.max_running', now(), wu.ids, wu.orgs, wu.plans) r)"""
 
 # Waiting = not yet submitted and not held under a live lease. `held`/`rank` are the
 # user's (for the running limit), `payer_held`/`payer_rank` the payer's (for the turn).
@@ -78,7 +82,8 @@ WAITING_ORDER = f"""
         SELECT ranked.*, COALESCE(user_holding.n, 0) AS held,
                COALESCE(payer_holding.n, 0) AS payer_held, served.last_served,
                -- a whole number (the key's bounds; it has no "no limit"), or NULL
-               (limits.by_user ->> ranked.user_id)::bigint AS running_limit
+               (limits.by_user ->> (ranked.user_id || ' ' || ranked.payer))::bigint
+                   AS running_limit
           FROM ranked LEFT JOIN user_holding USING (user_id)
                       LEFT JOIN payer_holding USING (payer)
                       LEFT JOIN served USING (payer)
