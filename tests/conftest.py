@@ -4,6 +4,7 @@ one freshly migrated database per test, cloned from a template for speed."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import uuid
@@ -23,7 +24,7 @@ from projections.registry import ALL
 from rcc.config import Settings, load_settings
 from rcc.projector.runtime import ProjectorWorker
 from rcc.store.database import connect_owner, create_pool
-from rcc.store.embedded import start_embedded
+from rcc.store.embedded import follow_restart, restart_embedded, start_embedded
 from rcc.store.migrations import SCHEMA_DIR, migrate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,22 +65,36 @@ def with_database(url: str, name: str) -> str:
 
 
 def _server_url() -> str:
+    # Only the throwaway test cluster is tuned; never one named by DATABASE_URL.
     if url := os.environ.get("DATABASE_URL"):
         return url
     pgdata = Path(os.environ.get("RCC_TEST_PGDATA", REPO / ".rcc" / "test-pgdata"))
-    return start_embedded(pgdata)
+    url = start_embedded(pgdata)
+    # max_connections changes only at a restart: on a fresh cluster the first worker
+    # here restarts it, under a lock the other workers wait on before they connect (with
+    # the default 100, two workers' pools and adapters ran out of connections).
+    with (pgdata.parent / f".{pgdata.name}.tune.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if asyncio.run(_tune_for_tests(url)):
+            restart_embedded(pgdata)
+    follow_restart(pgdata)  # whichever worker restarted it
+    return url
 
 
-async def _tune_for_tests(url: str) -> None:
-    # Only the throwaway test cluster trades durability for speed; never a real one.
-    if os.environ.get("DATABASE_URL"):
-        return
+async def _tune_for_tests(url: str) -> bool:
+    """Trade the throwaway test cluster's durability for speed, and allow the connections
+    parallel workers need; True when a setting waits for a restart (max_connections)."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("ALTER SYSTEM SET fsync = off")
         await conn.execute("ALTER SYSTEM SET synchronous_commit = off")
         await conn.execute("ALTER SYSTEM SET max_connections = 300")
         await conn.execute("SELECT pg_reload_conf()")
+        return bool(
+            await conn.fetchval(
+                "SELECT int4(setting) < 300 FROM pg_settings WHERE name = 'max_connections'"
+            )
+        )
     finally:
         await conn.close()
 
@@ -118,9 +133,7 @@ async def _ensure_template(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    url = _server_url()
-    asyncio.run(_tune_for_tests(url))
-    return url
+    return _server_url()
 
 
 @pytest.fixture(scope="session")

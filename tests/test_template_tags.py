@@ -13,18 +13,20 @@ import asyncpg
 
 from rcc.config import Settings
 from tests.adapter_helpers import (
+    FAST_POOL,
     SUCCESS,
+    add_backend,
     assert_ledger,
     create_job,
     running,
     settings_for,
+    stays_queued,
     wait_status,
 )
 from tests.comfy_server.server import ComfyServer
 from tests.helpers import funded_user
 from tests.portal_helpers import bearer
 from tests.template_helpers import client_for, settings_with_backends
-from tests.test_backends_adapter import FAST_POOL, add, stays_queued
 
 # The recorded run_success workflow (EmptyImage -> ImageInvert -> SaveImage), which any
 # backend can run: only the tag decides where it may go.
@@ -68,10 +70,10 @@ async def test_a_template_requiring_video_runs_only_on_a_backend_tagged_video(
             # A raw job behind it goes to the untagged GPU; the tagged job does not.
             raw = await create_job(pool, user_id, SUCCESS)
             assert await wait_status(pool, raw, "succeeded", "failed") == "succeeded"
-            await stays_queued(pool, tagged)
+            await stays_queued(pool, tagged, plain_gpu, video_gpu)
             assert len(plain_gpu.history) == 1 and not video_gpu.history
 
-            await add(pool, video_gpu.url, ("video",))
+            await add_backend(pool, video_gpu.url, ("video",))
             assert await wait_status(pool, tagged, "succeeded", "failed") == "succeeded"
             assert len(video_gpu.history) == 1 and len(plain_gpu.history) == 1
     async with pool.acquire() as conn:

@@ -37,3 +37,26 @@ def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> str:
         _announced.add(pgdata.resolve())
         log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
     return url
+
+
+def restart_embedded(pgdata: Path) -> None:
+    """Restart the embedded server of `pgdata` (for settings only a restart applies, such
+    as max_connections), keeping the options it was started with."""
+    import pgserver
+
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    pgserver.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user
+    )
+    follow_restart(pgdata)
+
+
+def follow_restart(pgdata: Path) -> None:
+    """After a restart (by this process or another): pgserver stops the server at the
+    last handle's exit through the process it recorded at start, so record the running
+    one, or the server is left running."""
+    import pgserver
+    from pgserver.utils import PostmasterInfo
+
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
