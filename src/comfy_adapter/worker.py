@@ -295,6 +295,10 @@ class AdapterWorker:
 
     async def _run(self, run: JobRun) -> None:
         try:
+            if run.row.status == "created":
+                # The claim can reach a job before the queue marker does: mark it queued
+                # first, so its history always reads created, queued, then submitted.
+                await self._mark_queued(run.row)
             await run.run()
         except asyncio.CancelledError:
             raise
