@@ -3,6 +3,7 @@ check asks a ComfyUI test server, tiny real images."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 from typing import Any
@@ -110,3 +111,13 @@ async def upload(
     ctype: str = "image/png",
 ) -> httpx.Response:
     return await http.post("/uploads", files={"file": (name, body, ctype)}, headers=headers)
+
+
+async def finished(http: httpx.AsyncClient, headers: dict[str, str], job_id: str) -> Any:
+    """The job's view once it has succeeded or failed (15 s at most), through the API."""
+    for _ in range(750):
+        job = (await http.get(f"/jobs/{job_id}", headers=headers)).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} is still {job['status']}")

@@ -106,6 +106,21 @@ async def test_a_users_low_balance_threshold_moves_only_their_state_from_its_tim
     ]
 
 
+async def sampled_until_done(
+    pool: asyncpg.Pool, comfy: ComfyServer, jobs: dict[str, str]
+) -> list[Counter[str]]:
+    """Each owner's prompts on the double, sampled until every job (id: owner) succeeded."""
+    samples: list[Counter[str]] = []
+    stop = asyncio.Event()
+    owners = {prompt_id_for(job): user for job, user in jobs.items()}
+    sampler = asyncio.create_task(on_backend(comfy, owners, samples, stop))
+    for job in jobs:
+        assert await wait_status(pool, job, "succeeded", within=30) == "succeeded"
+    stop.set()
+    await sampler
+    return samples
+
+
 async def on_backend(
     comfy: ComfyServer, owner_of: dict[str, str], samples: list[Counter[str]], stop: asyncio.Event
 ) -> None:
@@ -130,14 +145,7 @@ async def test_a_users_max_running_by_policy_holds_at_dispatch_and_others_keep_t
         running(pool, settings_for(tmp_path, [comfy.url], slots=4, max_running_per_user=2)),
     ):
         jobs = {await create_job(pool, user, SLOW): user for user in (x, y) for _ in range(3)}
-        samples: list[Counter[str]] = []
-        stop = asyncio.Event()
-        owners = {prompt_id_for(job): user for job, user in jobs.items()}
-        sampler = asyncio.create_task(on_backend(comfy, owners, samples, stop))
-        for job in jobs:
-            assert await wait_status(pool, job, "succeeded", within=30) == "succeeded"
-        stop.set()
-        await sampler
+        samples = await sampled_until_done(pool, comfy, jobs)
     assert max(s[x] for s in samples) == 1, "X had two prompts on the backend at once"
     assert max(s[y] for s in samples) == 2, "Y never used its two slots"
 
@@ -156,18 +164,12 @@ async def test_an_orgs_max_running_holds_for_its_members_org_jobs_only(
         ComfyServer(silent_seconds={"ImageBlur": 0.6}) as comfy,
         running(pool, settings_for(tmp_path, [comfy.url], slots=4, max_running_per_user=2)),
     ):
-        jobs = {await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id}
-        jobs |= {await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id}
-        jobs |= {await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id}
+        jobs = {
+            await create_job(pool, member.user_id, SLOW, org_id=org.id): member.user_id
+            for _ in range(3)
+        }
         jobs |= {await create_job(pool, y, SLOW): y for _ in range(3)}
-        samples: list[Counter[str]] = []
-        stop = asyncio.Event()
-        owners = {prompt_id_for(job): user for job, user in jobs.items()}
-        sampler = asyncio.create_task(on_backend(comfy, owners, samples, stop))
-        for job in jobs:
-            assert await wait_status(pool, job, "succeeded", within=30) == "succeeded"
-        stop.set()
-        await sampler
+        samples = await sampled_until_done(pool, comfy, jobs)
     assert max(s[member.user_id] for s in samples) == 1, "two org jobs on the backend at once"
     assert max(s[y] for s in samples) == 2, "the user outside the org never used two slots"
 

@@ -4,14 +4,12 @@ POST /upload/image) before the prompt that names it, and the outputs come back."
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from rcc.config import Settings
 from tests.adapter_helpers import assert_ledger, running, settings_for
@@ -21,20 +19,12 @@ from tests.portal_helpers import bearer
 from tests.template_helpers import (
     CHECKPOINT,
     client_for,
+    finished,
     png,
     settings_with_backends,
     template_spec,
     upload,
 )
-
-
-async def _finished(http: httpx.AsyncClient, headers: dict[str, str], job_id: str) -> Any:
-    for _ in range(750):
-        job = (await http.get(f"/jobs/{job_id}", headers=headers)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} is still {job['status']}")
 
 
 async def test_a_template_with_an_upload_runs_end_to_end(
@@ -69,7 +59,7 @@ async def test_a_template_with_an_upload_runs_end_to_end(
         )
         assert created.status_code == 201, created.text
         assert created.json()["cost_rcc"] == 3 and created.json()["template"]["version"] == 1
-        job = await _finished(http, user, created.json()["id"])
+        job = await finished(http, user, created.json()["id"])
         assert job["status"] == "succeeded", job
 
         name = f"rcc_upload_{upload_id}.png"
@@ -128,7 +118,7 @@ async def test_a_metered_template_holds_its_estimate_and_captures_what_the_outpu
         )
         assert created.status_code == 201, created.text
         assert created.json()["cost_rcc"] == 3
-        job = await _finished(http, user, created.json()["id"])
+        job = await finished(http, user, created.json()["id"])
         assert job["status"] == "succeeded", job
         assert (job["held_rcc"], job["charged_rcc"]) == (0, 1), job
     async with pool.acquire() as conn:

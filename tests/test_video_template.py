@@ -6,12 +6,10 @@ releases 3 in the same transaction."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from rcc.config import Settings
 from rcc.video_frames import video_facts_of_bytes
@@ -19,7 +17,7 @@ from tests.adapter_helpers import assert_ledger, running, settings_for
 from tests.comfy_server import ComfyServer
 from tests.helpers import funded_user
 from tests.portal_helpers import bearer
-from tests.template_helpers import CHECKPOINT, client_for, settings_with_backends
+from tests.template_helpers import CHECKPOINT, client_for, finished, settings_with_backends
 
 # Text-free on purpose: the frames asked are the only input, 1 RCC a frame
 # (per_video_frame: seconds x fps frames, here "frames" x 1).
@@ -52,15 +50,6 @@ VIDEO_TEMPLATE: dict[str, Any] = {
 }
 
 
-async def _finished(http: httpx.AsyncClient, headers: dict[str, str], job_id: str) -> Any:
-    for _ in range(750):
-        job = (await http.get(f"/jobs/{job_id}", headers=headers)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} is still {job['status']}")
-
-
 async def test_a_video_template_held_at_its_estimate_captures_the_frames_made(
     pool: asyncpg.Pool,
     owner: asyncpg.Connection,
@@ -88,7 +77,7 @@ async def test_a_video_template_held_at_its_estimate_captures_the_frames_made(
         )
         assert created.status_code == 201, created.text
         assert created.json()["cost_rcc"] == 24  # the estimate: 24 frames asked
-        job = await _finished(http, user, created.json()["id"])
+        job = await finished(http, user, created.json()["id"])
         assert job["status"] == "succeeded", job
 
         # The backend reported a real MP4 as ComfyUI's SaveVideo does (PreviewVideo).
