@@ -8,10 +8,13 @@ STALE_AFTER means no adapter runs. The portal reads it here, never from the adap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
+
+from rcc.domain.backend_tags import reason_key
 
 STALE_AFTER = timedelta(seconds=30)
 NOT_RUNNING = "the ComfyUI adapter is not running (start `rcc adapter` or `rcc serve`)"
@@ -24,10 +27,14 @@ class WaitingReasons(msgspec.Struct, frozen=True, kw_only=True):
     general: str
     by_type: dict[str, str] = msgspec.field(default_factory=dict)
 
-    def of(self, job_type: str | None) -> str:
-        """The sentence for a job of `job_type` (the pool-wide one when none fits better)."""
-        if job_type is not None and job_type in self.by_type and self.general == WAITING:
-            return self.by_type[job_type]
+    def of(self, job_type: str | None, tags: Sequence[str] = ()) -> str:
+        """The sentence for a job of `job_type` whose template requires `tags` (the
+        pool-wide one when none fits better)."""
+        if job_type is None or self.general != WAITING:
+            return self.general
+        for key in (reason_key(job_type, tags), job_type):
+            if key in self.by_type:
+                return self.by_type[key]
         return self.general
 
 

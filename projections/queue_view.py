@@ -48,7 +48,7 @@ async def standings(conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, S
                  line AS (SELECT job_id, row_number() OVER (
                                 ORDER BY {FAIR_ORDER}) AS place
                             FROM ordered)
-            SELECT a.job_id, a.job_type, a.prompt_id, a.backend, line.place
+            SELECT a.job_id, a.job_type, a.required_tags, a.prompt_id, a.backend, line.place
               FROM adapter_jobs a LEFT JOIN line USING (job_id)
              WHERE a.job_id = ANY($1::text[]) AND a.status IN ('created', 'queued')""",
         job_ids,
@@ -69,7 +69,8 @@ async def standings(conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, S
         if healthy_slots:
             rounds = math.floor((int(place) - 1) / healthy_slots)
             start = now + timedelta(seconds=rounds * run_s)
-        general = reasons.of(row["job_type"])  # a job type's missing tags say so
+        # a job type's (or its template's) missing tags say so
+        general = reasons.of(row["job_type"], row["required_tags"] or ())
         # A reason that says why nothing can run (no adapter, no backend, none with the
         # job type's tags, all draining) beats the place in line.
         reason = (

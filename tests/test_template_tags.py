@@ -22,6 +22,7 @@ from tests.adapter_helpers import (
     settings_for,
     stays_queued,
     wait_status,
+    wait_until,
 )
 from tests.comfy_server.server import ComfyServer
 from tests.helpers import funded_user
@@ -71,6 +72,14 @@ async def test_a_template_requiring_video_runs_only_on_a_backend_tagged_video(
             raw = await create_job(pool, user_id, SUCCESS)
             assert await wait_status(pool, raw, "succeeded", "failed") == "succeeded"
             await stays_queued(pool, tagged, plain_gpu, video_gpu)
+            wanted = "no live ComfyUI backend has the tags this job needs (video)"
+
+            async def says_why() -> bool:
+                shown = (await http.get(f"/jobs/{tagged}", headers=user)).json()
+                return str(shown.get("waiting_reason") or "").startswith(wanted)
+
+            # The job says which tags of its template no backend has (not "waiting").
+            await wait_until(says_why, what="the job to name the tags it waits for")
             assert len(plain_gpu.history) == 1 and not video_gpu.history
 
             await add_backend(pool, video_gpu.url, ("video",))

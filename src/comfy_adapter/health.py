@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ import msgspec
 from comfy_adapter.backends import Backend, BackendPool
 from comfy_adapter.client import BackendError
 from comfy_adapter.tag_reasons import tag_wait_reason
+from rcc.domain.backend_tags import reason_key, required_tags
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,33 @@ async def read_backend(backend: Backend) -> Reading:
     )
 
 
-def type_reasons(pool: BackendPool, by_type: Mapping[str, frozenset[str]]) -> dict[str, str]:
-    """For each job type with tags no live backend (healthy, not draining) carries: why
-    (the carriers that are unreachable or draining, named; or that none carries them)."""
+def type_reasons(
+    pool: BackendPool,
+    by_type: Mapping[str, frozenset[str]],
+    templated: Iterable[tuple[str, Sequence[str]]] = (),
+) -> dict[str, str]:
+    """For each job type with tags no live backend (healthy, not draining) carries, and
+    each (job type, template tags) of a waiting job: why (the carriers that are
+    unreachable or draining, named; or that none carries them), by `reason_key`."""
+    needs = {job_type: required for job_type, required in by_type.items() if required}
+    for job_type, extra in templated:
+        needs[reason_key(job_type, extra)] = required_tags(job_type, by_type, extra)
     return {
-        job_type: reason
-        for job_type, required in by_type.items()
-        if required and (reason := tag_wait_reason(required, pool.backends)) is not None
+        key: reason
+        for key, required in needs.items()
+        if (reason := tag_wait_reason(required, pool.backends)) is not None
     }
+
+
+async def templated_tags(db: asyncpg.Pool) -> list[tuple[str, list[str]]]:
+    """The job types and template tags of jobs waiting with tags of their own."""
+    async with db.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT DISTINCT job_type, required_tags FROM adapter_jobs
+                WHERE status IN ('created', 'queued') AND prompt_id IS NULL
+                  AND cardinality(required_tags) > 0"""
+        )
+    return [(r["job_type"], list(r["required_tags"])) for r in rows]
 
 
 _WRITE = """
@@ -124,7 +144,8 @@ async def watch(
         backends = [b for b in pool.backends if not b.removed]
         readings = list(await asyncio.gather(*(read_backend(b) for b in backends)))
         try:
-            await record(db, adapter, readings, type_reasons(pool, by_type))
+            reasons = type_reasons(pool, by_type, await templated_tags(db))
+            await record(db, adapter, readings, reasons)
         except (asyncpg.PostgresError, OSError) as error:
             log.warning("recording backend health failed: %s", error)
         await _either(stop_event, changed, every_s)

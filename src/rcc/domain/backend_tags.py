@@ -49,3 +49,10 @@ def unmet_reason(required: frozenset[str]) -> str:
         f"no live ComfyUI backend has the tags this job needs ({', '.join(sorted(required))}); "
         "an admin can tag one in /admin/backends"
     )
+
+
+def reason_key(job_type: str, extra: Iterable[str] = ()) -> str:
+    """The key of a waiting reason: the job type, plus `+tag...` when the job's template
+    requires tags of its own (the adapter writes reasons by it, the portal reads them)."""
+    tags = sorted({t.lower() for t in extra})
+    return "+".join([job_type, *tags])
