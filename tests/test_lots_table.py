@@ -28,7 +28,7 @@ from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
-from rcc.store.wallet_lots import FRONT_LOTS
+from rcc.store.wallet_lots import FRONT_LOTS, wider
 
 MIGRATION = Path(__file__).resolve().parents[1] / "schema" / "0026_wallet_lots.sql"
 
@@ -153,12 +153,13 @@ async def _events(owner: asyncpg.Connection, user: str) -> list[Any]:
     return [decode_event(row["type"], row["data"]) for row in rows]
 
 
-async def test_when_the_front_lots_have_expired_the_reserve_reads_them_all(
+async def test_when_the_front_lots_have_expired_the_reserve_reads_wider_fronts(
     pool: asyncpg.Pool, owner: asyncpg.Connection
 ) -> None:
     user = await _user(pool)
-    soon = datetime.now(UTC) + timedelta(seconds=2)
-    for _ in range(FRONT_LOTS + 2):  # more than the front: all of it expires first
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    expiring = (wider(FRONT_LOTS) or 0) + 2  # more than the front and the next one
+    for _ in range(expiring):  # all of it expires first
         await _done(
             pool,
             c.PatchUser(user_id=user, actor="admin", rcc_delta=1, note="promo", expires_at=soon),
@@ -170,9 +171,9 @@ async def test_when_the_front_lots_have_expired_the_reserve_reads_them_all(
     done = await _done(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"))
     assert done.result["cost_rcc"] == 5
     rows = await _rows(owner, user)
-    topup = f"L{FRONT_LOTS + 3}"
+    topup = f"L{expiring + 1}"
     assert rows[topup][0][3] == 2
-    assert sum(rows[f"L{n}"][0][3] for n in range(1, FRONT_LOTS + 3)) == FRONT_LOTS + 2
+    assert sum(rows[f"L{n}"][0][3] for n in range(1, expiring + 1)) == expiring
     # And a reserve that nothing live can cover is refused with what can be spent.
     refused = await execute(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"))
     assert getattr(refused, "balance_rcc", None) == 2, refused

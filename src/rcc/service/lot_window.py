@@ -2,8 +2,9 @@
 
 A reserve loads only the first lots in spending order (rcc.store.wallet_lots); the
 draws it plans from them are the draws it would plan from every lot whenever they
-cover the cost. When they do not, the refusal might be wrong: the rest are read and
-the pure decision is taken again, so the answer is always the one all lots give.
+cover the cost. When they do not, the refusal might be wrong: more are read (a wider
+front, then all) and the pure decision is taken again, so the answer is always the one
+all lots give.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ T = TypeVar("T")
 async def decide_on_enough_lots(
     uow: UnitOfWork, wallet: WalletState, decide: Callable[[WalletState], T | DomainError]
 ) -> T | DomainError:
-    """`decide(wallet)`, taken again on every lot if the loaded ones fell short."""
+    """`decide(wallet)`, taken again on more lots while the loaded ones fall short."""
     outcome = decide(wallet)
-    if isinstance(outcome, InsufficientCredits):
-        whole = await uow.all_lots(wallet_stream(wallet.wallet_id), wallet)
-        if whole is not None:
-            return decide(whole)
+    while isinstance(outcome, InsufficientCredits):
+        more = await uow.more_lots(wallet_stream(wallet.wallet_id), wallet)
+        if more is None:
+            break
+        wallet = more
+        outcome = decide(wallet)
     return outcome

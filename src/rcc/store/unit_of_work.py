@@ -32,6 +32,7 @@ from rcc.store.wallet_lots import (
     lots_cte,
     read_lots,
     read_named_lots,
+    wider,
 )
 from rcc.store.workflows import store_workflows
 
@@ -87,10 +88,10 @@ class UnitOfWork:
         self.command_id = new_command_id()
         self._writes: dict[str, StreamWrite] = {}
         self._workflows: list[WorkflowBlob] = []
-        # The lots loaded per wallet stream (what commit diffs against), and the wallets
-        # of which only the front was loaded (see rcc.store.wallet_lots).
+        # The lots loaded per wallet stream (what commit diffs against), and for the
+        # wallets of which only the front was loaded, how many (see rcc.store.wallet_lots).
         self._lots_seen: dict[str, dict[str, Row]] = {}
-        self._lots_partial: set[str] = set()
+        self._lots_front: dict[str, int] = {}
         self._conn: Any = None
         self._open = False
 
@@ -196,9 +197,9 @@ class UnitOfWork:
         for sid, first in zip(wallets, fronts, strict=True):
             self._lots_seen[sid] = {row[0]: row for row in lots[sid]}
             if first is None:
-                self._lots_partial.discard(sid)
+                self._lots_front.pop(sid, None)
             else:
-                self._lots_partial.add(sid)
+                self._lots_front[sid] = first
             out[sid] = Head(heads[sid].version, {**heads[sid].state, "lots": lots[sid]})
         return out
 
@@ -212,21 +213,26 @@ class UnitOfWork:
         for sid in wallets:
             lots = await read_named_lots(self._conn, sid, lots_of[sid])
             self._lots_seen[sid] = {row[0]: row for row in lots}
-            self._lots_partial.add(sid)
+            self._lots_front[sid] = 0
             out[sid] = Head(heads[sid].version, {**heads[sid].state, "lots": lots})
         return out
 
-    async def all_lots(self, stream_id: str, state: WalletState) -> WalletState | None:
-        """`state` with every lot of its wallet, when only the front was loaded; None
-        when all were loaded already (deciding again would change nothing). Lots this
-        transaction changed keep their changed values."""
-        if stream_id not in self._lots_partial:
+    async def more_lots(self, stream_id: str, state: WalletState) -> WalletState | None:
+        """`state` with a wider front of its wallet's lots (rcc.store.wallet_lots.wider),
+        or every lot; None when all were loaded already (deciding again would change
+        nothing). Lots this transaction changed keep their changed values."""
+        if stream_id not in self._lots_front:
             return None
-        rows = (await read_lots(self._conn, [stream_id], [None]))[stream_id]
+        front = wider(self._lots_front[stream_id])
+        rows = (await read_lots(self._conn, [stream_id], [front]))[stream_id]
+        if front is None or len(rows) < front:
+            # Every lot with credits left is loaded: no draw can find more.
+            del self._lots_front[stream_id]
+        else:
+            self._lots_front[stream_id] = front
         seen = self._lots_seen[stream_id]
         fresh = [row for row in rows if row[0] not in seen]
         seen.update({row[0]: row for row in fresh})
-        self._lots_partial.discard(stream_id)
         more = (msgspec.convert(row, Lot) for row in fresh)
         lots = tuple(sorted((*state.lots, *more), key=lot_number))  # as made, as folded
         return msgspec.structs.replace(state, lots=lots)

@@ -4,15 +4,15 @@ The cached wallet head keeps only the sums (balance, held, open_jobs, lot_seq, p
 the daily counters). A reserve used to decode every lot from the head, sort them all
 and rewrite the whole (TOASTed, 69 kB at 1,000 lots) head; now the unit of work reads
 a wallet's lots from this table under the head's lock, either all of them or only the
-first FRONT_LOTS in spending order that still have credits (what a reserve draws
-from), and writes back only the rows that changed. The domain is untouched: it sees a
+first few in spending order that still have credits (what a reserve draws from),
+and writes back only the rows that changed. The domain is untouched: it sees a
 WalletState whose `lots` hold the loaded lots.
 
 A partial load is exact for a draw whenever the loaded lots cover it: they are a
 prefix of the spending order (read_lots orders by rcc.domain.lots.spending_key),
 and the lots a debit may draw now are that prefix less the ones expiring within the
-draw guard. When they do not cover it the caller loads every lot and decides again
-(rcc.service.lot_window). Lots that were not loaded are never deleted or changed.
+draw guard. When they do not cover it the caller loads a wider front, then every lot,
+and decides again (rcc.service.lot_window). Lots that were not loaded are never deleted or changed.
 
 A row carries everything the domain reads of its lot, its expiry too: a lot ended by
 CREDITS_EXPIRED (or a month's lot superseded before its date) ends at that instant
@@ -37,9 +37,22 @@ import msgspec
 from rcc.domain.lots import Lot
 from rcc.domain.wallet import WalletState
 
-# Lots a reserve loads: the wallet's first lots in spending order with credits left.
-# A reserve rarely spans more than a few lots; when these do not cover it, all are read.
-FRONT_LOTS = 16
+# Lots a reserve loads: the wallet's first lots in spending order with credits left
+# (a group of reserves on one wallet loads one more per reserve). A reserve usually
+# draws from one lot; every row loaded is decoded, ranked and diffed in Python, so the
+# front is small. When it does not cover a draw, `wider` fronts are read, then all.
+FRONT_LOTS = 2
+WIDEN = 8
+WIDEST_FRONT = 128
+
+
+def wider(front: int) -> int | None:
+    """The front to read after `front` lots fell short: WIDEN times as many, or every
+    lot (None) past WIDEST_FRONT, so a wallet of many small or expiring lots reads a few
+    dozen rows per reserve rather than all of them."""
+    wide = max(front, FRONT_LOTS) * WIDEN
+    return None if wide > WIDEST_FRONT else wide
+
 
 Row = list[Any]  # a lot as its JSON array: [id, source, amount, remaining, priority, ...]
 
