@@ -110,7 +110,7 @@ async def append(
             metas.append(shared if own is None else msgspec.json.encode(own).decode())
     try:
         rows = await conn.fetch(
-            (with_[0] if with_ else "") + "SELECT * FROM rcc_append_v2($1, $2, $3, $4, $5, $6, $7)",
+            (with_[0] if with_ else "") + "SELECT * FROM rcc_append_v3($1, $2, $3, $4, $5, $6, $7)",
             streams,
             expected,
             states,
@@ -123,7 +123,7 @@ async def append(
     except asyncpg.UniqueViolationError as error:
         raise StreamVersionConflict(f"stream created concurrently: {error}") from None
     except asyncpg.PostgresError as error:
-        if error.sqlstate == "RC001":  # raised by rcc_append_v2 for a stale version
+        if error.sqlstate == "RC001":  # raised by rcc_append_v3 for a stale version
             raise StreamVersionConflict(str(error)) from None
         raise
     return [
