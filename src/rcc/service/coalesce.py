@@ -8,8 +8,11 @@ stream-id order, as every writer does, so groups cannot deadlock), decides each
 command on its own in arrival order against the state the previous ones left (a short
 balance refuses that command only), appends everything at once and commits once.
 
-Nothing waits on purpose: a command runs at once when a runner is free. Every caller
-is answered only after the transaction that holds its events committed.
+Nothing waits on purpose: a command runs at once when a runner is free, except one
+whose user's wallet a running group holds (it would only wait for that lock inside its
+own group): it goes in the next group. Two runners split the waiting commands, so one
+group's decisions (Python) overlap the other's append and commit (the server). Every
+caller is answered only after the transaction that holds its events committed.
 
 Idempotency keys: the group first takes the advisory lock of every key it carries, in
 ascending lock order, before it locks any wallet (UnitOfWork.serialise). A single
@@ -81,26 +84,58 @@ class Coalescer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._queue: list[_Ask] = []
-        self._runners = 0
+        self._runners = 0  # runners alive
+        self._busy = 0  # runners inside a group
+        self._in_flight: Counter[str] = Counter()  # users of the groups being run
 
     async def submit(
         self, cmd: CreateJob, metadata: dict[str, Any] | None, key: str | None
     ) -> Outcome:
         ask = _Ask(cmd, metadata, key)
         self._queue.append(ask)
-        if self._runners < RUNNERS:
-            self._runners += 1
-            asyncio.get_running_loop().create_task(self._run())
+        self._start_runner()
         # Shielded: a caller that goes away does not stop its command half-way.
         return await asyncio.shield(ask.answer)
 
+    def _start_runner(self) -> None:
+        if self._queue and self._runners < RUNNERS:
+            self._runners += 1
+            asyncio.get_running_loop().create_task(self._run())
+
     async def _run(self) -> None:
+        """Take groups and answer them while commands wait for one."""
         try:
-            while self._queue:
-                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                await self._answer(group)
+            while group := self._take():
+                self._start_runner()  # for the rest
+                self._busy += 1
+                users = Counter(ask.cmd.user_id for ask in group)
+                self._in_flight += users
+                try:
+                    await self._answer(group)
+                finally:
+                    self._busy -= 1
+                    self._in_flight -= users
         finally:
             self._runners -= 1
+
+    def _take(self) -> list[_Ask]:
+        """A runner's share of the queue (split among the runners not inside a group),
+        in arrival order, leaving the commands of users whose group is being run.
+
+        Two groups in flight overlap one's decisions (in Python) with the other's
+        append and commit (in the server), on machines where both share the cores. A
+        command whose user is in a running group would only wait there for its wallet's
+        lock, holding a connection and delaying its whole group: it waits in the queue
+        for the next group instead (the runner of that group takes it when it is done)."""
+        idle = max(1, RUNNERS - self._busy)
+        size = min(MAX_GROUP, -(-len(self._queue) // idle))
+        group: list[_Ask] = []
+        rest: list[_Ask] = []
+        for ask in self._queue:
+            free = ask.cmd.user_id not in self._in_flight
+            (group if free and len(group) < size else rest).append(ask)
+        self._queue = rest
+        return group
 
     async def _answer(self, group: list[_Ask]) -> None:
         """Answer every caller of the group: together if possible, else one by one if
