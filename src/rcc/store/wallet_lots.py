@@ -146,54 +146,81 @@ class LotChanges(msgspec.Struct):
     """What one transaction writes to `wallet_lots`."""
 
     gone: list[tuple[str, str]] = []  # (stream, lot) no longer kept
-    upserts: list[tuple[str, Lot]] = []  # new lots and lots whose remainder moved
+    moved: list[tuple[str, str, int]] = []  # (stream, lot, remaining): only that changed
+    upserts: list[tuple[str, Lot]] = []  # new lots, and lots changed otherwise
 
     def add(self, stream_id: str, seen: dict[str, Row], after: WalletState) -> None:
         """The difference between the lots loaded (`seen`) and the lots after."""
         kept = lot_rows(after)
         self.gone += [(stream_id, lot_id) for lot_id in seen if lot_id not in kept]
-        self.upserts += [(stream_id, lot) for lot in after.lots if seen.get(lot.id) != kept[lot.id]]
+        for lot in after.lots:
+            before, now = seen.get(lot.id), kept[lot.id]
+            if before == now:
+                continue
+            if before is not None and before[:3] + before[4:] == now[:3] + now[4:]:
+                self.moved.append((stream_id, lot.id, lot.remaining))  # a draw or a return
+            else:
+                self.upserts.append((stream_id, lot))
 
 
 def lots_cte(changes: LotChanges, first: int) -> tuple[str, list[Any]] | None:
     """The changes as a WITH clause (its parameters numbered from `first`) to put in
-    front of another statement of the transaction: the rows go in its round trip."""
-    if not changes.gone and not changes.upserts:
-        return None
-    n = [f"${first + i}" for i in range(13)]
-    sql = f"""WITH lots_gone AS (
+    front of another statement of the transaction: the rows go in its round trip.
+
+    Only the parts with rows are sent. A reserve or a release only moves remainders
+    (three arrays); the whole row (eleven) goes only for new or otherwise changed lots:
+    every array element is encoded one by one by the driver, on the write path."""
+    parts: list[str] = []
+    args: list[Any] = []
+
+    def params(*arrays: list[Any]) -> list[str]:
+        numbers = [f"${first + len(args) + i}" for i in range(len(arrays))]
+        args.extend(arrays)
+        return numbers
+
+    if changes.gone:
+        n = params([s for s, _ in changes.gone], [lot_id for _, lot_id in changes.gone])
+        parts.append(f"""lots_gone AS (
                DELETE FROM wallet_lots w
                 USING unnest({n[0]}::text[], {n[1]}::text[]) AS d(stream_id, lot_id)
-                WHERE w.stream_id = d.stream_id AND w.lot_id = d.lot_id),
-           lots_moved AS (
+                WHERE w.stream_id = d.stream_id AND w.lot_id = d.lot_id)""")
+    if changes.moved:
+        moved = changes.moved
+        n = params([m[0] for m in moved], [m[1] for m in moved], [m[2] for m in moved])
+        parts.append(f"""lots_moved AS (
+               UPDATE wallet_lots w SET remaining = m.remaining
+                 FROM unnest({n[0]}::text[], {n[1]}::text[], {n[2]}::bigint[])
+                      AS m(stream_id, lot_id, remaining)
+                WHERE w.stream_id = m.stream_id AND w.lot_id = m.lot_id)""")
+    if changes.upserts:
+        lots = [lot for _, lot in changes.upserts]
+        n = params(
+            [s for s, _ in changes.upserts],
+            [lot.id for lot in lots],
+            [lot.source for lot in lots],
+            [lot.amount for lot in lots],
+            [lot.remaining for lot in lots],
+            [lot.priority for lot in lots],
+            [lot.effective_us for lot in lots],
+            [lot.expires_us is None for lot in lots],
+            [lot.expires_us or 0 for lot in lots],
+            [lot_number(lot.id) for lot in lots],
+            [lot.ref for lot in lots],
+        )
+        parts.append(f"""lots_upserted AS (
                INSERT INTO wallet_lots (stream_id, lot_id, source, amount, remaining,
                                         priority, effective_us, no_expiry, expires_us,
                                         lot_no, ref)
-               SELECT * FROM unnest({n[2]}::text[], {n[3]}::text[], {n[4]}::text[],
-                                    {n[5]}::bigint[], {n[6]}::bigint[], {n[7]}::int[],
-                                    {n[8]}::bigint[], {n[9]}::bool[], {n[10]}::bigint[],
-                                    {n[11]}::bigint[], {n[12]}::text[])
+               SELECT * FROM unnest({n[0]}::text[], {n[1]}::text[], {n[2]}::text[],
+                                    {n[3]}::bigint[], {n[4]}::bigint[], {n[5]}::int[],
+                                    {n[6]}::bigint[], {n[7]}::bool[], {n[8]}::bigint[],
+                                    {n[9]}::bigint[], {n[10]}::text[])
                ON CONFLICT (stream_id, lot_id) DO UPDATE
                   SET remaining = EXCLUDED.remaining, no_expiry = EXCLUDED.no_expiry,
-                      expires_us = EXCLUDED.expires_us)
-           """
-    lots = [lot for _, lot in changes.upserts]
-    args: list[Any] = [
-        [s for s, _ in changes.gone],
-        [lot_id for _, lot_id in changes.gone],
-        [s for s, _ in changes.upserts],
-        [lot.id for lot in lots],
-        [lot.source for lot in lots],
-        [lot.amount for lot in lots],
-        [lot.remaining for lot in lots],
-        [lot.priority for lot in lots],
-        [lot.effective_us for lot in lots],
-        [lot.expires_us is None for lot in lots],
-        [lot.expires_us or 0 for lot in lots],
-        [lot_number(lot.id) for lot in lots],
-        [lot.ref for lot in lots],
-    ]
-    return sql, args
+                      expires_us = EXCLUDED.expires_us)""")
+    if not parts:
+        return None
+    return "WITH " + ",\n           ".join(parts) + "\n", args
 
 
 async def write_lots(conn: asyncpg.Connection, changes: LotChanges) -> None:
