@@ -11,8 +11,9 @@ import asyncpg
 from rcc.audit import verify
 from rcc.service import commands as c
 from rcc.service.bus import execute
-from rcc.service.coalesce import RUNNERS
+from rcc.service.coalesce import MAX_GROUP, RUNNERS
 from rcc.service.handlers import Done
+from rcc.service.policy_commands import SetPolicy
 from tests.helpers import funded_user
 
 
@@ -52,17 +53,38 @@ async def test_waiting_job_creations_are_shared_between_the_runners(
     assert report.ok, report.problems
 
 
+async def test_a_users_waiting_jobs_stay_in_one_group(
+    pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    """A hot wallet's jobs are not split between the runners: the second half would
+    only wait for the first half's lock, and each flush would carry half as many."""
+    await _room_for_many_jobs(pool)
+    hot = await funded_user(pool, 100)
+    await _create(pool, [hot] * 40)
+    assert [sum(g.values()) for g in await _groups(owner, [hot])] == [40]
+
+
 async def test_a_users_jobs_wait_for_the_next_group_while_its_wallet_is_in_one(
     pool: asyncpg.Pool, owner: asyncpg.Connection
 ) -> None:
-    busy = await funded_user(pool, 10)
-    others = [await funded_user(pool, 10) for _ in range(6)]
-    # busy, o1, busy, o2, ...: the first runner takes the first six (three of busy's),
-    # the second only the other users' three; busy's last three wait for a third group
-    # instead of queueing behind the first group's lock on busy's wallet.
-    await _create(pool, [u for pair in zip([busy] * 6, others, strict=True) for u in pair])
+    await _room_for_many_jobs(pool)
+    busy = await funded_user(pool, 200)
+    others = [await funded_user(pool, 10) for _ in range(4)]
+    # The first runner takes busy's first MAX_GROUP jobs, the second only the other
+    # users' four; busy's last three wait for a third group instead of queueing, in
+    # the second, behind the first group's lock on busy's wallet.
+    tail = [others[0], busy, others[1], busy, others[2], busy, others[3]]
+    await _create(pool, [busy] * MAX_GROUP + tail)
     groups = await _groups(owner, [busy, *others])
     shapes = sorted((g[busy], sum(g.values()) - g[busy]) for g in groups)
-    assert shapes == [(0, 3), (3, 0), (3, 3)]
+    assert shapes == [(0, 4), (3, 0), (MAX_GROUP, 0)]
     report = await verify(owner)
     assert report.ok, report.problems
+
+
+async def _room_for_many_jobs(pool: asyncpg.Pool) -> None:
+    """More unfinished jobs per user than the default allows."""
+    policy = SetPolicy(
+        key="jobs.max_queued", scope="global", scope_id="", value=1000, reason="t", actor="t"
+    )
+    assert isinstance(await execute(pool, policy), Done)

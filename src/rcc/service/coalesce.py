@@ -10,7 +10,7 @@ balance refuses that command only), appends everything at once and commits once.
 
 Nothing waits on purpose: a command runs at once when a runner is free, except one
 whose user's wallet a running group holds (it would only wait for that lock inside its
-own group): it goes in the next group. Two runners split the waiting commands, so one
+own group): it goes in the next group. Two runners split the waiting users, so one
 group's decisions (Python) overlap the other's append and commit (the server). Every
 caller is answered only after the transaction that holds its events committed.
 
@@ -119,21 +119,30 @@ class Coalescer:
             self._runners -= 1
 
     def _take(self) -> list[_Ask]:
-        """A runner's share of the queue (split among the runners not inside a group),
-        in arrival order, leaving the commands of users whose group is being run.
+        """A runner's group: in arrival order, its share of the waiting users (split
+        among the runners not inside a group) with every waiting command of theirs,
+        leaving the commands of users whose group is being run.
 
         Two groups in flight overlap one's decisions (in Python) with the other's
         append and commit (in the server), on machines where both share the cores. A
-        command whose user is in a running group would only wait there for its wallet's
-        lock, holding a connection and delaying its whole group: it waits in the queue
-        for the next group instead (the runner of that group takes it when it is done)."""
+        user's commands stay together: split, the second half would wait for the first
+        half's wallet lock (a hot wallet would commit half as many per flush). For the
+        same reason a command whose user is in a running group waits in the queue for
+        the next group (that group's runner takes it when it is done)."""
         idle = max(1, RUNNERS - self._busy)
-        size = min(MAX_GROUP, -(-len(self._queue) // idle))
+        waiting = {ask.cmd.user_id for ask in self._queue} - self._in_flight.keys()
+        share = -(-len(waiting) // idle)
         group: list[_Ask] = []
+        users: set[str] = set()
         rest: list[_Ask] = []
         for ask in self._queue:
-            free = ask.cmd.user_id not in self._in_flight
-            (group if free and len(group) < size else rest).append(ask)
+            user = ask.cmd.user_id
+            joins = user in users or (user not in self._in_flight and len(users) < share)
+            if joins and len(group) < MAX_GROUP:
+                group.append(ask)
+                users.add(user)
+            else:
+                rest.append(ask)
         self._queue = rest
         return group
 
