@@ -21,9 +21,9 @@ class JobTerms(msgspec.Struct, frozen=True, kw_only=True):
     plan: str
     prices: dict[str, int]
     daily_limit_rcc: int | None
-    max_running: int | None  # None: no policy set (RCC_MAX_RUNNING_JOBS_PER_USER applies)
     # Unfinished jobs at creation (None: RCC_MAX_QUEUED_JOBS_PER_USER). The running
-    # limit applies at dispatch (rcc.queue_limits), not here.
+    # limit (jobs.max_running) applies at dispatch, in SQL (rcc_policy_values_v1), not
+    # here.
     max_queued: int | None = None
     queue_priority: int = 0  # h16: dispatch priority among equally served payers
 
@@ -45,7 +45,6 @@ def terms_for(
         plan=plan,
         prices={t: p for t, p in prices.items() if p is not None},
         daily_limit_rcc=value("limits.daily_rcc"),
-        max_running=value("jobs.max_running", default=None),
         max_queued=value("jobs.max_queued", default=None),
         queue_priority=value("queue.priority") or 0,
     )

@@ -284,9 +284,9 @@ async def _create_org_job(
     if isinstance(charge, DomainError):
         return charge
     # Prices by the member's policies (h6); the org's budgets, not the member's daily
-    # limit or running-jobs limit, bound what they spend from it.
+    # limit, bound what they spend from it (its running limit is the dispatcher's).
     terms = (await job_terms(uow.conn, [cmd.user_id]))[cmd.user_id]
-    terms = msgspec.structs.replace(terms, daily_limit_rcc=None, max_running=None)
+    terms = msgspec.structs.replace(terms, daily_limit_rcc=None)
     admitted = admit(cmd, charge.user, charge.wallet, terms)
     if isinstance(admitted, DomainError):
         return admitted
