@@ -191,7 +191,10 @@ class UnitOfWork:
         wallets = [sid for sid, head in heads.items() if is_wallet(sid) and head.version]
         if not wallets:
             return heads
-        fronts = [front.get(sid) if isinstance(front, Mapping) else front for sid in wallets]
+        if isinstance(front, Mapping):
+            fronts = [front.get(sid) for sid in wallets]
+        else:
+            fronts = [front] * len(wallets)
         lots = await read_lots(self._conn, wallets, fronts)
         out = dict(heads)
         for sid, first in zip(wallets, fronts, strict=True):
