@@ -17,6 +17,7 @@ from tests.adapter_helpers import (
     create_job,
     jain,
     job_events,
+    known,
     running,
     sample_slots,
     settings_for,
@@ -26,15 +27,6 @@ from tests.adapter_helpers import (
 )
 from tests.comfy_server import ComfyServer
 from tests.helpers import funded_user
-
-
-async def known(pool: asyncpg.Pool, jobs: list[str]) -> bool:
-    """Whether the adapters' job table has all these jobs (its feed folded them)."""
-    async with pool.acquire() as conn:
-        found = await conn.fetchval(
-            "SELECT count(*) FROM adapter_jobs WHERE job_id = ANY($1::text[])", jobs
-        )
-    return int(found) == len(jobs)
 
 
 async def test_a_user_with_one_job_waits_behind_at_most_one_job_of_each_other_user(
