@@ -28,24 +28,11 @@ from rcc.webhooks.service import NotifyWorker
 from tests.conftest import portal_client
 from tests.helpers import balance_of
 from tests.org_helpers import grant_org, join, new_org
-from tests.payment_helpers import balance, caught_up, delivered, payment_row, with_stripe
+from tests.payment_helpers import balance, caught_up, delivered, payment_row
 from tests.portal_helpers import IMAGE_JOB, Member, grant, sign_up
 from tests.stripe_double import StripeDouble
 from tests.stripe_payloads import event
 from tests.webhook_receiver import eventually
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[StripeDouble]:
-    stripe = StripeDouble()
-    await stripe.start()
-    yield stripe
-    await stripe.close()
-
-
-@pytest.fixture
-def pay_settings(settings: Settings, double: StripeDouble) -> Settings:
-    return with_stripe(settings, double.url)
 
 
 @pytest.fixture
