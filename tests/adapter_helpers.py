@@ -218,6 +218,17 @@ async def wait_status(pool: asyncpg.Pool, job_id: str, *statuses: str, within: f
         await asyncio.sleep(0.02)
 
 
+async def known(pool: asyncpg.Pool, jobs: list[str]) -> bool:
+    """Whether the adapters' job table has all these jobs (its feed folded them): under
+    load the feed may fold new jobs a moment after they were created, and the dispatch
+    order is the dispatcher's only from then on."""
+    async with pool.acquire() as conn:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM adapter_jobs WHERE job_id = ANY($1::text[])", jobs
+        )
+    return int(found) == len(jobs)
+
+
 async def wait_until(predicate: Any, within: float = 15.0, what: str = "condition") -> None:
     """Wait until `predicate()` is true; it may be a coroutine function (a query). The
     adapter tests' one way to wait for something they can observe."""

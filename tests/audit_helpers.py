@@ -15,6 +15,7 @@ from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
 from tests.helpers import funded_user
+from tests.projection_helpers import settle
 
 RCC = [sys.executable, "-m", "rcc.cli"]
 AUDIT_KEY = secrets.token_hex(32)
@@ -55,7 +56,11 @@ async def grant(pool: asyncpg.Pool, user: str, amount: int) -> None:
 
 
 async def anchor(env: dict[str, str], path: Path) -> Path:
-    """`rcc audit anchor --out path`, as an operator would run it."""
+    """`rcc audit anchor --out path`, as an operator would run it, once everything the
+    test committed is commit-safe: a transaction still running in another test's
+    database (the horizon is server-wide) would otherwise leave the newest events out."""
+    async with asyncpg.create_pool(env["DATABASE_URL"], min_size=1, max_size=1) as pool:
+        await settle(pool)
     made = await arcc(keyed(env), "audit", "anchor", "--out", str(path))
     assert made.returncode == 0, made.stdout + made.stderr
     return path

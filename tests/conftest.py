@@ -26,6 +26,8 @@ from rcc.projector.runtime import ProjectorWorker
 from rcc.store.database import connect_owner, create_pool
 from rcc.store.embedded import follow_restart, restart_embedded, start_embedded
 from rcc.store.migrations import SCHEMA_DIR, migrate
+from tests.payment_helpers import with_stripe
+from tests.stripe_double import StripeDouble
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,3 +222,18 @@ async def client(portal_app: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the portal over ASGI, in the test's own event loop."""
     async with portal_client(portal_app) as http:
         yield http
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[StripeDouble]:
+    """The Stripe API double (tests/stripe_double.py), up for the test."""
+    stripe = StripeDouble()
+    await stripe.start()
+    yield stripe
+    await stripe.close()
+
+
+@pytest.fixture
+def pay_settings(settings: Settings, double: StripeDouble) -> Settings:
+    """The test settings with Stripe configured against the double."""
+    return with_stripe(settings, double.url)

@@ -33,6 +33,7 @@ from tests.audit_helpers import (
     verify_with,
 )
 from tests.helpers import balance_of
+from tests.projection_helpers import settle
 from tests.serve_helpers import rcc_env, serve
 
 
@@ -243,6 +244,10 @@ async def test_the_anchor_worker_writes_signed_anchors_only_when_the_log_grows(
     pool: asyncpg.Pool, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
     users = await history(pool, users=1)
+    # The whole history commit-safe first: were part of it still held back by another
+    # test's transaction, the worker would rightly anchor the visible prefix, then the
+    # rest once it shows, a second anchor that "nothing new" would not explain.
+    await settle(pool)
     key = anchors.signing_key(AUDIT_KEY)
     worker = AnchorWorker(pool, tmp_path / "anchors", key, every_s=0.05)
     task = asyncio.create_task(worker.run())

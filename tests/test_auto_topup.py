@@ -22,29 +22,17 @@ from rcc.projector.runtime import ProjectorWorker
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
+from rcc.service.policy_commands import SetAccountBlocked
 from rcc.webhooks.commands import RegisterWebhook
 from rcc.webhooks.service import NotifyWorker
 from tests.conftest import portal_client
 from tests.helpers import balance_of
 from tests.org_helpers import grant_org, join, new_org
-from tests.payment_helpers import balance, caught_up, delivered, payment_row, with_stripe
+from tests.payment_helpers import balance, caught_up, delivered, payment_row
 from tests.portal_helpers import IMAGE_JOB, Member, grant, sign_up
 from tests.stripe_double import StripeDouble
 from tests.stripe_payloads import event
 from tests.webhook_receiver import eventually
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[StripeDouble]:
-    stripe = StripeDouble()
-    await stripe.start()
-    yield stripe
-    await stripe.close()
-
-
-@pytest.fixture
-def pay_settings(settings: Settings, double: StripeDouble) -> Settings:
-    return with_stripe(settings, double.url)
 
 
 @pytest.fixture
@@ -380,4 +368,74 @@ async def test_an_orgs_auto_top_up_charges_its_customer_once_per_crossing_credit
 
     off = await http.delete(path, headers=boss.headers)
     assert off.status_code == 200 and off.json()["enabled"] is False
+    assert (await verify(owner)).ok
+
+
+async def block(pool: asyncpg.Pool, account: str, blocked: bool, kind: str = "user") -> None:
+    """A platform admin blocks (or unblocks) a user or an org."""
+    command = SetAccountBlocked(
+        user_id=account, blocked=blocked, reason="chargeback under review", actor="ops",
+        account_kind=kind,
+    )  # fmt: skip
+    assert isinstance(await execute(pool, command), Done)
+
+
+async def test_a_blocked_account_is_not_charged_and_is_told_why(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, double: StripeDouble, notifier: NotifyWorker,
+    owner: asyncpg.Connection,
+) -> None:  # fmt: skip
+    """A blocked user buys nothing, by Checkout or by auto top-up: the crossing's charge
+    is recorded declined with the reason and Stripe is never asked; unblocked, the next
+    crossing is charged. The same for an organisation a platform admin blocked."""
+    member = await sign_up(http)
+    uid = member.user_id
+    await opt_in(http, member)
+    await delivered(http, saved_card_intent(uid, "pm_card_visa"))
+    await grant(pool, uid, 100)
+    await block(pool, uid, True)
+    await debit(pool, uid, 60)  # 100 -> 40: below 50, a crossing
+    await eventually(lambda: _answered(pool, uid, 1))
+    assert double.payment_intents() == []
+    (charge,) = await charges(pool, uid)
+    assert (charge["status"], charge["error"]) == (
+        "declined",
+        "account blocked: chargeback under review",
+    )
+    (declined,) = await owner.fetch(
+        "SELECT data FROM events WHERE stream_id = $1 AND type = 'auto_topup_declined'",
+        f"autotopup-{uid}",
+    )
+    assert declined["data"]["reason"] == "account blocked: chargeback under review"
+
+    await block(pool, uid, False)
+    await to_balance(pool, uid, 100)
+    await debit(pool, uid, 60)
+    await eventually(lambda: _answered(pool, uid, 2))
+    assert [c["status"] for c in await charges(pool, uid)] == ["declined", "sent"]
+    (call,) = double.payment_intents()
+    assert call.params["metadata[rcc_user_id]"] == uid
+
+    org = await new_org(http, pool, credits=60)
+    boss = org.people["owner"]
+    body = {"enabled": True, "threshold_rcc": 50, "pack": "S"}
+    opted = await http.put(f"/orgs/{org.id}/auto-topup", json=body, headers=boss.headers)
+    assert opted.status_code == 200, opted.text
+    saved = {
+        "id": "pi_org_checkout", "object": "payment_intent", "amount": 2500,
+        "amount_received": 2500, "currency": "eur", "customer": "cus_org",
+        "payment_method": "pm_card_visa", "setup_future_usage": "off_session",
+        "status": "succeeded", "metadata": {"rcc_user_id": boss.user_id, "rcc_org_id": org.id},
+    }  # fmt: skip
+    assert (await delivered(http, event("payment_intent.succeeded", saved)))[
+        "outcome"
+    ] == "card_saved"
+    await block(pool, org.id, True, kind="org")
+    await grant_org(http, pool, org.id, -20)  # 60 -> 40: a crossing
+    await eventually(lambda: _answered(pool, org.id, 1))
+    assert len(double.payment_intents()) == 1  # the user's only
+    (charge,) = await charges(pool, org.id)
+    assert (charge["status"], charge["error"]) == (
+        "declined",
+        "account blocked: chargeback under review",
+    )
     assert (await verify(owner)).ok

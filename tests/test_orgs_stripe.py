@@ -31,25 +31,16 @@ from tests.payment_helpers import (
     delivered,
     ledger_lines,
     payment_row,
-    with_stripe,
 )
 from tests.projection_helpers import dump
 from tests.stripe_double import StripeDouble
 
 
 @pytest.fixture
-async def double() -> AsyncIterator[StripeDouble]:
-    stripe = StripeDouble()
-    await stripe.start()
-    yield stripe
-    await stripe.close()
-
-
-@pytest.fixture
 async def http(
-    settings: Settings, double: StripeDouble, pool: asyncpg.Pool, projector: ProjectorWorker
+    pay_settings: Settings, pool: asyncpg.Pool, projector: ProjectorWorker
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with portal_client(create_app(with_stripe(settings, double.url), pool=pool)) as client:
+    async with portal_client(create_app(pay_settings, pool=pool)) as client:
         yield client
 
 

@@ -24,24 +24,11 @@ from rcc.projector.runtime import ProjectorWorker
 from rcc.service.stripe_inbox import reconcile
 from tests import stripe_payloads as sp
 from tests.conftest import portal_client
-from tests.payment_helpers import ago, balance, delivered, received, with_stripe
+from tests.payment_helpers import ago, balance, delivered, received
 from tests.portal_helpers import Member, bearer, sign_up
 from tests.stripe_double import StripeDouble
 
 PUBLIC = "http://127.0.0.1:8000"
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[StripeDouble]:
-    stripe = StripeDouble()
-    await stripe.start()
-    yield stripe
-    await stripe.close()
-
-
-@pytest.fixture
-def pay_settings(settings: Settings, double: StripeDouble) -> Settings:
-    return with_stripe(settings, double.url)
 
 
 @pytest.fixture

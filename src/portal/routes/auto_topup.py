@@ -50,6 +50,28 @@ class PortalSession(msgspec.Struct, frozen=True, kw_only=True):
     url: str
 
 
+def payments_configured(settings: Settings) -> None:
+    """503 payments_not_configured unless this server has a Stripe key."""
+    if not settings.stripe_secret_key:
+        raise ApiError(503, "payments_not_configured", "payments are not set up on this server")
+
+
+async def open_portal(
+    settings: Settings, customer: str, return_path: str, idempotency_key: str
+) -> PortalSession:
+    """A Stripe customer portal session for `customer` that returns to `return_path` of
+    the app: the user's and an organisation's portal routes both open theirs here (502
+    when Stripe refuses)."""
+    try:
+        async with stripe_client(settings.stripe_secret_key, settings.stripe_api_base) as client:
+            url = await portal_session(
+                client, customer, f"{settings.public_url}{return_path}", idempotency_key
+            )
+    except stripe.StripeError as error:
+        raise ApiError(502, "payment_provider_error", str(error.user_message or error)) from None
+    return PortalSession(url=url)
+
+
 async def with_card_saving(
     pool: asyncpg.Pool, params: dict[str, Any], user_id: str, org_id: str | None = None
 ) -> dict[str, Any]:
@@ -138,25 +160,15 @@ async def billing_portal(
     who = await me(request)
     assert who.user_id is not None
     settings: Settings = state.settings
-    if not settings.stripe_secret_key:
-        raise ApiError(503, "payments_not_configured", "payments are not set up on this server")
+    payments_configured(settings)
     async with state.pool.acquire() as conn:
         chosen = await store.setting(conn, who.user_id)
     if chosen is None or not chosen.customer_id:
         raise ApiError(
             409, "no_stripe_customer", "buy credits once with auto top-up on to save a card"
         )
-    try:
-        async with stripe_client(settings.stripe_secret_key, settings.stripe_api_base) as client:
-            url = await portal_session(
-                client,
-                chosen.customer_id,
-                f"{settings.public_url}/app/credits",
-                f"rcc-portal:{who.user_id}:{idempotency_key or uuid.uuid4().hex}",
-            )
-    except stripe.StripeError as error:
-        raise ApiError(502, "payment_provider_error", str(error.user_message or error)) from None
-    return PortalSession(url=url)
+    key = f"rcc-portal:{who.user_id}:{idempotency_key or uuid.uuid4().hex}"
+    return await open_portal(settings, chosen.customer_id, "/app/credits", key)
 
 
 router = Router(

@@ -16,20 +16,18 @@ from portal.errors import ApiError
 from portal.idempotency import IdempotencyKey
 from portal.identity import signed_in_user
 from portal.responses import SIGNED_IN, errors
-from portal.routes.auto_topup import PortalSession, with_card_saving
+from portal.routes.auto_topup import (
+    PortalSession,
+    open_portal,
+    payments_configured,
+    with_card_saving,
+)
 from portal.routes.jobs import me
 from portal.routes.orgs import managed_org
-from rcc.adapters.stripe_api import stripe_client
-from rcc.adapters.stripe_autotopup import portal_session
 from rcc.config import Settings
 from rcc.domain import org as orgs
 from rcc.domain.errors import DomainError
 from rcc.service.org_customers import org_customer
-
-
-def _configured(settings: Settings) -> None:
-    if not settings.stripe_secret_key:
-        raise ApiError(503, "payments_not_configured", "payments are not set up on this server")
 
 
 async def paying_as_org(
@@ -40,7 +38,7 @@ async def paying_as_org(
     if org_id is None:
         return params
     settings: Settings = state.settings
-    _configured(settings)
+    payments_configured(settings)
     org = await managed_org(state, org_id, buyer)
     try:
         customer = await org_customer(state.pool, settings, org, buyer)
@@ -73,18 +71,9 @@ async def org_billing_portal(
     org: orgs.OrgState = await managed_org(state, org_id, who.user_id)
     if not org.stripe_customer:
         raise ApiError(409, "no_stripe_customer", "the organisation has not bought anything yet")
-    _configured(settings)
-    try:
-        async with stripe_client(settings.stripe_secret_key, settings.stripe_api_base) as client:
-            url = await portal_session(
-                client,
-                org.stripe_customer,
-                f"{settings.public_url}/app/orgs/{org_id}/credits",
-                f"rcc-portal:{org_id}:{who.user_id}:{idempotency_key or uuid.uuid4().hex}",
-            )
-    except stripe.StripeError as error:
-        raise ApiError(502, "payment_provider_error", str(error.user_message or error)) from None
-    return PortalSession(url=url)
+    payments_configured(settings)
+    key = f"rcc-portal:{org_id}:{who.user_id}:{idempotency_key or uuid.uuid4().hex}"
+    return await open_portal(settings, org.stripe_customer, f"/app/orgs/{org_id}/credits", key)
 
 
 router = Router(

@@ -22,6 +22,7 @@ from rcc.autotopup.commands import RecordChargeOutcome
 from rcc.autotopup.stripe_events import AUTO_TOPUP_KEY
 from rcc.config import Settings
 from rcc.domain.org import ORG_METADATA
+from rcc.service.blocks import account_block_of
 from rcc.service.stripe_inbox import execute_retrying
 from rcc.service.ticking import TickingWorker
 
@@ -75,6 +76,10 @@ class AutoTopupCharger(TickingWorker):
         return [await self._charge(charge) for charge in due]
 
     async def _charge(self, charge: store.Charge) -> Outcome:
+        if refused := await account_block_of(self.pool, charge.owner_kind, charge.user_id):
+            # A blocked account buys nothing (as its Checkout is refused): reported like
+            # a charge without a saved card, a decline with the reason, Stripe untouched.
+            return await self._record(charge, None, f"account blocked: {refused.reason}")
         pack = self.settings.catalog.pack(charge.pack)
         if pack is None or not charge.customer_id or not charge.payment_method:
             why = "no saved card" if pack is not None else f"unknown pack {charge.pack!r}"

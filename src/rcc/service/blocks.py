@@ -28,6 +28,18 @@ async def user_block(pool: asyncpg.Pool, user_id: str) -> AccountBlocked | None:
 _FIELDS = frozenset(users.UserState.__struct_fields__)
 
 
+async def account_block_of(
+    pool: asyncpg.Pool, owner_kind: str, owner_id: str
+) -> AccountBlocked | None:
+    """The refusal when a wallet's owner (a user, or an org for `owner_kind` "org") is
+    blocked, for spending that no request carries (an auto top-up's charge)."""
+    if owner_kind != "org":
+        return await user_block(pool, owner_id)
+    async with pool.acquire() as conn:
+        head = await read_head(conn, org_stream(owner_id))
+    return account_block(head.as_state(orgs.OrgState)) if head.state else None
+
+
 async def owner_block(uow: UnitOfWork, wallet: wallets.WalletState) -> AccountBlocked | None:
     """The refusal when a wallet's owner (a user, or an org) is blocked: a service's
     hold or usage on it is spending like a job (read from the owner's stream head)."""
