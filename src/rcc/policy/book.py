@@ -58,6 +58,11 @@ class PolicyBook:
     def slots(self) -> list[Slot]:
         return sorted(self._slots)
 
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first instant after `after` at which a setting takes effect (None: none
+        is dated later): until then every answer of the book stays what it is."""
+        return min((e.effective_at for e in self.entries if e.effective_at > after), default=None)
+
 
 def resolve(
     book: PolicyBook,

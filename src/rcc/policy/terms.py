@@ -3,6 +3,7 @@ number of unfinished jobs allowed, for each user of a transaction, in one step."
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -50,11 +51,41 @@ def terms_for(
     )
 
 
+class _Memo(msgspec.Struct):
+    since: datetime
+    until: datetime | None  # the book's next dated change: the terms hold until then
+    terms: dict[tuple[str, str], JobTerms]
+
+
+# Terms already resolved, per book (a new book is loaded whenever the policies stream
+# moves) and per (user, plan), until a dated setting of the book takes effect: every
+# job creation asks, and resolving its six keys was most of the job path's policy cost.
+_memos: weakref.WeakKeyDictionary[PolicyBook, _Memo] = weakref.WeakKeyDictionary()
+_MEMO_SIZE = 50_000  # users remembered per book before starting afresh
+
+
+def _remembered(book: PolicyBook, now: datetime) -> dict[tuple[str, str], JobTerms]:
+    memo = _memos.get(book)
+    if memo is None or now < memo.since or (memo.until is not None and now >= memo.until):
+        memo = _memos[book] = _Memo(since=now, until=book.next_change(now), terms={})
+    elif len(memo.terms) > _MEMO_SIZE:
+        memo.terms.clear()
+    return memo.terms
+
+
 async def job_terms(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[str, JobTerms]:
     """Every user's terms now: the policy book (cached) and their plans, one round trip."""
     book, plans = await book_and_plans(conn, user_ids)
     now = datetime.now(UTC)
-    return {u: terms_for(book, u, plans[u], now) for u in user_ids}
+    known = _remembered(book, now)
+    found = {}
+    for user in user_ids:
+        slot = (user, plans[user])
+        terms = known.get(slot)
+        if terms is None:
+            terms = known[slot] = terms_for(book, user, plans[user], now)
+        found[user] = terms
+    return found
 
 
 class DailyStanding(msgspec.Struct, frozen=True, kw_only=True):
