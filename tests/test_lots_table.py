@@ -26,6 +26,7 @@ from rcc.domain.lots import RELEASE_GRACE, LotPolicy, drawable, plan_draws, to_u
 from rcc.service import commands as c
 from rcc.service.bus import execute
 from rcc.service.handlers import Done
+from rcc.service.hold_commands import AuthorizeHold, RecordUsage
 from rcc.store.heads import read_head
 from rcc.store.time_travel import wallet_as_of
 from rcc.store.wallet_lots import FRONT_LOTS, wider
@@ -153,13 +154,14 @@ async def _events(owner: asyncpg.Connection, user: str) -> list[Any]:
     return [decode_event(row["type"], row["data"]) for row in rows]
 
 
-async def test_when_the_front_lots_have_expired_the_reserve_reads_wider_fronts(
-    pool: asyncpg.Pool, owner: asyncpg.Connection
-) -> None:
+async def _front_expired(pool: asyncpg.Pool) -> tuple[str, int]:
+    """A wallet whose first lots in spending order (more than the front and the next
+    one) have just expired, with no expiry run yet, behind an undated lot of 7 RCC:
+    its id and how many lots expired."""
     user = await _user(pool)
     soon = datetime.now(UTC) + timedelta(seconds=3)
-    expiring = (wider(FRONT_LOTS) or 0) + 2  # more than the front and the next one
-    for _ in range(expiring):  # all of it expires first
+    expiring = (wider(FRONT_LOTS) or 0) + 2
+    for _ in range(expiring):
         await _done(
             pool,
             c.PatchUser(user_id=user, actor="admin", rcc_delta=1, note="promo", expires_at=soon),
@@ -167,7 +169,14 @@ async def test_when_the_front_lots_have_expired_the_reserve_reads_wider_fronts(
     undated = LotPolicy(topup_days=None)
     await _done(pool, c.GrantCredits(user_id=user, kind="topup", amount=7, lots=undated))
     await asyncio.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.1)
-    # No expiry has run: the front rows still have credits, none of them drawable.
+    return user, expiring
+
+
+async def test_when_the_front_lots_have_expired_the_reserve_reads_wider_fronts(
+    pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    user, expiring = await _front_expired(pool)
+    # The front rows still have credits, none of them drawable.
     done = await _done(pool, c.CreateJob(user_id=user, job_type="VIDEO_TASK"))
     assert done.result["cost_rcc"] == 5
     rows = await _rows(owner, user)
@@ -179,6 +188,22 @@ async def test_when_the_front_lots_have_expired_the_reserve_reads_wider_fronts(
     assert getattr(refused, "balance_rcc", None) == 2, refused
     await _rows_equal_the_fold(owner, user)
     assert await _draws_follow_all_lots(owner, user) == 1
+
+
+async def test_a_hold_and_a_usage_past_an_expired_front_write_the_lots_they_drew(
+    pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    """Their events were decided on the wider load; folded onto the first load, the
+    draws from the lot behind the front were lost from the rows (the lots stateful
+    test found a balance of 0 where the events left 2)."""
+    user, expiring = await _front_expired(pool)
+    held = AuthorizeHold(wallet_id=user, amount=4, timeout_s=60, reason="r", service="svc")
+    await _done(pool, held)
+    await _rows_equal_the_fold(owner, user)
+    await _done(pool, RecordUsage(wallet_id=user, amount=2, reason="r", service="svc"))
+    folded = await _rows_equal_the_fold(owner, user)
+    assert (await _rows(owner, user))[f"L{expiring + 1}"][0][3] == 1
+    assert folded.balance == 1 + expiring  # the expired lots still count until expired
 
 
 async def test_grouped_reserves_on_one_wallet_draw_as_if_alone(

@@ -227,7 +227,7 @@ class Coalescer:
                     decided.append(NotFound(detail="user not found"))
                 else:
                     user, wallet = people[ask.cmd.user_id]
-                    admitted = await decide_on_enough_lots(  # front lots, or all (h9)
+                    admitted, _ = await decide_on_enough_lots(  # front lots, more (h9)
                         uow, wallet.state, _admission(ask, user, terms[ask.cmd.user_id])
                     )
                     if isinstance(admitted, DomainError):

@@ -266,7 +266,7 @@ async def create_job(cmd: c.CreateJob, uow: UnitOfWork) -> JobAccepted | DomainE
         return loaded
     user, wallet, version = loaded
     terms = await job_terms(uow.conn, [cmd.user_id])  # prices and limits by policy (h6)
-    admitted = await decide_on_enough_lots(  # the front lots, or all if short (h9)
+    admitted, _ = await decide_on_enough_lots(  # the front lots, more if short (h9)
         uow, wallet, lambda w: admit(cmd, user, w, terms[cmd.user_id])
     )
     if isinstance(admitted, DomainError):

@@ -114,7 +114,7 @@ async def authorize_hold(cmd: h.AuthorizeHold, uow: UnitOfWork) -> HoldView | Do
     if heads[stream].version:
         return Conflict(detail="this hold id is taken")
     now = _now()
-    charged = await decide_on_enough_lots(
+    charged, wallet = await decide_on_enough_lots(
         uow, wallet, lambda w: wallets.hold(w, hold_id, cmd.amount, now, cmd.service, cmd.reason)
     )
     if isinstance(charged, DomainError):
@@ -198,7 +198,7 @@ async def record_usage(cmd: h.RecordUsage, uow: UnitOfWork) -> UsageRecorded | D
     if blocked := await owner_block(uow, wallet):
         return blocked
     now = _now()
-    used = await decide_on_enough_lots(
+    used, wallet = await decide_on_enough_lots(
         uow, wallet, lambda w: wallets.use(w, cmd.amount, now, cmd.service, cmd.reason)
     )
     if isinstance(used, DomainError):

@@ -22,8 +22,11 @@ T = TypeVar("T")
 
 async def decide_on_enough_lots(
     uow: UnitOfWork, wallet: WalletState, decide: Callable[[WalletState], T | DomainError]
-) -> T | DomainError:
-    """`decide(wallet)`, taken again on more lots while the loaded ones fall short."""
+) -> tuple[T | DomainError, WalletState]:
+    """`decide(wallet)`, taken again on more lots while the loaded ones fall short; with
+    the wallet it was decided on, which is the one its events must be folded onto (the
+    draws may name lots the first load did not hold: folded onto that, they would be
+    lost from the rows written at commit)."""
     outcome = decide(wallet)
     while isinstance(outcome, InsufficientCredits):
         more = await uow.more_lots(wallet_stream(wallet.wallet_id), wallet)
@@ -31,4 +34,4 @@ async def decide_on_enough_lots(
             break
         wallet = more
         outcome = decide(wallet)
-    return outcome
+    return outcome, wallet
