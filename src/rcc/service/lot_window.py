@@ -1,4 +1,4 @@
-"""Deciding a debit on a wallet's front lots, and on all of them only when it must (h9).
+"""Deciding a debit on a wallet's front lots, and on more only when it must (h9).
 
 A reserve loads only the first lots in spending order (rcc.store.wallet_lots); the
 draws it plans from them are the draws it would plan from every lot whenever they
