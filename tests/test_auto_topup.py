@@ -316,15 +316,7 @@ async def test_an_orgs_auto_top_up_charges_its_customer_once_per_crossing_credit
     assert checkout["customer"] == customer and "customer_creation" not in checkout
     assert checkout["payment_intent_data[setup_future_usage]"] == "off_session"
     assert checkout["payment_intent_data[metadata][rcc_org_id]"] == org.id
-    saved = {
-        "id": "pi_org_checkout", "object": "payment_intent", "amount": 2500,
-        "amount_received": 2500, "currency": "eur", "customer": customer,
-        "payment_method": "pm_card_visa", "setup_future_usage": "off_session",
-        "status": "succeeded", "metadata": {"rcc_user_id": boss.user_id, "rcc_org_id": org.id},
-    }  # fmt: skip
-    assert (await delivered(http, event("payment_intent.succeeded", saved)))[
-        "outcome"
-    ] == "card_saved"
+    await _org_card_saved(http, boss.user_id, org.id, customer)
     assert (await http.get(path, headers=boss.headers)).json()["card_saved"] is True
 
     # 5 members x 6 jobs at once take the org from 60 to 30: one crossing of 50.
@@ -420,15 +412,7 @@ async def test_a_blocked_account_is_not_charged_and_is_told_why(
     body = {"enabled": True, "threshold_rcc": 50, "pack": "S"}
     opted = await http.put(f"/orgs/{org.id}/auto-topup", json=body, headers=boss.headers)
     assert opted.status_code == 200, opted.text
-    saved = {
-        "id": "pi_org_checkout", "object": "payment_intent", "amount": 2500,
-        "amount_received": 2500, "currency": "eur", "customer": "cus_org",
-        "payment_method": "pm_card_visa", "setup_future_usage": "off_session",
-        "status": "succeeded", "metadata": {"rcc_user_id": boss.user_id, "rcc_org_id": org.id},
-    }  # fmt: skip
-    assert (await delivered(http, event("payment_intent.succeeded", saved)))[
-        "outcome"
-    ] == "card_saved"
+    await _org_card_saved(http, boss.user_id, org.id, "cus_org")
     await block(pool, org.id, True, kind="org")
     await grant_org(http, pool, org.id, -20)  # 60 -> 40: a crossing
     await eventually(lambda: _answered(pool, org.id, 1))
@@ -439,3 +423,15 @@ async def test_a_blocked_account_is_not_charged_and_is_told_why(
         "account blocked: chargeback under review",
     )
     assert (await verify(owner)).ok
+
+
+async def _org_card_saved(http: httpx.AsyncClient, buyer: str, org_id: str, customer: str) -> None:
+    """The org's first top-up succeeded with its card saved for later (Stripe's webhook)."""
+    saved = {
+        "id": "pi_org_checkout", "object": "payment_intent", "amount": 2500,
+        "amount_received": 2500, "currency": "eur", "customer": customer,
+        "payment_method": "pm_card_visa", "setup_future_usage": "off_session",
+        "status": "succeeded", "metadata": {"rcc_user_id": buyer, "rcc_org_id": org_id},
+    }  # fmt: skip
+    answer = await delivered(http, event("payment_intent.succeeded", saved))
+    assert answer["outcome"] == "card_saved"
