@@ -71,6 +71,9 @@ async def test_an_org_from_creation_to_a_member_spending_within_a_budget(site: S
     await shoot(worker, "orgs-run-charged-to-org")
     await run_job(worker, "Image", SUCCESS)
     await expect(worker.locator("header [data-balance]")).to_have_text("39 RCC")
+    # The job page reloads itself when the job ends: leave it only once it has (a
+    # navigation started while that reload fires is aborted).
+    await expect(worker.locator(".heading [data-status]")).to_have_text("succeeded", timeout=30_000)
 
     # The owner sees the member's usage this month and sets a budget under it.
     await boss.reload()

@@ -330,7 +330,12 @@ async def test_pick_the_sample_fill_the_form_upload_confirm_and_see_the_result(s
 
     shown = page.locator("ul.outputs img")
     await expect(shown).to_be_visible()
-    assert await shown.evaluate("img => img.complete && img.naturalWidth > 0")
+    # Visible is not loaded: wait for the image's load (or error) before judging it.
+    loaded = """img => img.complete ? img.naturalWidth > 0 : new Promise(done => {
+        img.addEventListener("load", () => done(img.naturalWidth > 0), {once: true});
+        img.addEventListener("error", () => done(false), {once: true});
+    })"""
+    assert await shown.evaluate(loaded)
     await shoot(page, "template-job-result")
     async with site.pool.acquire() as conn:
         sent = await conn.fetchval(
