@@ -72,8 +72,11 @@ async def test_an_org_from_creation_to_a_member_spending_within_a_budget(site: S
     await run_job(worker, "Image", SUCCESS)
     await expect(worker.locator("header [data-balance]")).to_have_text("39 RCC")
     # The job page reloads itself when the job ends: leave it only once it has (a
-    # navigation started while that reload fires is aborted).
-    await expect(worker.locator(".heading [data-status]")).to_have_text("succeeded", timeout=30_000)
+    # navigation started while that reload fires is aborted), or once it said the job
+    # is not there yet (its read model lags under load; that page does not reload).
+    ended = worker.locator(".heading [data-status]", has_text="succeeded")
+    missing = worker.get_by_role("heading", name="No such job")
+    await expect(ended.or_(missing)).to_be_visible(timeout=30_000)
 
     # The owner sees the member's usage this month and sets a budget under it.
     await boss.reload()
